@@ -1,0 +1,79 @@
+"""The typer app shared by every sub-command module, and the console-script entry point.
+
+Each sub-command lives in its own module below and registers itself on :data:`app`.
+No torch/timm import happens at module level, so ``labelclean --help`` is instant.
+Exit codes: 0 success, 1 a user-fixable :class:`~labelclean.errors.LabelcleanError`,
+2 a usage error, 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from labelclean._version import __version__
+from labelclean.errors import LabelcleanError
+
+_state = {"debug": bool(os.environ.get("LABELCLEAN_DEBUG"))}
+
+
+class _Group(TyperGroup):
+    """Turns a LabelcleanError into one line on stderr and exit code 1 (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LabelcleanError as err:
+            if _state["debug"]:
+                raise
+            click.echo(f"error: {err}", err=True)
+            raise click.exceptions.Exit(1) from None
+
+
+app = typer.Typer(
+    name="labelclean",
+    cls=_Group,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    help="Find wrong labels in an image dataset, fix them, and train a model robust to the rest.",
+    epilog="Docs: README.md, section 'How it works'. Run `labelclean demo` for a 1-minute tour.",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"labelclean {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks for errors.")
+    ] = False,
+) -> None:
+    """Find wrong labels in an image dataset, fix them, and train a model robust to the rest."""
+    _state["debug"] = _state["debug"] or debug
+    logging.basicConfig(
+        level=logging.DEBUG if _state["debug"] else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="labelclean")

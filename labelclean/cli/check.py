@@ -1,0 +1,1 @@
+"""``labelclean check``: validate a dataset and build its image cache without training."""

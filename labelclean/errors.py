@@ -1,0 +1,38 @@
+"""Errors a user can cause and fix; the CLI prints their message and exits 1.
+
+Anything else that escapes is a bug in labelclean and is shown with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LabelcleanError(Exception):
+    """Base class: a problem with the user's input, options or files."""
+
+
+class ConfigError(LabelcleanError):
+    """An option has a value that cannot work; the message names the flag."""
+
+
+class ManifestError(LabelcleanError):
+    """The label file or image folder is malformed; the message names file and row."""
+
+
+class ImageError(LabelcleanError):
+    """One or more images cannot be used; the message names file and row."""
+
+
+class ReportError(LabelcleanError):
+    """A report.parquet is missing, malformed or from an incompatible version."""
+
+
+class CheckpointError(LabelcleanError):
+    """A checkpoint or work directory cannot be used to resume."""
+
+
+class OutputExistsError(LabelcleanError):
+    """An output already exists and --overwrite was not given."""
+
+
+class MissingExtraError(LabelcleanError):
+    """An optional dependency is not installed; the message says what to install."""
