@@ -1,0 +1,111 @@
+"""Settings as typed dataclasses: one field per CLI flag, checked once, saved with every output.
+
+Messages from ``__post_init__`` name the CLI flag, so the CLI can pass them straight through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from labelclean.errors import ConfigError
+
+RECORD_MODES = ("eval", "train")
+T_UPDATES = ("union", "latest")
+CLUSTER_METHODS = ("gmm", "kmeans")
+GUARDS = ("none", "agreement")
+SCHEDULES = ("cosine", "step", "constant")
+
+#: The paper's CIFAR schedule (section 4.1.2): 350 epochs, warmup 80, LR x0.1 at 80 and 150.
+PAPER_PRESET: dict[str, Any] = {
+    "model": "preact_resnet18",
+    "epochs": 350,
+    "warmup": 80,
+    "lr": 0.06,
+    "lr_schedule": "step",
+    "lr_milestones": (80, 150),
+    "batch_size": 128,
+}
+
+
+def _check_choice(value: str, choices: tuple[str, ...], flag: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
+
+
+@dataclass
+class AuditConfig:
+    """Everything that decides what an audit computes (saved in the report's metadata)."""
+
+    model: str | None = None  #: --model: built-in or timm name; None = chosen from size/device
+    pretrained: bool = False  #: --pretrained: timm downloads ImageNet weights
+    weights: str | None = None  #: --weights: local state dict to start from
+    epochs: int = 40  #: --epochs: total epochs, warmup included
+    warmup: int = 10  #: --warmup: epochs on all samples before the first clustering
+    lr: float = 0.06  #: --lr: base SGD learning rate (paper: 0.06)
+    lr_schedule: str = "cosine"  #: --lr-schedule: cosine (default), step (paper), constant
+    lr_milestones: tuple[int, ...] = ()  #: --lr-milestones: epochs where step decays x0.1
+    momentum: float = 0.9  #: SGD momentum (paper: 0.9)
+    weight_decay: float = 5e-4  #: --weight-decay (paper: 5e-4)
+    batch_size: int = 128  #: --batch-size (paper: 128)
+    crop_padding: int | None = None  #: random-crop padding; None = image_size // 8 (4 at 32 px)
+    hflip: bool = True  #: --hflip/--no-hflip: random horizontal flips
+    seed: int = 0  #: --seed
+    device: str = "auto"  #: --device: auto, cpu, cuda, cuda:N, mps
+    amp: bool = True  #: --amp/--no-amp: autocast where the device has a fast low precision
+    record: str = "eval"  #: --record: eval (paper's extra pass) or train (training pass probs)
+    components: int = 5  #: --components: 2 (loss-only, prior work) .. 5 (FGCM)
+    cluster_method: str = "gmm"  #: --cluster-method: gmm or kmeans (ablation)
+    t_update: str = "latest"  #: --t-update: union (paper) or latest (this epoch's clusters)
+    guard: str = "agreement"  #: --guard: low-noise guard (see README "How it works")
+    gmm_max_iter: int = 100  #: EM iterations per fit
+    deterministic: bool = False  #: --deterministic: deterministic algorithms
+    preset: str | None = None  #: --preset: "paper" applies PAPER_PRESET where not overridden
+    extra: dict[str, Any] = field(default_factory=dict)  #: mode-specific settings
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs}: must be at least 1")
+        if not 0 <= self.warmup < self.epochs:
+            raise ConfigError(
+                f"--warmup {self.warmup}: must be at least 0 and below --epochs {self.epochs} "
+                "(the audit needs at least one clustering epoch)"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"--lr {self.lr}: must be positive")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not 2 <= self.components <= 5:
+            raise ConfigError(f"--components {self.components}: expected 2, 3, 4 or 5")
+        _check_choice(self.record, RECORD_MODES, "--record")
+        _check_choice(self.t_update, T_UPDATES, "--t-update")
+        _check_choice(self.cluster_method, CLUSTER_METHODS, "--cluster-method")
+        _check_choice(self.guard, GUARDS, "--guard")
+        _check_choice(self.lr_schedule, SCHEDULES, "--lr-schedule")
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if self.preset not in (None, "paper"):
+            raise ConfigError(f"--preset {self.preset!r}: the only preset is 'paper'")
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **overrides: Any) -> AuditConfig:
+        """Start from a preset and apply the options the user set explicitly."""
+        values: dict[str, Any] = {}
+        if preset == "paper":
+            values.update(PAPER_PRESET)
+        elif preset is not None:
+            raise ConfigError(f"--preset {preset!r}: the only preset is 'paper'")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(preset=preset, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for metadata and checkpoints."""
+        out = dataclasses.asdict(self)
+        out["lr_milestones"] = list(self.lr_milestones)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AuditConfig:
+        """Inverse of :meth:`to_dict`, ignoring keys from newer versions."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})

@@ -1,0 +1,484 @@
+"""The FGCM audit loop (paper Algorithm 1, pinned down in DESIGN.md "The audit").
+
+setup -> for each epoch: [cluster -> refine -> update T] -> one epoch on T (all samples
+during warmup) -> recording pass over ALL samples -> history update -> epoch hook.
+After the last epoch one more clustering on the full history gives the report.
+
+Everything that changes across epochs lives in one :class:`AuditState`, which holds only
+arrays and plain values, so a checkpoint is ``state_dict()`` plus the model/optimizer and
+a resumed or multi-rank run rebuilds exactly the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelclean._progress import Progress
+from labelclean._version import __version__
+from labelclean.config import AuditConfig
+from labelclean.data.images import Dataset
+from labelclean.distributed import Dist
+from labelclean.fgcm.clustering import (
+    CLUSTER_NAMES,
+    GMMParams,
+    apply_guard,
+    fit_gmm,
+    fit_kmeans,
+    gmm_posteriors,
+    name_components,
+    refine,
+    update_training_set,
+)
+from labelclean.fgcm.history import ConfidenceHistory
+from labelclean.models import create_model, default_model_name
+from labelclean.training import (
+    ImageBatches,
+    Precision,
+    build_optimizer,
+    lr_factor,
+    predict_probs,
+    resolve_device,
+    seed_everything,
+    train_epoch,
+)
+
+logger = logging.getLogger(__name__)
+
+_NAME_CODE = {name: code for code, name in enumerate(CLUSTER_NAMES)}
+
+
+@dataclass
+class Clustering:
+    """One clustering of the joint confidences: per-sample component names and posteriors."""
+
+    cluster: np.ndarray  #: int8 [N], index into CLUSTER_NAMES
+    cluster_prob: np.ndarray  #: float32 [N], posterior of the assigned component
+    gmm: GMMParams | None  #: the fit (None for k-means)
+    component_names: list[str]  #: name of each component, aligned with gmm.means
+    guard_note: str = ""  #: what the low-noise guard changed, if anything
+
+
+@dataclass
+class AuditState:
+    """Everything the loop carries between epochs (saved by checkpoints, shared by ranks)."""
+
+    history: ConfidenceHistory
+    in_t: np.ndarray  #: bool [N], sample is in the training set T
+    t_labels: np.ndarray  #: int64 [N], its label in T (-1 outside)
+    admitted_epoch: np.ndarray  #: int32 [N], epoch it first entered T (-1 never)
+    cluster: np.ndarray  #: int8 [N], latest cluster (-1 before the first clustering)
+    cluster_prob: np.ndarray  #: float32 [N]
+    epoch: int = 0  #: epochs completed
+    gmm: GMMParams | None = None
+    component_names: list[str] = field(default_factory=list)
+    epoch_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, n_samples: int, n_classes: int, epochs: int) -> AuditState:
+        """Fresh state: empty history, T empty, no clustering yet."""
+        return cls(
+            history=ConfidenceHistory(n_samples, n_classes, epochs),
+            in_t=np.zeros(n_samples, dtype=bool),
+            t_labels=np.full(n_samples, -1, dtype=np.int64),
+            admitted_epoch=np.full(n_samples, -1, dtype=np.int32),
+            cluster=np.full(n_samples, -1, dtype=np.int8),
+            cluster_prob=np.zeros(n_samples, dtype=np.float32),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back."""
+        return {
+            "history": self.history.state_dict(),
+            "in_t": torch.from_numpy(self.in_t.copy()),
+            "t_labels": torch.from_numpy(self.t_labels.copy()),
+            "admitted_epoch": torch.from_numpy(self.admitted_epoch.copy()),
+            "cluster": torch.from_numpy(self.cluster.copy()),
+            "cluster_prob": torch.from_numpy(self.cluster_prob.copy()),
+            "epoch": self.epoch,
+            "gmm": None if self.gmm is None else self.gmm.to_dict(),
+            "component_names": list(self.component_names),
+            "epoch_log": list(self.epoch_log),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        self.history.load_state_dict(state["history"])
+        for key in ("in_t", "t_labels", "admitted_epoch", "cluster", "cluster_prob"):
+            setattr(self, key, state[key].numpy().copy())
+        self.epoch = int(state["epoch"])
+        self.gmm = None if state["gmm"] is None else GMMParams.from_dict(state["gmm"])
+        self.component_names = list(state["component_names"])
+        self.epoch_log = list(state["epoch_log"])
+
+
+def cluster_samples(
+    history: ConfidenceHistory,
+    given_labels: np.ndarray,
+    config: AuditConfig,
+    *,
+    previous: GMMParams | None = None,
+) -> tuple[Clustering, np.ndarray]:
+    """Joint confidence -> mixture fit -> named clusters (DESIGN.md, steps 3-4).
+
+    Returns the clustering and the max-repeating pseudo labels ``[N]`` it used.
+    With ``--components 2`` the points are 1-D (mean confidence of the given label only):
+    the loss-only two-component split of prior work (DivideMix) that the paper compares to.
+    """
+    pseudo = history.pseudo_labels()
+    joint = history.joint_confidence(given_labels)
+    points = joint[:, :1] if config.components == 2 else joint
+    k = config.components
+    if config.cluster_method == "kmeans":
+        assign, centers = fit_kmeans(points, n_components=k, seed=config.seed)
+        names = name_components(centers)
+        gmm = None
+        prob = np.ones(len(points), dtype=np.float32)
+    else:
+        init = previous if previous is not None and len(previous.weights) == k else None
+        gmm = fit_gmm(
+            points, n_components=k, init=init, max_iter=config.gmm_max_iter, seed=config.seed
+        )
+        post = gmm_posteriors(points, gmm)
+        assign = post.argmax(1)
+        prob = post[np.arange(len(points)), assign].astype(np.float32)
+        names = name_components(gmm.means)
+    codes = np.array([_NAME_CODE[n] for n in names], dtype=np.int8)[assign]
+    note = ""
+    if config.guard != "none" and k >= 3:
+        codes, note = apply_guard(
+            codes, joint, given_labels, pseudo, method=config.guard
+        )
+    return Clustering(codes, prob, gmm, list(names), note), pseudo
+
+
+def admit_samples(
+    clustering: Clustering, given_labels: np.ndarray, pseudo_labels: np.ndarray, components: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refined clusters -> (admit [N] bool, label [N]) for this epoch (paper section 3.2).
+
+    With two components the clean side is admitted as is: prior work has no refinement.
+    """
+    names = np.asarray(CLUSTER_NAMES)[clustering.cluster]
+    if components == 2:
+        admit = names == "CS"
+        return admit, np.where(admit, given_labels, -1).astype(np.int64)
+    return refine(names, given_labels, pseudo_labels)
+
+
+@dataclass
+class AuditResult:
+    """The audit's outcome: one row per sample plus metadata; ``write`` gives report.parquet."""
+
+    table: Any  #: pyarrow.Table in the report schema
+    metadata: dict[str, Any]
+
+    def to_pandas(self) -> Any:
+        """The report as a pandas DataFrame (one row per sample, manifest order)."""
+        return self.table.to_pandas()
+
+    def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write report.parquet atomically (refuses to replace a file unless ``overwrite``)."""
+        from labelclean.report.parquet import write_report
+
+        return write_report(Path(path), self.table, self.metadata, overwrite=overwrite)
+
+
+EpochHook = Callable[[AuditState, dict[str, Any]], None]
+
+
+class AuditInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised at an epoch boundary when ``should_stop()`` asked the loop to stop.
+
+    Carries the state so the caller can checkpoint it, or continue it later.
+    """
+
+    def __init__(self, state: AuditState, run: AuditRun) -> None:
+        super().__init__(f"stopped after epoch {state.epoch}")
+        self.state, self.run = state, run
+
+
+class AuditRun:
+    """Set-up shared by every epoch: device, model, optimizer, image batches, generator."""
+
+    def __init__(
+        self, dataset: Dataset, config: AuditConfig, *, dist: Dist | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.config = config
+        manifest, cache = dataset.manifest, dataset.cache
+        self.given = np.asarray(manifest.given_labels, dtype=np.int64)
+        self.n_samples, self.n_classes = len(manifest), len(manifest.class_names)
+        device = resolve_device(config.device)
+        self.dist = dist or Dist(device=device)
+        device = self.dist.device if self.dist.active else device
+        self.precision = Precision.choose(device, amp=config.amp)
+        self.generator = seed_everything(config.seed, deterministic=config.deterministic)
+        self.model_name = config.model or default_model_name(cache.image_size, device)
+        model = create_model(
+            self.model_name,
+            self.n_classes,
+            pretrained=config.pretrained,
+            weights=config.weights,
+        ).to(device)
+        if self.precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.train_model: torch.nn.Module = model
+        if self.dist.active:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.normalization = _normalization(model, cache, pretrained=bool(
+            config.pretrained or config.weights
+        ))
+        self.batches: Any = ImageBatches(
+            cache.images,
+            self.normalization["mean"],
+            self.normalization["std"],
+            self.precision,
+            crop_padding=(
+                config.crop_padding if config.crop_padding is not None else cache.image_size // 8
+            ),
+            hflip=config.hflip,
+        )
+        self.optimizer = build_optimizer(
+            model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.scaler = self.precision.grad_scaler()
+
+
+def _normalization(model: torch.nn.Module, cache: Any, *, pretrained: bool) -> dict[str, Any]:
+    """Pretrained timm weights expect their own mean/std; from-scratch models use the data's."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if pretrained and "mean" in cfg and "std" in cfg:
+        return {"mean": list(cfg["mean"]), "std": list(cfg["std"]), "source": "model"}
+    return {"mean": list(cache.mean), "std": list(cache.std), "source": "data"}
+
+
+def run_audit(
+    dataset: Dataset,
+    config: AuditConfig,
+    *,
+    state: AuditState | None = None,
+    run: AuditRun | None = None,
+    progress: Progress | None = None,
+    on_epoch: EpochHook | None = None,
+    dist: Dist | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AuditResult:
+    """Run (or continue) the FGCM audit and return the report.
+
+    Args:
+        dataset: Validated manifest + image cache.
+        config: The audit settings.
+        state: A restored state to continue from (``--resume``); fresh when None.
+        run: A prepared :class:`AuditRun` (model/optimizer restored by the caller); built
+            here when None.
+        progress: Progress callback (``progress(task, done, total)``).
+        on_epoch: Called after every epoch with the state and that epoch's log line
+            (checkpoints, ``--log-json``, the CLI's per-epoch line).
+        dist: Rank information under torchrun.
+        should_stop: Checked after each epoch (after ``on_epoch``); when it returns True the
+            loop raises :class:`AuditInterrupted` carrying the state (Ctrl-C, benchmarks).
+    """
+    start = time.perf_counter()
+    run = run or AuditRun(dataset, config, dist=dist)
+    state = state or AuditState.new(run.n_samples, run.n_classes, config.epochs)
+    given, n = run.given, run.n_samples
+    all_index = np.arange(n)
+    for epoch in range(state.epoch, config.epochs):
+        epoch_start = time.perf_counter()
+        lr = config.lr * lr_factor(
+            epoch, epochs=config.epochs, schedule=config.lr_schedule,
+            milestones=config.lr_milestones,
+        )
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        if epoch >= config.warmup:
+            _update_clusters(state, run, epoch)
+            train_index = np.flatnonzero(state.in_t)
+            train_labels = state.t_labels[train_index]
+            if len(train_index) == 0:  # degenerate fit: never train on nothing
+                logger.warning("epoch %d: the training set T is empty; training on all", epoch)
+                train_index, train_labels = all_index, given
+        else:
+            train_index, train_labels = all_index, given
+        keep = config.record == "train"
+        result = train_epoch(
+            run.train_model,
+            run.batches,
+            train_index,
+            train_labels,
+            optimizer=run.optimizer,
+            scaler=run.scaler,
+            batch_size=config.batch_size,
+            generator=run.generator,
+            keep_probs=keep and not run.dist.active,
+            task=f"epoch {epoch + 1}/{config.epochs}",
+            progress=progress if run.dist.is_main else None,
+            shard=run.dist.shard_training if run.dist.active else None,
+        )
+        probs = _record(run, result, progress)
+        state.history.update(probs, given)
+        state.epoch = epoch + 1
+        line = _epoch_line(state, epoch, result.loss, lr, time.perf_counter() - epoch_start)
+        state.epoch_log.append(line)
+        if on_epoch is not None:
+            on_epoch(state, line)
+        if should_stop is not None and should_stop() and state.epoch < config.epochs:
+            raise AuditInterrupted(state, run)
+    _update_clusters(state, run, config.epochs)
+    return _build_result(state, run, wall_time=time.perf_counter() - start)
+
+
+def _record(run: AuditRun, result: Any, progress: Progress | None) -> np.ndarray:
+    """Per-sample softmax ``[N, C]`` for this epoch, every sample exactly once.
+
+    ``--record eval`` (the paper): an eval-mode pass over all samples, split across ranks
+    by contiguous ranges and gathered. ``--record train``: the training pass's softmax for
+    the samples it saw, an eval pass only for the rest (outside T).
+    """
+    n = run.n_samples
+    bs = max(run.config.batch_size * 2, 256)
+    if result.probs is not None:
+        probs = np.empty((n, run.n_classes), dtype=np.float32)
+        seen = np.zeros(n, dtype=bool)
+        probs[result.index] = result.probs
+        seen[result.index] = True
+        rest = np.flatnonzero(~seen)
+        if len(rest):
+            probs[rest] = predict_probs(run.model, run.batches, rest, batch_size=bs)
+        return probs
+    start, stop = run.dist.record_range(n)
+    local = predict_probs(
+        run.model,
+        run.batches,
+        np.arange(start, stop),
+        batch_size=bs,
+        task="record",
+        progress=progress if run.dist.is_main else None,
+    )
+    return run.dist.gather_rows(local, n)
+
+
+def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
+    """Cluster on rank 0, broadcast, refine and grow T (no-op before any history exists)."""
+    if state.history.epochs_recorded == 0:
+        return
+    config = run.config
+    if run.dist.is_main:
+        clustering, pseudo = cluster_samples(
+            state.history, run.given, config, previous=state.gmm
+        )
+        admit, labels = admit_samples(clustering, run.given, pseudo, config.components)
+        arrays = {
+            "cluster": clustering.cluster,
+            "cluster_prob": clustering.cluster_prob,
+            "admit": admit,
+            "labels": labels,
+        }
+        meta = (clustering.gmm, clustering.component_names, clustering.guard_note)
+    else:
+        n = run.n_samples
+        arrays = {
+            "cluster": np.zeros(n, np.int8),
+            "cluster_prob": np.zeros(n, np.float32),
+            "admit": np.zeros(n, bool),
+            "labels": np.zeros(n, np.int64),
+        }
+        meta = None
+    arrays = run.dist.broadcast_arrays(arrays)
+    gmm, names, note = run.dist.broadcast_object(meta)  # type: ignore[misc]
+    state.cluster, state.cluster_prob = arrays["cluster"], arrays["cluster_prob"]
+    state.gmm, state.component_names = gmm, list(names)
+    state.in_t, state.t_labels, state.admitted_epoch = update_training_set(
+        state.in_t,
+        state.t_labels,
+        state.admitted_epoch,
+        arrays["admit"],
+        arrays["labels"],
+        epoch=epoch,
+        rule=config.t_update,
+    )
+    if note:
+        logger.info("epoch %d: %s", epoch, note)
+
+
+def _epoch_line(
+    state: AuditState, epoch: int, loss: float, lr: float, seconds: float
+) -> dict[str, Any]:
+    """The per-epoch log record (printed by the CLI, written by --log-json)."""
+    counts = {}
+    if (state.cluster >= 0).any():
+        codes, freq = np.unique(state.cluster, return_counts=True)
+        counts = {CLUSTER_NAMES[c]: int(f) for c, f in zip(codes, freq) if c >= 0}
+    return {
+        "epoch": epoch + 1,
+        "loss": round(loss, 5),
+        "lr": lr,
+        "t_size": int(state.in_t.sum()),
+        "clusters": counts,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
+    """Arrays -> the report table of DESIGN.md, plus metadata."""
+    from labelclean.report.parquet import build_report_table
+
+    given = run.given
+    manifest, cache, config = run.dataset.manifest, run.dataset.cache, run.config
+    joint = state.history.joint_confidence(given)
+    pseudo = state.history.pseudo_labels()
+    clean = np.where(state.in_t, state.t_labels, -1)
+    action = np.where(
+        ~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel")
+    )
+    trace_given, trace_pseudo = state.history.traces()
+    columns = {
+        "index": np.asarray(manifest.rows, dtype=np.int64),
+        "path": list(manifest.paths),
+        "given_label": given,
+        "cluster": np.asarray(CLUSTER_NAMES)[state.cluster],
+        "action": action,
+        "clean_label": clean,
+        "pseudo_label": pseudo,
+        "conf_given": joint[:, 0],
+        "conf_pseudo": joint[:, 1],
+        "cluster_prob": state.cluster_prob,
+        "admitted_epoch": state.admitted_epoch,
+        "trace_given": trace_given,
+        "trace_pseudo": trace_pseudo,
+    }
+    table = build_report_table(columns, class_names=list(manifest.class_names))
+    metadata = {
+        "tool_version": __version__,
+        "image_root": str(Path(manifest.root).resolve()),
+        "class_names": list(manifest.class_names),
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "device": str(run.precision.device),
+        "precision": run.precision.describe(),
+        "mode": config.extra.get("mode", "train"),
+        "model": run.model_name,
+        "wall_time_s": round(wall_time, 3),
+        "gmm": None if state.gmm is None else state.gmm.to_dict(),
+        "cluster_names": list(state.component_names),
+        "image_size": cache.image_size,
+        "normalization": run.normalization,
+        "n_samples": run.n_samples,
+        "manifest_fingerprint": manifest.fingerprint(),
+        "rejected": len(run.dataset.rejections),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+        "epoch_log": state.epoch_log,
+    }
+    return AuditResult(table=table, metadata=metadata)
