@@ -32,7 +32,9 @@ def limit_threads() -> None:
     torch.set_num_threads(int(os.environ.get("LABELCLEAN_THREADS", os.cpu_count() or 2)))
 
 
-def noisy_cifar(workdir: Path, setting: str, *, seed: int = 0, subset: int | None = None) -> tuple[Path, Path, np.ndarray]:
+def noisy_cifar(
+    workdir: Path, setting: str, *, seed: int = 0, subset: int | None = None
+) -> tuple[Path, Path, np.ndarray]:
     """Write ``labels.csv`` with injected noise for cifar10-dev/train; return (images, csv, truth)."""
     from labelclean.data.manifest import read_manifest
     from labelclean.evaluate import corrupt_labels
@@ -56,17 +58,25 @@ def noisy_cifar(workdir: Path, setting: str, *, seed: int = 0, subset: int | Non
 
 def replace_section(title: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the ``## title`` section of RESULTS.md with ``body``."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; each section says how it was made.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\nWritten by the scripts in this folder; each section says how it was made.\n"
+    )
     section = f"## {title}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    text = (
+        pattern.sub(section + "\n", text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section
+    )
     path.write_text(text)
 
 
 class Timer:
     """``with Timer() as t: ...; t.seconds``."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         return self
 
@@ -76,6 +86,7 @@ class Timer:
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     """Rows of dicts -> a Markdown table with the given columns."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"

@@ -49,21 +49,37 @@ def main() -> None:
     args = parser.parse_args()
     limit_threads()
 
-    from labelclean.config import AuditConfig
     from labelclean.data.images import load_dataset
     from labelclean.evaluate import cleaning_metrics
+
+    from labelclean.config import AuditConfig
     from labelclean.fgcm.audit import AuditInterrupted, run_audit
 
-    base = AuditConfig(seed=args.seed, **{k: v for k, v in {"epochs": args.epochs, "warmup": args.warmup}.items() if v is not None})
+    base = AuditConfig(
+        seed=args.seed,
+        **{
+            k: v for k, v in {"epochs": args.epochs, "warmup": args.warmup}.items() if v is not None
+        },
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
             images, csv, truth = noisy_cifar(Path(tmp), setting, seed=args.seed, subset=args.subset)
             dataset = load_dataset(images, csv)
-            given_precision = float(np.mean(np.asarray(dataset.manifest.class_names)[dataset.manifest.given_labels] == truth))
+            given_precision = float(
+                np.mean(
+                    np.asarray(dataset.manifest.class_names)[dataset.manifest.given_labels] == truth
+                )
+            )
             t0 = time.perf_counter()
             try:
-                run_audit(dataset, base, should_stop=_after(base.warmup))
+                done = {"epochs": 0}
+                run_audit(
+                    dataset,
+                    base,
+                    on_epoch=lambda state, line: done.update(epochs=state.epoch),
+                    should_stop=lambda: done["epochs"] >= base.warmup,
+                )
                 raise RuntimeError("warmup did not stop")
             except AuditInterrupted as stop:
                 warm_state, warm_run = stop.state, stop.run
@@ -106,17 +122,6 @@ def main() -> None:
             f"({base.warmup} warmup), model {result.metadata['model']}, "
             f"{result.metadata['precision']}. Minutes include the shared warmup.\n\n{table}",
         )
-
-
-def _after(warmup: int):
-    """should_stop callback: stop once the warmup epochs are done."""
-    count = {"epochs": 0}
-
-    def stop() -> bool:
-        count["epochs"] += 1
-        return count["epochs"] >= warmup
-
-    return stop
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if not overwrite and path.exists():
-            raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it")
+            raise OutputExistsError(
+                f"{path} appeared while writing; pass --overwrite to replace it"
+            )
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -62,7 +64,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
             tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
+) -> Path:
     """Write ``data`` to ``path`` all-or-nothing."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)

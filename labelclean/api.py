@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from labelclean._progress import Progress
 from labelclean.config import AuditConfig
-from labelclean.fgcm.audit import AuditResult, EpochHook, run_audit
+from labelclean.fgcm.audit import AuditResult, EpochHook
+
+logger = logging.getLogger(__name__)
 
 
 def audit(
@@ -19,6 +23,10 @@ def audit(
     data_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
+    work_dir: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    should_stop: Callable[[], bool] | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit the labels of an image dataset with FGCM.
@@ -32,6 +40,11 @@ def audit(
             (``image_size``, ``on_bad_image``, ``cache_dir``, ...).
         progress: ``progress(task, done, total)`` callback.
         on_epoch: Called after every epoch with the audit state and the epoch's log record.
+        work_dir: Checkpoint after every epoch into this directory (locked while in use).
+        resume: Continue from the newest good checkpoint in ``work_dir``.
+        force: Resume even though the manifest, config or tool version changed.
+        should_stop: Checked at epoch boundaries; True stops with
+            :class:`~labelclean.fgcm.audit.AuditInterrupted` after the checkpoint is written.
         **options: :class:`AuditConfig` fields, e.g. ``epochs=20``, ``preset="paper"``.
 
     Returns:
@@ -48,4 +61,103 @@ def audit(
     elif options:
         raise TypeError("pass either config= or individual options, not both")
     dataset = load_dataset(images, labels, progress=progress, **dict(data_options or {}))
-    return run_audit(dataset, config, progress=progress, on_epoch=on_epoch)
+    return run_checkpointed(
+        dataset,
+        config,
+        work_dir=Path(work_dir) if work_dir is not None else None,
+        resume=resume,
+        force=force,
+        progress=progress,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+    )
+
+
+def run_checkpointed(
+    dataset: Any,
+    config: AuditConfig,
+    *,
+    work_dir: Path | None,
+    resume: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+    on_epoch: EpochHook | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    run: Any = None,
+) -> AuditResult:
+    """Run the audit loop with a checkpoint after every epoch (issue 8) when ``work_dir`` is set.
+
+    Only the main rank writes; every rank reads the same checkpoint on resume.
+    """
+    from labelclean.checkpoint import (
+        WorkDirLock,
+        load_latest,
+        resume_differences,
+        save_checkpoint,
+    )
+    from labelclean.errors import CheckpointError
+    from labelclean.fgcm.audit import (
+        AuditRun,
+        AuditState,
+        checkpoint_payload,
+        restore_state,
+        run_audit,
+    )
+
+    def run_state_new(r: AuditRun) -> AuditState:
+        return AuditState.new(r.n_samples, r.n_classes, r.config.epochs)
+
+    run = run or AuditRun(dataset, config)
+    if work_dir is None:
+        if resume:
+            raise CheckpointError("--resume needs a work directory (--work-dir)")
+        return run_audit(
+            dataset,
+            config,
+            run=run,
+            progress=progress,
+            on_epoch=on_epoch,
+            should_stop=should_stop,
+        )
+    state = None
+    lock = WorkDirLock(work_dir)
+    with lock.held() if run.dist.is_main else contextlib.nullcontext():
+        if resume:
+            payload, path = load_latest(work_dir)
+            changes = resume_differences(
+                payload,
+                config=config.to_dict(),
+                manifest_fingerprint=dataset.manifest.fingerprint(),
+            )
+            if changes and not force:
+                raise CheckpointError(
+                    f"--resume: {path} was made by a different run: "
+                    + "; ".join(changes)
+                    + ". Pass --force to resume anyway, or start fresh without --resume"
+                )
+            state = restore_state(payload, run)
+            logger.info("resuming from %s (epoch %d)", path, state.epoch)
+        elif run.dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
+            raise CheckpointError(
+                f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
+                "or remove the directory / choose another --work-dir to start fresh"
+            )
+
+        elif run.dist.is_main:  # epoch 0: even a first epoch cut short can be resumed
+            save_checkpoint(work_dir, checkpoint_payload(run_state_new(run), run))
+
+        def checkpoint_then_report(audit_state: Any, line: dict[str, Any]) -> None:
+            if run.dist.is_main:
+                save_checkpoint(work_dir, checkpoint_payload(audit_state, run))
+            if on_epoch is not None:
+                on_epoch(audit_state, line)
+
+        return run_audit(
+            dataset,
+            config,
+            state=state,
+            run=run,
+            progress=progress,
+            on_epoch=checkpoint_then_report,
+            should_stop=should_stop,
+        )

@@ -18,7 +18,7 @@ import torch.distributed as torch_dist
 
 @dataclass
 class Dist:
-    """This process's place in the job."""
+    """The place of this process in the job."""
 
     rank: int = 0
     world_size: int = 1
@@ -35,7 +35,7 @@ class Dist:
         return self.world_size > 1
 
     def shard_training(self, order: np.ndarray) -> np.ndarray:
-        """This rank's share of a shuffled training order, padded so every rank steps equally.
+        """The share of a shuffled training order for this rank, padded so every rank steps equally.
 
         DDP all-reduces gradients every step, so ranks must run the same number of steps;
         like DistributedSampler we repeat the first samples to pad (training only).

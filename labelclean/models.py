@@ -27,7 +27,7 @@ _PREFIXES = ("module.", "model.", "_orig_mod.")
 
 
 class _PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al. 2016, "Identity Mappings in Deep Residual Networks")."""
+    """Pre-activation basic block (He et al. 2016, "Identity Mappings in Deep Residual Nets")."""
 
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
@@ -69,6 +69,7 @@ class PreActResNet18(nn.Module):
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]``."""
         return self.fc(self.forward_features(x))
 
 
@@ -106,6 +107,7 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]``."""
         return self.fc(self.features(x))
 
 
@@ -149,7 +151,7 @@ def create_model(
         if not timm.is_model(name):
             raise ConfigError(
                 f"--model {name!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a timm "
-                "model; list timm's with `python -c \"import timm; print(timm.list_models())\"`"
+                'model; list timm\'s with `python -c "import timm; print(timm.list_models())"`'
             )
         try:
             model = timm.create_model(

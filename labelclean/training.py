@@ -130,6 +130,10 @@ def iterate_batches(
         yield index[start : start + batch_size]
 
 
+class StepInterrupted(Exception):  # noqa: N818 - a control-flow signal
+    """``should_stop()`` became true mid-epoch; the partial epoch is abandoned."""
+
+
 @dataclass
 class EpochResult:
     """What one training epoch returns."""
@@ -156,6 +160,7 @@ def train_epoch(
     task: str = "train",
     progress: Progress | None = None,
     shard: Callable[[np.ndarray], np.ndarray] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EpochResult:
     """One epoch of cross-entropy on ``(index, labels)`` with the batches' weak augmentation.
 
@@ -172,6 +177,8 @@ def train_epoch(
         task: Progress label.
         progress: Progress callback.
         shard: Optional function selecting this rank's share of the shuffled order (DDP).
+        should_stop: Checked before every step; True raises :class:`StepInterrupted`, so a
+            Ctrl-C does not wait for the end of a long epoch.
     """
     model.train()
     device = batches.precision.device
@@ -185,6 +192,8 @@ def train_epoch(
     seen = 0
     kept_probs: list[torch.Tensor] = []
     for step, start in enumerate(range(0, len(order), batch_size)):
+        if should_stop is not None and should_stop():
+            raise StepInterrupted
         idx = order[start : start + batch_size]
         x = batches.load(idx)
         x = batches.prepare(batches.augment(x, generator))

@@ -6,7 +6,9 @@ from labelclean.errors import ConfigError
 from labelclean.models import create_model, default_model_name, load_weights, map_state_dict
 
 
-@pytest.mark.parametrize("name,size", [("small_cnn", 8), ("small_cnn", 32), ("preact_resnet18", 32)])
+@pytest.mark.parametrize(
+    "name,size", [("small_cnn", 8), ("small_cnn", 32), ("preact_resnet18", 32)]
+)
 def test_builtin_models_output_one_logit_per_class(name, size):
     model = create_model(name, 7)
     assert model(torch.randn(2, 3, size, size)).shape == (2, 7)

@@ -16,7 +16,10 @@ from labelclean.training import (
 
 
 def test_step_schedule_is_the_papers():
-    f = [lr_factor(e, epochs=350, schedule="step", milestones=(80, 150)) for e in (0, 79, 80, 149, 150)]
+    f = [
+        lr_factor(e, epochs=350, schedule="step", milestones=(80, 150))
+        for e in (0, 79, 80, 149, 150)
+    ]
     assert f == pytest.approx([1, 1, 0.1, 0.1, 0.01])
 
 
@@ -41,7 +44,14 @@ def test_fp32_precision_is_a_noop():
 def _batches(n=64, size=8):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (n, 3, size, size), dtype=np.uint8)
-    return ImageBatches(images, (0.5,) * 3, (0.25,) * 3, Precision.choose(torch.device("cpu"), amp=False), crop_padding=1, hflip=True)
+    return ImageBatches(
+        images,
+        (0.5,) * 3,
+        (0.25,) * 3,
+        Precision.choose(torch.device("cpu"), amp=False),
+        crop_padding=1,
+        hflip=True,
+    )
 
 
 def test_batches_load_by_index_in_the_asked_order():
@@ -59,7 +69,17 @@ def test_train_epoch_learns_and_keeps_probs_by_index():
     index = np.arange(64)
     first = None
     for _ in range(15):
-        res = train_epoch(model, b, index, labels, optimizer=opt, scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(), batch_size=16, generator=torch.Generator().manual_seed(0), keep_probs=True)
+        res = train_epoch(
+            model,
+            b,
+            index,
+            labels,
+            optimizer=opt,
+            scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(),
+            batch_size=16,
+            generator=torch.Generator().manual_seed(0),
+            keep_probs=True,
+        )
         first = first if first is not None else res.loss
     assert res.loss < first
     assert sorted(res.index.tolist()) == index.tolist() and res.probs.shape == (64, 2)
@@ -69,8 +89,14 @@ def test_train_epoch_learns_and_keeps_probs_by_index():
 
 @pytest.mark.parametrize(
     "kwargs,flag",
-    [({"epochs": 0}, "--epochs"), ({"warmup": 40, "epochs": 40}, "--warmup"), ({"components": 6}, "--components"),
-     ({"record": "both"}, "--record"), ({"t_update": "x"}, "--t-update"), ({"lr": 0}, "--lr")],
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"warmup": 40, "epochs": 40}, "--warmup"),
+        ({"components": 6}, "--components"),
+        ({"record": "both"}, "--record"),
+        ({"t_update": "x"}, "--t-update"),
+        ({"lr": 0}, "--lr"),
+    ],
 )
 def test_config_errors_name_the_flag(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -79,5 +105,11 @@ def test_config_errors_name_the_flag(kwargs, flag):
 
 def test_paper_preset_and_overrides():
     c = AuditConfig.from_preset("paper", epochs=None, lr=0.1)
-    assert (c.epochs, c.warmup, c.lr_schedule, c.lr_milestones, c.lr) == (350, 80, "step", (80, 150), 0.1)
+    assert (c.epochs, c.warmup, c.lr_schedule, c.lr_milestones, c.lr) == (
+        350,
+        80,
+        "step",
+        (80, 150),
+        0.1,
+    )
     assert AuditConfig.from_dict(c.to_dict()) == c

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,8 +12,8 @@ from labelclean.cli._app import app
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
     CacheDirOpt,
-    ImageSizeOpt,
     ImagesArg,
+    ImageSizeOpt,
     LabelColumnOpt,
     LabelsArg,
     MaxBadFractionOpt,
@@ -22,6 +22,7 @@ from labelclean.cli._options import (
     PathColumnOpt,
 )
 from labelclean.cli._progress import RichProgress, console
+from labelclean.cli._signals import StopRequest, resume_command
 
 _MODEL = "Model"
 _TRAIN = "Training"
@@ -83,12 +84,14 @@ def audit(
         bool, typer.Option(help="Replace an existing --out.", rich_help_panel=_OUT)
     ] = False,
     log_json: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="Append one JSON line per epoch to this file.", rich_help_panel=_OUT),
     ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.",
-                           rich_help_panel=_OUT)
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bars or epoch lines.", rich_help_panel=_OUT
+        ),
     ] = False,
     path_column: PathColumnOpt = "path",
     label_column: LabelColumnOpt = "label",
@@ -99,80 +102,132 @@ def audit(
     image_size: ImageSizeOpt = None,
     cache_dir: CacheDirOpt = None,
     model: Annotated[
-        Optional[str],
-        typer.Option(help="small_cnn, preact_resnet18 or any timm model name "
-                     "[default: chosen from image size and device].", rich_help_panel=_MODEL),
+        str | None,
+        typer.Option(
+            help="small_cnn, preact_resnet18 or any timm model name "
+            "[default: chosen from image size and device].",
+            rich_help_panel=_MODEL,
+        ),
     ] = None,
     pretrained: Annotated[
-        bool, typer.Option(help="Start from timm's pretrained weights (downloads).",
-                           rich_help_panel=_MODEL)
+        bool,
+        typer.Option(
+            help="Start from timm's pretrained weights (downloads).", rich_help_panel=_MODEL
+        ),
     ] = False,
     weights: Annotated[
-        Optional[Path],
-        typer.Option(help="Local state dict (.safetensors or weights-only torch file).",
-                     rich_help_panel=_MODEL),
+        Path | None,
+        typer.Option(
+            help="Local state dict (.safetensors or weights-only torch file).",
+            rich_help_panel=_MODEL,
+        ),
     ] = None,
     preset: Annotated[
-        Optional[str],
-        typer.Option(help="'paper': the paper's CIFAR schedule (350 epochs, warmup 80, "
-                     "PreAct ResNet-18).", rich_help_panel=_TRAIN),
+        str | None,
+        typer.Option(
+            help="'paper': the paper's CIFAR schedule (350 epochs, warmup 80, PreAct ResNet-18).",
+            rich_help_panel=_TRAIN,
+        ),
     ] = None,
     epochs: Annotated[
-        Optional[int], typer.Option(help="Total epochs [default: 40].", rich_help_panel=_TRAIN)
+        int | None, typer.Option(help="Total epochs [default: 40].", rich_help_panel=_TRAIN)
     ] = None,
     warmup: Annotated[
-        Optional[int],
-        typer.Option(help="Epochs on all samples before clustering [default: 10].",
-                     rich_help_panel=_TRAIN),
+        int | None,
+        typer.Option(
+            help="Epochs on all samples before clustering [default: 10].", rich_help_panel=_TRAIN
+        ),
     ] = None,
     lr: Annotated[
-        Optional[float], typer.Option(help="SGD learning rate [default: 0.06].",
-                                      rich_help_panel=_TRAIN)
+        float | None,
+        typer.Option(help="SGD learning rate [default: 0.06].", rich_help_panel=_TRAIN),
     ] = None,
     lr_schedule: Annotated[
-        Optional[str], typer.Option(help="cosine, step (paper) or constant [default: cosine].",
-                                    rich_help_panel=_TRAIN)
+        str | None,
+        typer.Option(
+            help="cosine, step (paper) or constant [default: cosine].", rich_help_panel=_TRAIN
+        ),
     ] = None,
     batch_size: Annotated[
-        Optional[int], typer.Option(help="Batch size [default: 128].", rich_help_panel=_TRAIN)
+        int | None, typer.Option(help="Batch size [default: 128].", rich_help_panel=_TRAIN)
     ] = None,
     hflip: Annotated[
-        Optional[bool], typer.Option("--hflip/--no-hflip",
-                                     help="Random horizontal flips [default: on].",
-                                     rich_help_panel=_TRAIN)
+        bool | None,
+        typer.Option(
+            "--hflip/--no-hflip",
+            help="Random horizontal flips [default: on].",
+            rich_help_panel=_TRAIN,
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=_TRAIN)] = 0,
     device: Annotated[
         str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_TRAIN)
     ] = "auto",
     amp: Annotated[
-        bool, typer.Option("--amp/--no-amp", help="bf16/fp16 autocast where the device is fast "
-                           "at it.", rich_help_panel=_TRAIN)
+        bool,
+        typer.Option(
+            "--amp/--no-amp",
+            help="bf16/fp16 autocast where the device is fast at it.",
+            rich_help_panel=_TRAIN,
+        ),
     ] = True,
     deterministic: Annotated[
-        bool, typer.Option(help="Deterministic algorithms (identical reports on the CPU).",
-                           rich_help_panel=_TRAIN)
+        bool,
+        typer.Option(
+            help="Deterministic algorithms (identical reports on the CPU).", rich_help_panel=_TRAIN
+        ),
     ] = False,
     record: Annotated[
-        str, typer.Option(help="eval: the paper's extra pass over all samples; train: the "
-                          "training pass's probabilities (cheaper, noisier).",
-                          rich_help_panel=_CLUSTER)
+        str,
+        typer.Option(
+            help="eval: the paper's extra pass over all samples; train: the "
+            "training pass's probabilities (cheaper, noisier).",
+            rich_help_panel=_CLUSTER,
+        ),
     ] = "eval",
     components: Annotated[
-        int, typer.Option(help="5 = FGCM; 2 = the loss-only split of prior work.",
-                          rich_help_panel=_CLUSTER)
+        int,
+        typer.Option(
+            help="5 = FGCM; 2 = the loss-only split of prior work.", rich_help_panel=_CLUSTER
+        ),
     ] = 5,
     cluster_method: Annotated[
         str, typer.Option(help="gmm or kmeans (ablation).", rich_help_panel=_CLUSTER)
     ] = "gmm",
     t_update: Annotated[
-        str, typer.Option(help="latest: T = this epoch's refined clusters; union: the paper's "
-                          "growing T.", rich_help_panel=_CLUSTER)
+        str,
+        typer.Option(
+            help="latest: T = this epoch's refined clusters; union: the paper's growing T.",
+            rich_help_panel=_CLUSTER,
+        ),
     ] = "latest",
     guard: Annotated[
-        str, typer.Option(help="Low-noise guard: agreement or none (the paper's literal rule).",
-                          rich_help_panel=_CLUSTER)
+        str,
+        typer.Option(
+            help="Low-noise guard: agreement or none (the paper's literal rule).",
+            rich_help_panel=_CLUSTER,
+        ),
     ] = "agreement",
+    work_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Checkpoints go here after every epoch [default: <out>.work].",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from the newest good checkpoint in --work-dir.", rich_help_panel=_OUT
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: continue even if the manifest, options or tool version changed.",
+            rich_help_panel=_OUT,
+        ),
+    ] = False,
 ) -> None:
     """Find wrong labels: train with FGCM and write one report row per image.
 
@@ -180,11 +235,18 @@ def audit(
     IMAGES. Without LABELS, each sub-folder of IMAGES is a class.
     """
     from labelclean._io import check_writable
+    from labelclean.api import run_checkpointed
+    from labelclean.checkpoint import clear_checkpoints, default_work_dir
     from labelclean.config import AuditConfig
     from labelclean.data.images import load_dataset, write_rejected_csv
-    from labelclean.fgcm.audit import run_audit
+    from labelclean.distributed import init_from_env
+    from labelclean.fgcm.audit import AuditInterrupted, AuditRun
+    from labelclean.training import resolve_device
 
-    check_writable(out, overwrite=overwrite)
+    check_writable(out, overwrite=overwrite or resume)
+    work_dir = work_dir or default_work_dir(out)
+    dist = init_from_env(resolve_device(device))
+    quiet = quiet or not dist.is_main
     config = AuditConfig.from_preset(
         preset,
         model=model,
@@ -206,7 +268,9 @@ def audit(
         t_update=t_update,
         guard=guard,
     )
-    with RichProgress(quiet=quiet) as progress:
+    with RichProgress(quiet=quiet) as progress, StopRequest() as stop:
+        if not dist.is_main:
+            dist.barrier()  # rank 0 builds the image cache first; the others then reuse it
         dataset = load_dataset(
             images,
             labels,
@@ -220,7 +284,9 @@ def audit(
             progress=progress,
             **({"max_pixels": max_pixels} if max_pixels else {}),
         )
-        if dataset.rejections:
+        if dist.is_main:
+            dist.barrier()
+        if dataset.rejections and dist.is_main:
             rejected = write_rejected_csv(
                 out.with_name(out.stem + ".rejected.csv"), dataset.rejections, overwrite=True
             )
@@ -230,13 +296,37 @@ def audit(
             f"{len(manifest)} images, {len(manifest.class_names)} classes, "
             f"{dataset.cache.image_size}px; {config.epochs} epochs ({config.warmup} warmup)"
         )
-        printer = _EpochPrinter(progress, config.epochs, log_json)
-        result = run_audit(dataset, config, progress=progress, on_epoch=printer)
+        printer = _EpochPrinter(progress, config.epochs, log_json if dist.is_main else None)
+        run = AuditRun(dataset, config, dist=dist)
+        progress.log(
+            f"model {run.model_name} on {run.precision.describe()}; checkpoints in {work_dir}"
+        )
+        try:
+            result = run_checkpointed(
+                dataset,
+                config,
+                work_dir=work_dir,
+                resume=resume,
+                force=force,
+                progress=progress,
+                on_epoch=printer,
+                should_stop=stop,
+                run=run,
+            )
+        except AuditInterrupted as interrupted:
+            console.print(
+                f"interrupted; the checkpoint of epoch {interrupted.state.epoch} is in "
+                f"{work_dir}. Resume with:\n  {resume_command()}"
+            )
+            raise typer.Exit(stop.exit_code) from None
         progress.log(
             f"model {result.metadata['model']} on {result.metadata['precision']}, "
             f"{result.metadata['wall_time_s']:.0f}s"
         )
-    result.write(out, overwrite=overwrite)
+    if not dist.is_main:
+        return
+    result.write(out, overwrite=overwrite or resume)
+    clear_checkpoints(work_dir)  # the report is complete: its checkpoints are moot
     _print_outcome(result.to_pandas(), out, quiet)
 
 
@@ -247,7 +337,7 @@ def demo(
     ] = Path("labelclean-demo"),
     noise: Annotated[float, typer.Option(help="Fraction of labels to flip.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[Optional[int], typer.Option(help="Override the demo's epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """The built-in example: digits with 30% wrong labels, audited and scored against truth."""
@@ -260,8 +350,9 @@ def demo(
     with RichProgress(quiet=quiet) as progress:
         progress.log(f"writing 1797 digit images with {noise:.0%} wrong labels to {folder}/")
         printer = _EpochPrinter(progress, n_epochs, None)
-        result = run_demo(folder, noise_rate=noise, seed=seed, progress=progress,
-                          on_epoch=printer, **overrides)
+        result = run_demo(
+            folder, noise_rate=noise, seed=seed, progress=progress, on_epoch=printer, **overrides
+        )
     m = result.metrics
     typer.echo(f"report: {result.report}")
     typer.echo(
@@ -273,6 +364,4 @@ def demo(
         f"relabel accuracy {m['relabel_accuracy']:.3f}; cleaned accuracy "
         f"{m['cleaned_accuracy']:.3f}"
     )
-    typer.echo(
-        f"next: labelclean report {result.report} --html {folder}/report.html"
-    )
+    typer.echo(f"next: labelclean report {result.report} --html {folder}/report.html")

@@ -13,7 +13,11 @@ import torch.nn.functional as F
 
 
 def normalize(
-    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *, channels_last: bool = False
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """uint8 ``[B, 3, S, S]`` -> float32, scaled to [0, 1] then standardised per channel."""
     x = images.float().div_(255.0)

@@ -42,6 +42,7 @@ from labelclean.models import create_model, default_model_name
 from labelclean.training import (
     ImageBatches,
     Precision,
+    StepInterrupted,
     build_optimizer,
     lr_factor,
     predict_probs,
@@ -153,9 +154,7 @@ def cluster_samples(
     codes = np.array([_NAME_CODE[n] for n in names], dtype=np.int8)[assign]
     note = ""
     if config.guard != "none" and k >= 3:
-        codes, note = apply_guard(
-            codes, joint, given_labels, pseudo, method=config.guard
-        )
+        codes, note = apply_guard(codes, joint, given_labels, pseudo, method=config.guard)
     return Clustering(codes, prob, gmm, list(names), note), pseudo
 
 
@@ -208,9 +207,7 @@ class AuditInterrupted(Exception):  # noqa: N818 - a control-flow signal, not an
 class AuditRun:
     """Set-up shared by every epoch: device, model, optimizer, image batches, generator."""
 
-    def __init__(
-        self, dataset: Dataset, config: AuditConfig, *, dist: Dist | None = None
-    ) -> None:
+    def __init__(self, dataset: Dataset, config: AuditConfig, *, dist: Dist | None = None) -> None:
         self.dataset = dataset
         self.config = config
         manifest, cache = dataset.manifest, dataset.cache
@@ -236,9 +233,9 @@ class AuditRun:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        self.normalization = _normalization(model, cache, pretrained=bool(
-            config.pretrained or config.weights
-        ))
+        self.normalization = _normalization(
+            model, cache, pretrained=bool(config.pretrained or config.weights)
+        )
         self.batches: Any = ImageBatches(
             cache.images,
             self.normalization["mean"],
@@ -253,6 +250,45 @@ class AuditRun:
             model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.scaler = self.precision.grad_scaler()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, loss scaler and RNG states (tensors and plain values only)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def checkpoint_payload(state: AuditState, run: AuditRun) -> dict[str, Any]:
+    """Everything needed to continue exactly where ``state`` is (see labelclean.checkpoint)."""
+    return {
+        "epoch": state.epoch,
+        "tool_version": __version__,
+        "config": run.config.to_dict(),
+        "manifest_fingerprint": run.dataset.manifest.fingerprint(),
+        "audit": state.state_dict(),
+        "run": run.state_dict(),
+    }
+
+
+def restore_state(payload: dict[str, Any], run: AuditRun) -> AuditState:
+    """Load a checkpoint's run and audit state; returns the state to continue from."""
+    run.load_state_dict(payload["run"])
+    state = AuditState.new(run.n_samples, run.n_classes, run.config.epochs)
+    state.load_state_dict(payload["audit"])
+    return state
 
 
 def _normalization(model: torch.nn.Module, cache: Any, *, pretrained: bool) -> dict[str, Any]:
@@ -286,8 +322,9 @@ def run_audit(
         on_epoch: Called after every epoch with the state and that epoch's log line
             (checkpoints, ``--log-json``, the CLI's per-epoch line).
         dist: Rank information under torchrun.
-        should_stop: Checked after each epoch (after ``on_epoch``); when it returns True the
-            loop raises :class:`AuditInterrupted` carrying the state (Ctrl-C, benchmarks).
+        should_stop: Checked before every training step and after each epoch's hook; when
+            it returns True the loop raises :class:`AuditInterrupted` carrying the state of
+            the last completed epoch (Ctrl-C, benchmarks).
     """
     start = time.perf_counter()
     run = run or AuditRun(dataset, config, dist=dist)
@@ -297,7 +334,9 @@ def run_audit(
     for epoch in range(state.epoch, config.epochs):
         epoch_start = time.perf_counter()
         lr = config.lr * lr_factor(
-            epoch, epochs=config.epochs, schedule=config.lr_schedule,
+            epoch,
+            epochs=config.epochs,
+            schedule=config.lr_schedule,
             milestones=config.lr_milestones,
         )
         for group in run.optimizer.param_groups:
@@ -312,20 +351,10 @@ def run_audit(
         else:
             train_index, train_labels = all_index, given
         keep = config.record == "train"
-        result = train_epoch(
-            run.train_model,
-            run.batches,
-            train_index,
-            train_labels,
-            optimizer=run.optimizer,
-            scaler=run.scaler,
-            batch_size=config.batch_size,
-            generator=run.generator,
-            keep_probs=keep and not run.dist.active,
-            task=f"epoch {epoch + 1}/{config.epochs}",
-            progress=progress if run.dist.is_main else None,
-            shard=run.dist.shard_training if run.dist.active else None,
-        )
+        try:
+            result = _train(run, train_index, train_labels, epoch, keep, progress, should_stop)
+        except StepInterrupted:
+            raise AuditInterrupted(state, run) from None
         probs = _record(run, result, progress)
         state.history.update(probs, given)
         state.epoch = epoch + 1
@@ -337,6 +366,33 @@ def run_audit(
             raise AuditInterrupted(state, run)
     _update_clusters(state, run, config.epochs)
     return _build_result(state, run, wall_time=time.perf_counter() - start)
+
+
+def _train(
+    run: AuditRun,
+    index: np.ndarray,
+    labels: np.ndarray,
+    epoch: int,
+    keep_probs: bool,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> Any:
+    """One training epoch on ``(index, labels)``, sharded across ranks under torchrun."""
+    return train_epoch(
+        run.train_model,
+        run.batches,
+        index,
+        labels,
+        optimizer=run.optimizer,
+        scaler=run.scaler,
+        batch_size=run.config.batch_size,
+        generator=run.generator,
+        keep_probs=keep_probs and not run.dist.active,
+        task=f"epoch {epoch + 1}/{run.config.epochs}",
+        progress=progress if run.dist.is_main else None,
+        shard=run.dist.shard_training if run.dist.active else None,
+        should_stop=should_stop,
+    )
 
 
 def _record(run: AuditRun, result: Any, progress: Progress | None) -> np.ndarray:
@@ -375,9 +431,7 @@ def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
         return
     config = run.config
     if run.dist.is_main:
-        clustering, pseudo = cluster_samples(
-            state.history, run.given, config, previous=state.gmm
-        )
+        clustering, pseudo = cluster_samples(state.history, run.given, config, previous=state.gmm)
         admit, labels = admit_samples(clustering, run.given, pseudo, config.components)
         arrays = {
             "cluster": clustering.cluster,
@@ -439,9 +493,7 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     joint = state.history.joint_confidence(given)
     pseudo = state.history.pseudo_labels()
     clean = np.where(state.in_t, state.t_labels, -1)
-    action = np.where(
-        ~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel")
-    )
+    action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
     trace_given, trace_pseudo = state.history.traces()
     columns = {
         "index": np.asarray(manifest.rows, dtype=np.int64),

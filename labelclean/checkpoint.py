@@ -1,0 +1,214 @@
+"""Checkpoints and the work directory: a killed or interrupted run costs at most one epoch.
+
+Layout of a work directory (``--work-dir``, by default ``<out>.work`` beside the output)::
+
+    lock                    pid of the run using it; a second run refuses to start
+    checkpoint-00012.pt     the newest complete checkpoint (epoch 12)
+    checkpoint-00011.pt     the previous one, kept until the newest is complete
+
+A checkpoint holds only tensors and plain values, so it loads with
+``torch.load(weights_only=True)``. It is written to a unique temp file in the same
+directory, fsynced, then ``os.replace``-d; older ones are deleted only after that. Loading
+picks the highest epoch *stored inside* a file that reads back whole, falling back to the
+previous one (and saying so) when the newest is truncated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labelclean._version import __version__
+from labelclean.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+_NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
+#: Config fields that may change on resume without changing the result's meaning.
+RESUME_SAFE_FIELDS = frozenset({"device", "amp", "deterministic"})
+
+
+def default_work_dir(out: str | os.PathLike[str]) -> Path:
+    """``report.parquet`` -> ``report.work`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name.split(".")[0] + ".work")
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+#: Test hook: called with the temp path after the bytes are written, before the rename.
+_before_replace_hook: Any = None
+
+
+def save_checkpoint(work_dir: Path, payload: dict[str, Any], *, keep: int = 2) -> Path:
+    """Write ``payload`` (which must hold an int ``epoch``) as the newest checkpoint."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    epoch = int(payload["epoch"])
+    target = work_dir / f"checkpoint-{epoch:05d}.pt"
+    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=work_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if _before_replace_hook is not None:
+            _before_replace_hook(tmp)
+        os.replace(tmp, target)
+        _fsync_dir(work_dir)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    for old in _checkpoint_files(work_dir)[keep:]:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+    return target
+
+
+def _checkpoint_files(work_dir: Path) -> list[Path]:
+    """Checkpoint files, newest name first (the epoch inside decides when loading)."""
+    files = [p for p in work_dir.glob("checkpoint-*.pt") if _NAME.match(p.name)]
+    return sorted(files, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)  # type: ignore[union-attr]
+
+
+def load_latest(work_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The newest checkpoint that reads back whole, by the epoch stored inside.
+
+    Raises:
+        CheckpointError: no work directory, or no readable checkpoint in it.
+    """
+    if not work_dir.is_dir():
+        raise CheckpointError(
+            f"--resume: no work directory {work_dir}; nothing to resume (run without --resume "
+            "to start fresh, or pass the --work-dir the first run used)"
+        )
+    loaded: list[tuple[int, dict[str, Any], Path]] = []
+    bad: list[str] = []
+    for path in _checkpoint_files(work_dir):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            loaded.append((int(payload["epoch"]), payload, path))
+        except Exception as err:  # noqa: BLE001 - any failure means this file is unusable
+            bad.append(f"{path.name} ({type(err).__name__})")
+    if bad:
+        logger.warning("skipping unreadable checkpoint(s) in %s: %s", work_dir, ", ".join(bad))
+    if not loaded:
+        raise CheckpointError(
+            f"--resume: no readable checkpoint in {work_dir}"
+            + (f" (unreadable: {', '.join(bad)})" if bad else "")
+        )
+    epoch, payload, path = max(loaded, key=lambda item: item[0])
+    if bad:
+        logger.warning("resuming from %s (epoch %d) instead", path.name, epoch)
+    return payload, path
+
+
+def clear_checkpoints(work_dir: Path) -> None:
+    """Delete this tool's checkpoints (nothing else) and the folder if that leaves it empty."""
+    for path in _checkpoint_files(work_dir):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        work_dir.rmdir()
+
+
+def resume_differences(
+    saved: dict[str, Any], *, config: dict[str, Any], manifest_fingerprint: str
+) -> list[str]:
+    """What changed between the checkpointed run and this one (empty when safe to resume)."""
+    changes = []
+    if saved.get("tool_version") != __version__:
+        changes.append(f"tool version {saved.get('tool_version')} -> {__version__}")
+    if saved.get("manifest_fingerprint") != manifest_fingerprint:
+        changes.append("the manifest (paths, labels or image root) changed")
+    old = saved.get("config", {})
+    for key in sorted(set(old) | set(config)):
+        if key in RESUME_SAFE_FIELDS:
+            continue
+        if old.get(key) != config.get(key):
+            changes.append(f"{key}: {old.get(key)!r} -> {config.get(key)!r}")
+    return changes
+
+
+@dataclass
+class WorkDirLock:
+    """An exclusive lock file so two runs never write one work directory.
+
+    A lock left by a process that no longer exists (killed with SIGKILL) is taken over.
+    """
+
+    work_dir: Path
+
+    @property
+    def path(self) -> Path:
+        """The lock file."""
+        return self.work_dir / "lock"
+
+    def acquire(self) -> None:
+        """Take the lock or raise CheckpointError naming the holder."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(holder):
+                    raise CheckpointError(
+                        f"{self.work_dir} is in use by process {holder}; wait for it, or pass "
+                        "another --work-dir"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return
+        raise CheckpointError(f"could not lock {self.work_dir}")
+
+    def release(self) -> None:
+        """Remove the lock if it is ours."""
+        if self._holder() == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def _holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or -1)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[WorkDirLock]:
+        """``with lock.held(): ...``."""
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
