@@ -209,7 +209,7 @@ def audit(
         ),
     ] = "agreement",
     work_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             help="Checkpoints go here after every epoch [default: <out>.work].",
             rich_help_panel=_OUT,
