@@ -14,7 +14,7 @@ from labelclean.errors import ConfigError
 RECORD_MODES = ("eval", "train")
 T_UPDATES = ("union", "latest")
 CLUSTER_METHODS = ("gmm", "kmeans")
-GUARDS = ("none", "agreement")
+GUARDS = ("none", "budget")
 SCHEDULES = ("cosine", "step", "constant")
 
 #: The paper's CIFAR schedule (section 4.1.2): 350 epochs, warmup 80, LR x0.1 at 80 and 150.
@@ -58,7 +58,7 @@ class AuditConfig:
     components: int = 5  #: --components: 2 (loss-only, prior work) .. 5 (FGCM)
     cluster_method: str = "gmm"  #: --cluster-method: gmm or kmeans (ablation)
     t_update: str = "latest"  #: --t-update: union (paper) or latest (this epoch's clusters)
-    guard: str = "agreement"  #: --guard: low-noise guard (see README "How it works")
+    guard: str = "budget"  #: --guard: low-noise guard (see README "How it works")
     gmm_max_iter: int = 100  #: EM iterations per fit
     deterministic: bool = False  #: --deterministic: deterministic algorithms
     preset: str | None = None  #: --preset: "paper" applies PAPER_PRESET where not overridden

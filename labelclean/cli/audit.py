@@ -204,10 +204,10 @@ def audit(
     guard: Annotated[
         str,
         typer.Option(
-            help="Low-noise guard: agreement or none (the paper's literal rule).",
+            help="Low-noise guard: budget (cap flags at the model's disagreement rate) or none (the paper's literal rule).",
             rich_help_panel=_CLUSTER,
         ),
-    ] = "agreement",
+    ] = "budget",
     work_dir: Annotated[
         Path | None,
         typer.Option(

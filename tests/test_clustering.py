@@ -1,0 +1,195 @@
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture
+
+from labelclean.fgcm.clustering import (
+    CLUSTER_NAMES,
+    GMMParams,
+    apply_guard,
+    fit_gmm,
+    gmm_posteriors,
+    name_components,
+    refine,
+    update_training_set,
+)
+
+# Where the paper's Figure 2 puts the five kinds of samples, as (a, m).
+ROLES = {
+    "CS": (0.95, 0.95),
+    "CH": (0.7, 0.7),
+    "NS": (0.1, 0.8),
+    "NHR": (0.35, 0.45),
+    "NHI": (0.1, 0.2),
+}
+
+
+def _blobs(n_per=400, spread=0.03, seed=0):
+    rng = np.random.default_rng(seed)
+    pts, truth = [], []
+    for j, center in enumerate(ROLES.values()):
+        pts.append(rng.normal(center, spread, (n_per, 2)))
+        truth += [j] * n_per
+    return np.concatenate(pts).astype(np.float32), np.array(truth)
+
+
+def test_em_matches_scikit_learn_partition_on_separated_blobs():
+    pts, truth = _blobs()
+    ours = gmm_posteriors(pts, fit_gmm(pts, n_components=5, seed=0)).argmax(1)
+    ref = GaussianMixture(5, covariance_type="full", random_state=0).fit(pts).predict(pts)
+    assert adjusted_rand_score(ours, ref) > 0.99
+    assert adjusted_rand_score(ours, truth) > 0.99
+
+
+def test_em_likelihood_close_to_scikit_learn_on_overlapping_data():
+    pts, _ = _blobs(spread=0.12, seed=3)
+    ours = fit_gmm(pts, n_components=5, seed=0, tol=1e-4, max_iter=300)
+    ref = GaussianMixture(5, covariance_type="full", random_state=0, tol=1e-4, max_iter=300).fit(
+        pts
+    )
+    assert ours.lower_bound == pytest.approx(ref.score(pts), abs=0.02)
+
+
+def test_warm_start_converges_in_a_few_iterations():
+    pts, _ = _blobs(seed=1)
+    cold = fit_gmm(pts, n_components=5, seed=0)
+    warm = fit_gmm(pts + 0.005, n_components=5, init=cold)
+    assert warm.converged and warm.n_iter <= 5
+
+
+def test_one_dimensional_fit_and_subsampling():
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.normal(0.9, 0.03, 3000), rng.normal(0.2, 0.05, 1000)]).astype(
+        np.float32
+    )
+    params = fit_gmm(a[:, None], n_components=2, max_fit_points=1000)
+    assert sorted(np.round(params.means[:, 0], 1)) == [0.2, 0.9]
+    post = gmm_posteriors(a, params)
+    assert post.shape == (4000, 2) and np.allclose(post.sum(1), 1, atol=1e-5)
+
+
+def test_params_round_trip_through_json_dict():
+    pts, _ = _blobs()
+    p = fit_gmm(pts, n_components=5)
+    q = GMMParams.from_dict(p.to_dict())
+    assert np.allclose(gmm_posteriors(pts, p), gmm_posteriors(pts, q))
+
+
+def test_naming_recovers_the_figure_2_roles():
+    pts, truth = _blobs()
+    params = fit_gmm(pts, n_components=5, seed=0)
+    names = np.array(name_components(params.means))
+    assigned = names[gmm_posteriors(pts, params).argmax(1)]
+    expected = np.array(list(ROLES))[truth]
+    assert (assigned == expected).mean() > 0.99
+
+
+def test_naming_for_ablation_sizes():
+    assert name_components(np.array([[0.2], [0.9]])) == ["NHI", "CS"]
+    assert name_components(np.array([[0.9, 0.9], [0.1, 0.8], [0.2, 0.3]])) == ["CS", "NS", "NHI"]
+    assert name_components(np.array([[0.9, 0.9], [0.7, 0.7], [0.1, 0.8], [0.2, 0.3]])) == [
+        "CS",
+        "CH",
+        "NS",
+        "NHI",
+    ]
+
+
+def test_refinement_follows_section_3_2():
+    names = np.array(["CS", "CS", "CH", "NS", "NS", "NHR", "NHI"])
+    given = np.array([1, 1, 2, 0, 0, 1, 1])
+    pseudo = np.array([1, 0, 2, 3, 0, 1, 2])
+    admit, labels = refine(names, given, pseudo)
+    assert admit.tolist() == [True, False, True, True, False, False, False]
+    assert labels.tolist() == [1, -1, 2, 3, -1, -1, -1]
+
+
+def test_union_T_only_grows_and_keeps_the_latest_label():
+    in_t = np.zeros(4, bool)
+    t_labels = np.full(4, -1)
+    first = np.full(4, -1, np.int32)
+    in_t, t_labels, first = update_training_set(
+        in_t,
+        t_labels,
+        first,
+        np.array([1, 1, 0, 0], bool),
+        np.array([5, 6, -1, -1]),
+        epoch=3,
+        rule="union",
+    )
+    in_t, t_labels, first = update_training_set(
+        in_t,
+        t_labels,
+        first,
+        np.array([0, 1, 1, 0], bool),
+        np.array([-1, 7, 8, -1]),
+        epoch=4,
+        rule="union",
+    )
+    assert in_t.tolist() == [True, True, True, False]
+    assert t_labels.tolist() == [5, 7, 8, -1]
+    assert first.tolist() == [3, 3, 4, -1]
+
+
+def test_latest_T_is_this_epochs_clusters():
+    in_t, t_labels, first = (
+        np.array([1, 1, 0], bool),
+        np.array([5, 6, -1]),
+        np.array([3, 3, -1], np.int32),
+    )
+    in_t, t_labels, first = update_training_set(
+        in_t,
+        t_labels,
+        first,
+        np.array([0, 1, 1], bool),
+        np.array([-1, 9, 8]),
+        epoch=5,
+        rule="latest",
+    )
+    assert in_t.tolist() == [False, True, True]
+    assert t_labels.tolist() == [-1, 9, 8]
+    assert first.tolist() == [-1, 3, 5]
+
+
+def _low_noise_population(seed=0, n=5000, noise=0.05):
+    """A clean diagonal a = m stretched toward (1, 1) plus a small NS blob of noisy samples."""
+    rng = np.random.default_rng(seed)
+    n_noisy = int(noise * n)
+    a_clean = 1 - rng.beta(1, 6, n - n_noisy)
+    a_noisy = rng.normal(0.08, 0.04, n_noisy).clip(0, 1)
+    m_noisy = rng.normal(0.75, 0.1, n_noisy).clip(0, 1)
+    joint = np.concatenate(
+        [np.stack([a_clean, a_clean], 1), np.stack([a_noisy, m_noisy], 1)]
+    ).astype(np.float32)
+    given = np.zeros(n, dtype=np.int64)
+    pseudo = np.concatenate([np.zeros(n - n_noisy), np.ones(n_noisy)]).astype(np.int64)
+    return joint, given, pseudo, n_noisy / n
+
+
+def _codes(joint):
+    params = fit_gmm(joint, n_components=5, seed=0)
+    names = name_components(params.means)
+    comp = gmm_posteriors(joint, params).argmax(1)
+    return np.array([CLUSTER_NAMES.index(n) for n in names])[comp]
+
+
+def test_guard_caps_flags_near_the_noise_rate_at_low_noise():
+    joint, given, pseudo, noise = _low_noise_population()
+    codes = _codes(joint)
+    before = 1 - refine(np.asarray(CLUSTER_NAMES)[codes], given, pseudo)[1].__eq__(given).mean()
+    guarded, note = apply_guard(codes, joint, given, pseudo, method="budget")
+    admit, labels = refine(np.asarray(CLUSTER_NAMES)[guarded], given, pseudo)
+    flagged = 1 - (labels == given).mean()
+    assert before > 2 * noise  # the literal split over-flags
+    assert flagged <= noise * 1.3 and note
+    assert (labels[pseudo != given] != given[pseudo != given]).all()  # noisy ones still flagged
+
+
+def test_guard_leaves_the_split_alone_at_high_noise():
+    pts, truth = _blobs()
+    codes = _codes(pts)
+    roles = np.array(list(ROLES))[truth]
+    given = np.zeros(len(pts), dtype=np.int64)
+    pseudo = np.where(np.isin(roles, ("CS", "CH")), 0, 1)  # noisy kinds disagree
+    guarded, note = apply_guard(codes, pts, given, pseudo, method="budget")
+    assert np.array_equal(guarded, codes) and note == ""
