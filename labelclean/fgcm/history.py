@@ -81,7 +81,7 @@ class ConfidenceHistory:
         return self.sums / max(self.epochs_recorded, 1)
 
     def joint_confidence(self, given_labels: np.ndarray) -> np.ndarray:
-        """The paper's eq. 3: ``(mean conf of given label, mean conf of pseudo label)`` ``[N, 2]``."""
+        """The paper's eq. 3: ``(mean conf of given label, of pseudo label)`` ``[N, 2]``."""
         rows = np.arange(self.n_samples)
         k = max(self.epochs_recorded, 1)
         a = self.sums[rows, given_labels] / k
