@@ -20,6 +20,7 @@ from labelclean.cli._options import (
     MaxPixelsOpt,
     OnBadImageOpt,
     PathColumnOpt,
+    data_kwargs,
 )
 from labelclean.cli._progress import RichProgress, console
 from labelclean.cli._signals import StopRequest, resume_command
@@ -204,7 +205,8 @@ def audit(
     guard: Annotated[
         str,
         typer.Option(
-            help="Low-noise guard: budget (cap flags at the model's disagreement rate) or none (the paper's literal rule).",
+            help="Low-noise guard: budget (cap flags near the model's disagreement rate) or "
+            "none (the paper's literal rule).",
             rich_help_panel=_CLUSTER,
         ),
     ] = "budget",
@@ -274,15 +276,17 @@ def audit(
         dataset = load_dataset(
             images,
             labels,
-            path_column=path_column,
-            label_column=label_column,
-            allow_outside_root=allow_outside_root,
-            on_bad_image=on_bad_image,
-            max_bad_fraction=max_bad_fraction,
-            image_size=image_size,
-            cache_dir=cache_dir,
             progress=progress,
-            **({"max_pixels": max_pixels} if max_pixels else {}),
+            **data_kwargs(
+                path_column=path_column,
+                label_column=label_column,
+                allow_outside_root=allow_outside_root,
+                on_bad_image=on_bad_image,
+                max_bad_fraction=max_bad_fraction,
+                max_pixels=max_pixels,
+                image_size=image_size,
+                cache_dir=cache_dir,
+            ),
         )
         if dist.is_main:
             dist.barrier()

@@ -1,1 +1,73 @@
 """``labelclean check``: validate a dataset and build its image cache without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelclean.cli._app import app
+from labelclean.cli._options import (
+    AllowOutsideRootOpt,
+    CacheDirOpt,
+    ImagesArg,
+    ImageSizeOpt,
+    LabelColumnOpt,
+    LabelsArg,
+    MaxBadFractionOpt,
+    MaxPixelsOpt,
+    OnBadImageOpt,
+    PathColumnOpt,
+    data_kwargs,
+)
+from labelclean.cli._progress import RichProgress
+
+
+@app.command(no_args_is_help=True)
+def check(
+    images: ImagesArg,
+    labels: LabelsArg = None,
+    path_column: PathColumnOpt = "path",
+    label_column: LabelColumnOpt = "label",
+    allow_outside_root: AllowOutsideRootOpt = False,
+    on_bad_image: OnBadImageOpt = "error",
+    max_bad_fraction: MaxBadFractionOpt = 0.05,
+    max_pixels: MaxPixelsOpt = None,
+    image_size: ImageSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    rejected_out: Annotated[
+        Path, typer.Option(help="Where skipped rows are listed (with --on-bad-image skip).")
+    ] = Path("rejected.csv"),
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --rejected-out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Validate a dataset: read the manifest, decode every image once, print a summary."""
+    import numpy as np
+
+    from labelclean.data.images import load_dataset, write_rejected_csv
+
+    with RichProgress(quiet=quiet) as progress:
+        dataset = load_dataset(
+            images,
+            labels,
+            progress=progress,
+            **data_kwargs(
+                path_column=path_column,
+                label_column=label_column,
+                allow_outside_root=allow_outside_root,
+                on_bad_image=on_bad_image,
+                max_bad_fraction=max_bad_fraction,
+                max_pixels=max_pixels,
+                image_size=image_size,
+                cache_dir=cache_dir,
+            ),
+        )
+    m, cache = dataset.manifest, dataset.cache
+    counts = np.bincount(m.given_labels, minlength=len(m.class_names))
+    typer.echo(f"{len(m)} images in {len(m.class_names)} classes from {m.source}")
+    typer.echo("  " + "  ".join(f"{n}: {c}" for n, c in zip(m.class_names, counts)))
+    typer.echo(f"image size {cache.image_size}px; cache {cache.path}")
+    if dataset.rejections:
+        path = write_rejected_csv(rejected_out, dataset.rejections, overwrite=overwrite)
+        typer.echo(f"skipped {len(dataset.rejections)} bad images, listed in {path}")

@@ -1,0 +1,93 @@
+"""Data options shared by the commands that read a dataset (check, audit, predict, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+_DATA = "Data"
+
+ImagesArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Image folder (one sub-folder per class when no LABELS file is given).",
+        show_default=False,
+    ),
+]
+LabelsArg = Annotated[
+    Path | None,
+    typer.Argument(help="CSV or Parquet manifest with path,label columns.", show_default=False),
+]
+PathColumnOpt = Annotated[
+    str, typer.Option(help="Manifest column with image paths.", rich_help_panel=_DATA)
+]
+LabelColumnOpt = Annotated[
+    str, typer.Option(help="Manifest column with labels.", rich_help_panel=_DATA)
+]
+AllowOutsideRootOpt = Annotated[
+    bool,
+    typer.Option(help="Accept paths that leave the image folder.", rich_help_panel=_DATA),
+]
+OnBadImageOpt = Annotated[
+    str,
+    typer.Option(
+        help="error: refuse bad images (listing them); skip: leave them out, into "
+        "<out>.rejected.csv.",
+        rich_help_panel=_DATA,
+    ),
+]
+MaxBadFractionOpt = Annotated[
+    float,
+    typer.Option(
+        help="With --on-bad-image skip: refuse above this fraction.", rich_help_panel=_DATA
+    ),
+]
+MaxPixelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Refuse larger images as decompression bombs [default: 89.5M].",
+        rich_help_panel=_DATA,
+    ),
+]
+ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Square size images are resized to [default: inferred, e.g. 32 for CIFAR].",
+        rich_help_panel=_DATA,
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Decoded-image cache [default: $LABELCLEAN_CACHE_DIR or ~/.cache/labelclean].",
+        rich_help_panel=_DATA,
+    ),
+]
+
+
+def data_kwargs(
+    *,
+    path_column: str,
+    label_column: str,
+    allow_outside_root: bool,
+    on_bad_image: str,
+    max_bad_fraction: float,
+    max_pixels: int | None,
+    image_size: int | None,
+    cache_dir: Path | None,
+) -> dict[str, Any]:
+    """The data options as keyword arguments for ``labelclean.data.images.load_dataset``."""
+    out: dict[str, Any] = {
+        "path_column": path_column,
+        "label_column": label_column,
+        "allow_outside_root": allow_outside_root,
+        "on_bad_image": on_bad_image,
+        "max_bad_fraction": max_bad_fraction,
+        "image_size": image_size,
+        "cache_dir": cache_dir,
+    }
+    if max_pixels:
+        out["max_pixels"] = max_pixels
+    return out

@@ -1,0 +1,392 @@
+"""Decode every image once, fully and safely, into a uint8 ``[N, 3, S, S]`` cache.
+
+Training never touches PIL: the cache is built once (in parallel, with a progress bar),
+saved under a key of paths, sizes, mtimes and the target size so the next run reuses it,
+and memory-mapped when it is larger than the memory budget.
+
+Decoding is defensive: only allow-listed formats are opened (an EPS renamed .png never
+reaches Ghostscript), the whole image is decoded (``Image.open`` reads only the header, so a
+truncated file would otherwise pass), decompression bombs are errors, animations give
+their first frame, and EXIF rotation, palettes with transparency, CMYK and 16-bit images are
+converted to RGB correctly.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from labelclean._io import atomic_path, atomic_write_text
+from labelclean._progress import Progress, report
+from labelclean.data.manifest import Manifest, read_manifest
+from labelclean.errors import ConfigError, ImageError
+
+logger = logging.getLogger(__name__)
+
+#: Pillow plugins we accept; anything else (EPS, PSD, ...) is refused before decoding.
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM", "MPO")
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row that could not be used, with a short reason code."""
+
+    row: int
+    path: str
+    #: missing, empty, truncated, not_an_image, format_not_allowed, too_many_pixels, unreadable
+    reason: str
+    detail: str
+
+
+@dataclass
+class ImageCache:
+    """Decoded images ``[N, 3, S, S]`` uint8 and their channel statistics."""
+
+    images: np.ndarray
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    key: str
+    path: Path | None
+
+
+@dataclass
+class Dataset:
+    """A validated manifest with its image cache (rows that failed are in ``rejections``)."""
+
+    manifest: Manifest
+    cache: ImageCache
+    rejections: list[Rejection]
+
+
+class _BadImage(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode -> RGB: transparency composited on white, 16-bit scaled (not clipped)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray((arr / top * 255.0).round().clip(0, 255).astype(np.uint8)).convert(
+            "RGB"
+        )
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        return Image.fromarray((arr * scale).clip(0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open, fully decode and convert one image to RGB (frame 0, EXIF-upright)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise _BadImage("missing", "file not found") from None
+    except OSError as err:
+        raise _BadImage("unreadable", str(err)) from None
+    if size == 0:
+        raise _BadImage("empty", "zero-byte file")
+    data = path.read_bytes()
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            except Image.UnidentifiedImageError:
+                head = data[:64].lstrip().lower()
+                if head.startswith((b"<!doctype html", b"<html")):
+                    raise _BadImage("not_an_image", "an HTML page saved as an image") from None
+                if _known_other_format(data):
+                    raise _BadImage(
+                        "format_not_allowed",
+                        f"image format not allowed (allowed: {', '.join(ALLOWED_FORMATS)})",
+                    ) from None
+                raise _BadImage("not_an_image", "not a recognised image") from None
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()  # decode everything now: a truncated file fails here, not mid-training
+            img = ImageOps.exif_transpose(img) or img
+            return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _BadImage("too_many_pixels", f"{err} (raise --max-pixels if it is genuine)") from None
+    except _BadImage:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
+        raise _BadImage(reason, str(err)) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _known_other_format(data: bytes) -> bool:
+    """Recognised by some Pillow plugin, but not an allowed one (checked without decoding)."""
+    return data[:4] in (b"%!PS", b"\xc5\xd0\xd3\xc6", b"8BPS") or data[:2] == b"\x00\x00"
+
+
+def resize_square(img: Image.Image, size: int) -> np.ndarray:
+    """Shorter side to ``size`` (antialiased), centre crop; returns ``[3, S, S]`` uint8."""
+    w, h = img.size
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        new = (max(size, round(w * scale)), max(size, round(h * scale)))
+        img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def infer_image_size(manifest: Manifest, *, sample: int = 256) -> int:
+    """A sensible square size from the data: the median shorter side of a sample.
+
+    Up to 32 px it is rounded up to a multiple of 8 (digits 8, CIFAR 32); above, to a
+    multiple of 32, capped at 224 (what ImageNet backbones expect).
+    """
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(manifest), min(sample, len(manifest)), replace=False)
+    sides = []
+    for i in picks:
+        try:
+            with Image.open(manifest.root / manifest.paths[i], formats=ALLOWED_FORMATS) as img:
+                sides.append(min(img.size))
+        except Exception:  # noqa: BLE001,S112 - bad files are reported by the full decode
+            continue
+    if not sides:
+        return 32
+    median = float(np.median(sides))
+    if median <= 32:
+        return int(max(8, -(-median // 8) * 8))
+    return int(min(224, max(32, round(median / 32) * 32)))
+
+
+def _cache_key(manifest: Manifest, image_size: int, max_pixels: int) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{manifest.root}|{image_size}|{max_pixels}".encode())
+    for rel in manifest.paths:
+        try:
+            st = (manifest.root / rel).stat()
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{rel}|missing\n".encode())
+    return h.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    """``$LABELCLEAN_CACHE_DIR``, else ``~/.cache/labelclean``."""
+    env = os.environ.get("LABELCLEAN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "labelclean"
+
+
+def load_images(
+    manifest: Manifest,
+    *,
+    image_size: int | None = None,
+    on_bad_image: str = "error",
+    max_bad_fraction: float = 0.05,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    cache_dir: Path | None = None,
+    memory_budget: int = 4 << 30,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> Dataset:
+    """Decode (or reuse) every image of ``manifest`` into the uint8 cache.
+
+    Args:
+        manifest: The validated manifest.
+        image_size: Square side S; inferred from the data when None.
+        on_bad_image: ``error`` (refuse, listing up to 20 rows) or ``skip`` (drop them).
+        max_bad_fraction: With ``skip``, refuse to start above this fraction of bad rows.
+        max_pixels: Larger images are refused as decompression bombs.
+        cache_dir: Where decoded caches live (see :func:`default_cache_dir`).
+        memory_budget: Above this many bytes the cache is memory-mapped, not loaded.
+        workers: Decoding threads (PIL releases the GIL while decoding).
+        progress: ``progress(task, done, total)``.
+    """
+    if on_bad_image not in ("error", "skip"):
+        raise ConfigError(f"--on-bad-image {on_bad_image!r}: expected error or skip")
+    if not 0 <= max_bad_fraction <= 1:
+        raise ConfigError(f"--max-bad-fraction {max_bad_fraction}: expected a value in [0, 1]")
+    if image_size is not None and not 4 <= image_size <= 1024:
+        raise ConfigError(f"--image-size {image_size}: expected 4 to 1024 pixels")
+    size = image_size or infer_image_size(manifest)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _cache_key(manifest, size, max_pixels)
+    array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    if array_path.is_file() and meta_path.is_file():
+        try:
+            return _reuse(
+                manifest,
+                array_path,
+                meta_path,
+                size,
+                key,
+                memory_budget,
+                on_bad_image,
+                max_bad_fraction,
+            )
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning("image cache %s is unusable (%s); decoding again", array_path, err)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    n = len(manifest)
+    bad: list[Rejection] = []
+    with atomic_path(array_path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+        ok = np.ones(n, dtype=bool)
+
+        def work(i: int) -> None:
+            try:
+                out[i] = resize_square(
+                    decode_image(manifest.root / manifest.paths[i], max_pixels=max_pixels), size
+                )
+            except _BadImage as err:
+                ok[i] = False
+                bad.append(
+                    Rejection(int(manifest.rows[i]), manifest.paths[i], err.reason, err.detail)
+                )
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for done, _ in enumerate(pool.map(work, range(n)), 1):
+                if done % 64 == 0 or done == n:
+                    report(progress, "decode images", done, n)
+        out.flush()
+    bad.sort(key=lambda r: r.row)
+    stats = _channel_stats(np.load(array_path, mmap_mode="r"), ok)
+    atomic_write_text(
+        meta_path,
+        json.dumps(
+            {
+                "version": CACHE_VERSION,
+                "image_size": size,
+                "n": n,
+                "ok": ok.tolist(),
+                "rejections": [r.__dict__ for r in bad],
+                "mean": stats[0],
+                "std": stats[1],
+            }
+        ),
+    )
+    return _reuse(
+        manifest, array_path, meta_path, size, key, memory_budget, on_bad_image, max_bad_fraction
+    )
+
+
+def _channel_stats(images: np.ndarray, ok: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std in [0, 1] units over the good images (chunked, float64 sums)."""
+    s = np.zeros(3)
+    s2 = np.zeros(3)
+    count = 0
+    for start in range(0, len(images), 4096):
+        block = images[start : start + 4096][ok[start : start + 4096]].astype(np.float64) / 255
+        s += block.sum((0, 2, 3))
+        s2 += (block**2).sum((0, 2, 3))
+        count += block.shape[0] * block.shape[2] * block.shape[3]
+    mean = s / max(count, 1)
+    std = np.sqrt(np.maximum(s2 / max(count, 1) - mean**2, 1e-12))
+    return mean.tolist(), np.maximum(std, 1e-3).tolist()
+
+
+def _reuse(
+    manifest: Manifest,
+    array_path: Path,
+    meta_path: Path,
+    size: int,
+    key: str,
+    memory_budget: int,
+    on_bad_image: str,
+    max_bad_fraction: float,
+) -> Dataset:
+    meta = json.loads(meta_path.read_text())
+    if meta["n"] != len(manifest) or meta["image_size"] != size:
+        raise ValueError("cache does not match the manifest")
+    ok = np.asarray(meta["ok"], dtype=bool)
+    rejections = [Rejection(**r) for r in meta["rejections"]]
+    if rejections:
+        _check_bad(manifest, rejections, on_bad_image, max_bad_fraction)
+    images = np.load(array_path, mmap_mode="r")
+    if images.shape != (len(manifest), 3, size, size):
+        raise ValueError(f"cache shape {images.shape}")
+    if not ok.all():
+        images = images[ok]  # fancy indexing copies: only the good rows stay
+    elif images.nbytes <= memory_budget:
+        images = np.ascontiguousarray(images)
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    cache = ImageCache(images, size, mean, std, key, array_path)  # type: ignore[arg-type]
+    return Dataset(manifest.subset(ok) if not ok.all() else manifest, cache, rejections)
+
+
+def _check_bad(
+    manifest: Manifest, bad: list[Rejection], on_bad_image: str, max_bad_fraction: float
+) -> None:
+    source = manifest.source if not manifest.source.is_dir() else manifest.root
+    listing = "\n".join(
+        f"  {source}{'' if manifest.source.is_dir() else f' line {r.row + 2}'}: {r.path}: "
+        f"{r.reason} ({r.detail})"
+        for r in bad[:20]
+    )
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    if on_bad_image == "error":
+        raise ImageError(
+            f"{len(bad)} bad image(s):\n{listing}{more}\n"
+            "Fix or remove them, or pass --on-bad-image skip to leave them out"
+        )
+    fraction = len(bad) / len(manifest)
+    if fraction > max_bad_fraction:
+        raise ImageError(
+            f"{len(bad)} of {len(manifest)} images ({fraction:.1%}) are bad, above "
+            f"--max-bad-fraction {max_bad_fraction:.0%}:\n{listing}{more}"
+        )
+    for r in bad:
+        logger.warning("skipping %s: %s (%s)", r.path, r.reason, r.detail)
+
+
+def write_rejected_csv(path: Path, rejections: list[Rejection], *, overwrite: bool) -> Path:
+    """One line per skipped row: row, path, reason, detail."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["row", "path", "reason", "detail"])
+    for r in rejections:
+        writer.writerow([r.row, r.path, r.reason, r.detail])
+    return atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
+
+
+def load_dataset(
+    images: str | Path,
+    labels: str | Path | None = None,
+    *,
+    path_column: str = "path",
+    label_column: str = "label",
+    allow_outside_root: bool = False,
+    **load_images_kwargs: object,
+) -> Dataset:
+    """:func:`read_manifest` then :func:`load_images`, in one call."""
+    manifest = read_manifest(
+        images,
+        labels,
+        path_column=path_column,
+        label_column=label_column,
+        allow_outside_root=allow_outside_root,
+    )
+    return load_images(manifest, **load_images_kwargs)  # type: ignore[arg-type]
