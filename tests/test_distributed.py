@@ -17,7 +17,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-CONFIG = {"epochs": 12, "warmup": 4, "batch_size": 32, "lr": 0.05, "hflip": False, "crop_padding": 1, "seed": 0, "amp": False}
+CONFIG = {"epochs": 12, "warmup": 4, "batch_size": 32, "lr": 0.03, "hflip": False, "crop_padding": 1, "seed": 0, "amp": False}
 
 
 def _worker(rank, world, port, images, labels, out_dir):
@@ -53,8 +53,10 @@ def _counts(history_state):
     raise KeyError("no count tensor in the history state")
 
 
-def test_two_ranks_record_every_sample_once_and_match_one_process(tmp_path, small_digits_csv):
-    images, labels = small_digits_csv
+def test_two_ranks_record_every_sample_once_and_match_one_process(tmp_path):
+    from labelclean.data.digits import write_digits
+
+    images, labels = write_digits(tmp_path / "digits", n_per_class=60)
     mp.spawn(_worker, args=(2, _free_port(), str(images), str(labels), str(tmp_path)), nprocs=2, join=True)
     report = pd.read_pickle(tmp_path / "report.pkl")
     counts0, counts1 = np.load(tmp_path / "counts0.npy"), np.load(tmp_path / "counts1.npy")
@@ -68,7 +70,7 @@ def test_two_ranks_record_every_sample_once_and_match_one_process(tmp_path, smal
 
     single = audit(images, labels, **CONFIG).to_pandas()
     # Different batch composition, same data and budget: the same quality within tolerance
-    # (measured: training-set accuracy of the pseudo labels .87 single vs .88 with 2 ranks).
+    # (measured: training-set accuracy of the pseudo labels .95 single vs .95 with 2 ranks).
     accuracy = lambda f: (f["pseudo_label"] == f["given_label"]).mean()  # noqa: E731
     flagged = lambda f: (f["action"] != "keep").mean()  # noqa: E731
     assert accuracy(report) > 0.75 and accuracy(single) > 0.75
