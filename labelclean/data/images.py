@@ -35,7 +35,7 @@ from labelclean.errors import ConfigError, ImageError
 logger = logging.getLogger(__name__)
 
 #: Pillow plugins we accept; anything else (EPS, PSD, ...) is refused before decoding.
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold
 CACHE_VERSION = 1
 
