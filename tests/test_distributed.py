@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch.multiprocessing as mp
 
 
@@ -78,7 +77,6 @@ def test_two_ranks_record_every_sample_once_and_match_one_process(tmp_path):
     assert abs(flagged(single) - flagged(report)) < 0.1
 
 
-@pytest.mark.slow
 def test_torchrun_cli(tmp_path, small_digits_csv):
     images, labels = small_digits_csv
     out = tmp_path / "report.parquet"
