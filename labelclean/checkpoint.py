@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from labelclean._faults import maybe_fail
 from labelclean._version import __version__
 from labelclean.errors import CheckpointError
 
@@ -53,10 +54,6 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-#: Test hook: called with the temp path after the bytes are written, before the rename.
-_before_replace_hook: Any = None
-
-
 def save_checkpoint(work_dir: Path, payload: dict[str, Any], *, keep: int = 2) -> Path:
     """Write ``payload`` (which must hold an int ``epoch``) as the newest checkpoint."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -69,8 +66,7 @@ def save_checkpoint(work_dir: Path, payload: dict[str, Any], *, keep: int = 2) -
             torch.save({"format": FORMAT, **payload}, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if _before_replace_hook is not None:
-            _before_replace_hook(tmp)
+        maybe_fail("checkpoint_write", epoch - 1)  # the epoch whose end this checkpoint saves
         os.replace(tmp, target)
         _fsync_dir(work_dir)
     finally:

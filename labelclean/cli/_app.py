@@ -13,7 +13,6 @@ import os
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -26,14 +25,14 @@ _state = {"debug": bool(os.environ.get("LABELCLEAN_DEBUG"))}
 class _Group(TyperGroup):
     """Turns a LabelcleanError into one line on stderr and exit code 1 (traceback with --debug)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except LabelcleanError as err:
             if _state["debug"]:
                 raise
-            click.echo(f"error: {err}", err=True)
-            raise click.exceptions.Exit(1) from None
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

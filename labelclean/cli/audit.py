@@ -318,9 +318,10 @@ def audit(
                 run=run,
             )
         except AuditInterrupted as interrupted:
-            console.print(
+            typer.echo(
                 f"interrupted; the checkpoint of epoch {interrupted.state.epoch} is in "
-                f"{work_dir}. Resume with:\n  {resume_command()}"
+                f"{work_dir}. Resume with:\n  {resume_command()}",
+                err=True,
             )
             raise typer.Exit(stop.exit_code) from None
         progress.log(

@@ -294,18 +294,23 @@ def load_images(
 
 
 def _channel_stats(images: np.ndarray, ok: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std in [0, 1] units over the good images (chunked, float64 sums)."""
-    s = np.zeros(3)
-    s2 = np.zeros(3)
+    """Per-channel mean/std in [0, 1] units over the good images.
+
+    Sums are exact integers, so the figures do not depend on the order of the rows (a
+    shuffled manifest normalises identically).
+    """
+    s = np.zeros(3, dtype=np.int64)
+    s2 = np.zeros(3, dtype=np.int64)
     count = 0
     for start in range(0, len(images), 4096):
-        block = images[start : start + 4096][ok[start : start + 4096]].astype(np.float64) / 255
+        block = images[start : start + 4096][ok[start : start + 4096]].astype(np.int64)
         s += block.sum((0, 2, 3))
-        s2 += (block**2).sum((0, 2, 3))
+        s2 += (block * block).sum((0, 2, 3))
         count += block.shape[0] * block.shape[2] * block.shape[3]
-    mean = s / max(count, 1)
-    std = np.sqrt(np.maximum(s2 / max(count, 1) - mean**2, 1e-12))
-    return mean.tolist(), np.maximum(std, 1e-3).tolist()
+    count = max(count, 1)
+    mean = s / count
+    var = np.maximum(s2 / count - mean**2, 1e-12)
+    return (mean / 255).tolist(), np.maximum(np.sqrt(var) / 255, 1e-3).tolist()
 
 
 def _reuse(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelclean._faults import maybe_fail
 from labelclean._progress import Progress
 from labelclean._version import __version__
 from labelclean.config import AuditConfig
@@ -211,7 +212,10 @@ class AuditRun:
         self.dataset = dataset
         self.config = config
         manifest, cache = dataset.manifest, dataset.cache
-        self.given = np.asarray(manifest.given_labels, dtype=np.int64)
+        # The loop works in path-sorted ("canonical") order, so shuffling the manifest's rows
+        # changes nothing but the report's row order; `canon[j]` is the manifest row of j.
+        self.canon = np.argsort(np.asarray(manifest.paths, dtype=object), kind="stable")
+        self.given = np.asarray(manifest.given_labels, dtype=np.int64)[self.canon]
         self.n_samples, self.n_classes = len(manifest), len(manifest.class_names)
         device = resolve_device(config.device)
         self.dist = dist or Dist(device=device)
@@ -236,15 +240,20 @@ class AuditRun:
         self.normalization = _normalization(
             model, cache, pretrained=bool(config.pretrained or config.weights)
         )
-        self.batches: Any = ImageBatches(
-            cache.images,
-            self.normalization["mean"],
-            self.normalization["std"],
-            self.precision,
-            crop_padding=(
-                config.crop_padding if config.crop_padding is not None else cache.image_size // 8
+        self.batches: Any = ReindexedBatches(
+            ImageBatches(
+                cache.images,
+                self.normalization["mean"],
+                self.normalization["std"],
+                self.precision,
+                crop_padding=(
+                    config.crop_padding
+                    if config.crop_padding is not None
+                    else cache.image_size // 8
+                ),
+                hflip=config.hflip,
             ),
-            hflip=config.hflip,
+            self.canon,
         )
         self.optimizer = build_optimizer(
             model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -269,6 +278,31 @@ class AuditRun:
             self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+
+
+@dataclass(frozen=True)
+class ReindexedBatches:
+    """A batch source read through an index map (canonical position -> cache row)."""
+
+    inner: Any
+    rows: np.ndarray
+
+    @property
+    def precision(self) -> Precision:
+        """The wrapped source's device and precision."""
+        return self.inner.precision
+
+    def load(self, index: np.ndarray) -> torch.Tensor:
+        """The batch for canonical positions ``index``."""
+        return self.inner.load(self.rows[index])
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Delegates to the wrapped source."""
+        return self.inner.augment(batch, generator)
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        """Delegates to the wrapped source."""
+        return self.inner.prepare(batch)
 
 
 def checkpoint_payload(state: AuditState, run: AuditRun) -> dict[str, Any]:
@@ -351,10 +385,19 @@ def run_audit(
         else:
             train_index, train_labels = all_index, given
         keep = config.record == "train"
+        steps = [0]
+
+        def stop_or_fault(epoch: int = epoch, steps: list[int] = steps) -> bool:
+            steps[0] += 1
+            if steps[0] == 3:  # mid-epoch: after two optimizer steps
+                maybe_fail("train_step", epoch)
+            return should_stop is not None and should_stop()
+
         try:
-            result = _train(run, train_index, train_labels, epoch, keep, progress, should_stop)
+            result = _train(run, train_index, train_labels, epoch, keep, progress, stop_or_fault)
         except StepInterrupted:
             raise AuditInterrupted(state, run) from None
+        maybe_fail("record", epoch)
         probs = _record(run, result, progress)
         state.history.update(probs, given)
         state.epoch = epoch + 1
@@ -362,6 +405,7 @@ def run_audit(
         state.epoch_log.append(line)
         if on_epoch is not None:
             on_epoch(state, line)
+        maybe_fail("epoch_end", epoch)
         if should_stop is not None and should_stop() and state.epoch < config.epochs:
             raise AuditInterrupted(state, run)
     _update_clusters(state, run, config.epochs)
@@ -488,16 +532,16 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     """Arrays -> the report table of DESIGN.md, plus metadata."""
     from labelclean.report.parquet import build_report_table
 
-    given = run.given
     manifest, cache, config = run.dataset.manifest, run.dataset.cache, run.config
+    back = np.empty_like(run.canon)
+    back[run.canon] = np.arange(len(run.canon))  # manifest row -> canonical position
+    given = run.given
     joint = state.history.joint_confidence(given)
     pseudo = state.history.pseudo_labels()
     clean = np.where(state.in_t, state.t_labels, -1)
     action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
     trace_given, trace_pseudo = state.history.traces()
-    columns = {
-        "index": np.asarray(manifest.rows, dtype=np.int64),
-        "path": list(manifest.paths),
+    canonical = {
         "given_label": given,
         "cluster": np.asarray(CLUSTER_NAMES)[state.cluster],
         "action": action,
@@ -509,6 +553,11 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "admitted_epoch": state.admitted_epoch,
         "trace_given": trace_given,
         "trace_pseudo": trace_pseudo,
+    }
+    columns = {
+        "index": np.asarray(manifest.rows, dtype=np.int64),
+        "path": list(manifest.paths),
+        **{name: np.asarray(values)[back] for name, values in canonical.items()},
     }
     table = build_report_table(columns, class_names=list(manifest.class_names))
     metadata = {

@@ -1,0 +1,22 @@
+"""Fault injection for the crash-and-resume tests (issue 8), inert unless asked for.
+
+``LABELCLEAN_FAULT=point:epoch:SIGNAL`` makes the process send itself SIGNAL (KILL, INT or
+TERM) when it reaches ``point`` (``train_step``, ``record``, ``checkpoint_write``,
+``epoch_end``) in 0-based ``epoch``. Only the tests set it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def maybe_fail(point: str, epoch: int) -> None:
+    """Signal ourselves if the environment asks for a fault here."""
+    spec = os.environ.get("LABELCLEAN_FAULT")
+    if not spec:
+        return
+    where, at, sig = spec.split(":")
+    if where == point and int(at) == epoch:
+        os.environ.pop("LABELCLEAN_FAULT")  # once: a handled SIGINT must not fire again
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))

@@ -1,0 +1,139 @@
+"""Issue 8: a killed or interrupted audit resumes to exactly the report of an unbroken run."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from labelclean.checkpoint import WorkDirLock, load_latest, save_checkpoint
+from labelclean.errors import CheckpointError
+
+EPOCHS = ["--epochs", "5", "--warmup", "2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from labelclean.data.digits import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("d"), n_per_class=25)
+
+
+def _audit(data, out, *extra, fault=None, cache):
+    images, labels = data
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LABELCLEAN_CACHE_DIR": str(cache)}
+    env.pop("LABELCLEAN_FAULT", None)
+    if fault:
+        env["LABELCLEAN_FAULT"] = fault
+    cmd = [sys.executable, "-m", "labelclean", "audit", str(images), str(labels), "--out", str(out),
+           "--deterministic", "--no-hflip", "--quiet", "--batch-size", "32", *EPOCHS, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    proc = _audit(data, tmp / "ref.parquet", cache=tmp / "cache")
+    assert proc.returncode == 0, proc.stderr
+    return pd.read_parquet(tmp / "ref.parquet")
+
+
+def _same(a, b):
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "fault,code",
+    [("epoch_end:2:KILL", -9), ("train_step:3:KILL", -9), ("record:1:KILL", -9),
+     ("checkpoint_write:3:KILL", -9), ("train_step:2:INT", 130), ("record:3:TERM", 143)],
+)
+def test_killed_then_resumed_equals_unbroken(data, reference, tmp_path, fault, code):
+    out = tmp_path / "r.parquet"
+    first = _audit(data, out, fault=fault, cache=tmp_path / "cache")
+    assert first.returncode == code, first.stderr
+    assert not out.exists()
+    if code > 0:
+        assert "--resume" in first.stderr and "Resume with" in first.stderr
+    second = _audit(data, out, "--resume", cache=tmp_path / "cache")
+    assert second.returncode == 0, second.stderr
+    _same(pd.read_parquet(out), reference)
+
+
+def test_two_deterministic_runs_hash_the_same(data, reference, tmp_path):
+    assert _audit(data, tmp_path / "b.parquet", cache=tmp_path / "c").returncode == 0
+    _same(pd.read_parquet(tmp_path / "b.parquet"), reference)
+
+
+def test_changed_options_refuse_to_resume_unless_forced(data, tmp_path):
+    out = tmp_path / "r.parquet"
+    assert _audit(data, out, fault="epoch_end:1:KILL", cache=tmp_path / "c").returncode == -9
+    changed = _audit(data, out, "--resume", "--lr", "0.01", cache=tmp_path / "c")
+    assert changed.returncode == 1 and "lr: 0.06 -> 0.01" in changed.stderr and "--force" in changed.stderr
+    forced = _audit(data, out, "--resume", "--lr", "0.01", "--force", cache=tmp_path / "c")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_resume_without_checkpoint_is_an_error(data, tmp_path):
+    proc = _audit(data, tmp_path / "r.parquet", "--resume", cache=tmp_path / "c")
+    assert proc.returncode == 1 and "no readable checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+    save_checkpoint(tmp_path, {"epoch": 1, "x": torch.ones(3)})
+    newest = save_checkpoint(tmp_path, {"epoch": 2, "x": torch.ones(3) * 2})
+    newest.write_bytes(newest.read_bytes()[:50])
+    payload, path = load_latest(tmp_path)
+    assert payload["epoch"] == 1 and "unreadable" in caplog.text
+
+
+def test_selection_is_by_the_epoch_stored_inside(tmp_path):
+    save_checkpoint(tmp_path, {"epoch": 3})
+    os.replace(tmp_path / "checkpoint-00003.pt", tmp_path / "checkpoint-00001.pt")
+    save_checkpoint(tmp_path, {"epoch": 2}, keep=5)
+    assert load_latest(tmp_path)[0]["epoch"] == 3
+
+
+class Evil:
+    pass
+
+
+def test_checkpoints_keep_only_tensors_and_plain_values(tmp_path):
+    save_checkpoint(tmp_path, {"epoch": 1, "obj": Evil()})
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        load_latest(tmp_path)
+
+
+def test_lock_stops_a_second_run_and_stale_locks_are_taken_over(tmp_path):
+    lock = WorkDirLock(tmp_path)
+    with lock.held():
+        with pytest.raises(CheckpointError, match="in use by process"):
+            WorkDirLock(tmp_path).acquire()
+    (tmp_path / "lock").write_text("999999")  # a process that no longer exists
+    with WorkDirLock(tmp_path).held():
+        assert (tmp_path / "lock").read_text() == str(os.getpid())
+    assert not (tmp_path / "lock").exists()
+
+
+def test_earlier_checkpoints_without_resume_are_refused(data, tmp_path):
+    out = tmp_path / "r.parquet"
+    assert _audit(data, out, fault="epoch_end:1:KILL", cache=tmp_path / "c").returncode == -9
+    again = _audit(data, out, cache=tmp_path / "c")
+    assert again.returncode == 1 and "pass --resume" in again.stderr
+
+
+def test_shuffled_manifest_gives_the_same_report_sorted_by_path(data, tmp_path):
+    images, labels = data
+    frame = pd.read_csv(labels).sample(frac=1, random_state=1)
+    shuffled = tmp_path / "shuffled.csv"
+    frame.to_csv(shuffled, index=False)
+    a = _audit((images, labels), tmp_path / "a.parquet", cache=tmp_path / "c")
+    b = _audit((images, shuffled), tmp_path / "b.parquet", cache=tmp_path / "c")
+    assert a.returncode == 0 and b.returncode == 0
+    ra = pd.read_parquet(tmp_path / "a.parquet").sort_values("path").reset_index(drop=True)
+    rb = pd.read_parquet(tmp_path / "b.parquet").sort_values("path").reset_index(drop=True)
+    _same(ra.drop(columns="index"), rb.drop(columns="index"))
+    assert rb["index"].tolist() != ra["index"].tolist()  # rows still name their own manifest line
