@@ -49,10 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     limit_threads()
 
+    from labelclean.config import AuditConfig
     from labelclean.data.images import load_dataset
     from labelclean.evaluate import cleaning_metrics
-
-    from labelclean.config import AuditConfig
     from labelclean.fgcm.audit import AuditInterrupted, run_audit
 
     base = AuditConfig(
@@ -77,8 +76,8 @@ def main() -> None:
                 run_audit(
                     dataset,
                     base,
-                    on_epoch=lambda state, line: done.update(epochs=state.epoch),
-                    should_stop=lambda: done["epochs"] >= base.warmup,
+                    on_epoch=lambda state, line, done=done: done.update(epochs=state.epoch),
+                    should_stop=lambda done=done: done["epochs"] >= base.warmup,
                 )
                 raise RuntimeError("warmup did not stop")
             except AuditInterrupted as stop:

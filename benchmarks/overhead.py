@@ -37,9 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     limit_threads()
 
-    from labelclean.data.images import load_dataset
-
     from labelclean.config import AuditConfig
+    from labelclean.data.images import load_dataset
     from labelclean.fgcm.audit import AuditRun, run_audit
     from labelclean.training import train_epoch
 

@@ -43,7 +43,7 @@ class AuditConfig:
     weights: str | None = None  #: --weights: local state dict to start from
     epochs: int = 40  #: --epochs: total epochs, warmup included
     warmup: int = 10  #: --warmup: epochs on all samples before the first clustering
-    lr: float = 0.06  #: --lr: base SGD learning rate (paper: 0.06)
+    lr: float = 0.02  #: --lr: base SGD learning rate (paper: 0.06, for its ResNet)
     lr_schedule: str = "cosine"  #: --lr-schedule: cosine (default), step (paper), constant
     lr_milestones: tuple[int, ...] = ()  #: --lr-milestones: epochs where step decays x0.1
     momentum: float = 0.9  #: SGD momentum (paper: 0.9)

@@ -71,7 +71,7 @@ def test_changed_options_refuse_to_resume_unless_forced(data, tmp_path):
     out = tmp_path / "r.parquet"
     assert _audit(data, out, fault="epoch_end:1:KILL", cache=tmp_path / "c").returncode == -9
     changed = _audit(data, out, "--resume", "--lr", "0.01", cache=tmp_path / "c")
-    assert changed.returncode == 1 and "lr: 0.06 -> 0.01" in changed.stderr and "--force" in changed.stderr
+    assert changed.returncode == 1 and "lr: 0.02 -> 0.01" in changed.stderr and "--force" in changed.stderr
     forced = _audit(data, out, "--resume", "--lr", "0.01", "--force", cache=tmp_path / "c")
     assert forced.returncode == 0, forced.stderr
 
