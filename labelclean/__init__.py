@@ -28,6 +28,7 @@ _LAZY = {
     "AuditConfig": "labelclean.config",
     "AuditResult": "labelclean.fgcm.audit",
     "read_report": "labelclean.report.parquet",
+    "load_model": "labelclean.export",
 }
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "ReportError",
     "__version__",
     "audit",
+    "load_model",
     "read_report",
 ]
 

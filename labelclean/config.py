@@ -109,3 +109,44 @@ class AuditConfig:
         """Inverse of :meth:`to_dict`, ignoring keys from newer versions."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of the mixed semi-training (paper 3.3); saved in the exported config.json."""
+
+    model: str | None = None  #: --model: architecture [default: the audit's]
+    pretrained: bool = False  #: --pretrained: timm downloads ImageNet weights
+    weights: str | None = None  #: --weights: local state dict to start from
+    epochs: int = 30  #: --epochs: passes over the labeled set
+    lr: float = 0.02  #: --lr: base SGD learning rate (cosine schedule)
+    momentum: float = 0.9  #: SGD momentum
+    weight_decay: float = 5e-4  #: --weight-decay
+    batch_size: int = 64  #: --batch-size: B, labeled samples per step
+    mu: int = 7  #: --mu: unlabeled samples per labeled one in a mixed batch (paper: 7)
+    tau: float = 0.95  #: --tau: confidence a pseudo label needs to count (paper: 0.95)
+    lambda_m: float = 1.0  #: --lambda-m: weight of the mixed-batch loss (paper: 1)
+    seed: int = 0  #: --seed
+    device: str = "auto"  #: --device
+    amp: bool = True  #: --amp/--no-amp
+    eval_every: int = 1  #: --eval-every: test-set evaluation period in epochs
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs {self.epochs}: must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr {self.lr}: must be positive")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.mu < 0:
+            raise ConfigError(f"--mu {self.mu}: must be 0 or more")
+        if not 0 <= self.tau <= 1:
+            raise ConfigError(f"--tau {self.tau}: expected a confidence in [0, 1]")
+        if self.lambda_m < 0:
+            raise ConfigError(f"--lambda-m {self.lambda_m}: must be 0 or more")
+        if self.eval_every < 1:
+            raise ConfigError(f"--eval-every {self.eval_every}: must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)

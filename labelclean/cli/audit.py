@@ -141,7 +141,10 @@ def audit(
     ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help="SGD learning rate [default: 0.02; the paper preset uses 0.06].", rich_help_panel=_TRAIN),
+        typer.Option(
+            help="SGD learning rate [default: 0.02; the paper preset uses 0.06].",
+            rich_help_panel=_TRAIN,
+        ),
     ] = None,
     lr_schedule: Annotated[
         str | None,

@@ -1,0 +1,297 @@
+"""``labelclean finetune`` (train on the audited data, export) and ``labelclean predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelclean.cli._app import app
+from labelclean.cli._options import CacheDirOpt, ImagesArg, LabelColumnOpt, LabelsArg, PathColumnOpt
+from labelclean.cli._progress import RichProgress
+
+_TRAIN = "Training"
+
+
+@app.command(no_args_is_help=True)
+def finetune(
+    report_path: Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the exported model.")],
+    test: Annotated[
+        Path | None,
+        typer.Option(help="Test images: a class-folder tree, or a folder with --test-labels."),
+    ] = None,
+    test_labels: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet manifest (path,label) for --test.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Architecture [default: the audit's].", rich_help_panel=_TRAIN),
+    ] = None,
+    pretrained: Annotated[
+        bool, typer.Option(help="Start from timm's pretrained weights.", rich_help_panel=_TRAIN)
+    ] = False,
+    weights: Annotated[
+        Path | None, typer.Option(help="Start from a local state dict.", rich_help_panel=_TRAIN)
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Passes over the labeled set.", rich_help_panel=_TRAIN)
+    ] = 30,
+    lr: Annotated[float, typer.Option(help="SGD learning rate.", rich_help_panel=_TRAIN)] = 0.02,
+    batch_size: Annotated[
+        int, typer.Option(help="B: labeled samples per step.", rich_help_panel=_TRAIN)
+    ] = 64,
+    mu: Annotated[
+        int,
+        typer.Option(help="Unlabeled per labeled sample in mixed batches.", rich_help_panel=_TRAIN),
+    ] = 7,
+    tau: Annotated[
+        float,
+        typer.Option(help="Confidence a pseudo label needs to count.", rich_help_panel=_TRAIN),
+    ] = 0.95,
+    lambda_m: Annotated[
+        float, typer.Option(help="Weight of the mixed-batch loss.", rich_help_panel=_TRAIN)
+    ] = 1.0,
+    eval_every: Annotated[
+        int, typer.Option(help="Evaluate --test every k epochs.", rich_help_panel=_TRAIN)
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=_TRAIN)] = 0,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_TRAIN)
+    ] = "auto",
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="Autocast where fast.", rich_help_panel=_TRAIN)
+    ] = True,
+    cache_dir: CacheDirOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a model on the cleaned labels plus the unlabeled rest (paper 3.3) and export it."""
+    import numpy as np
+    import torch
+
+    from labelclean.config import FinetuneConfig
+    from labelclean.data.images import load_images
+    from labelclean.data.manifest import Manifest
+    from labelclean.errors import ConfigError
+    from labelclean.export import _check_out_dir, export_model
+    from labelclean.fgcm.finetune import run_finetune, split_report
+    from labelclean.report.parquet import read_report
+    from labelclean.training import ImageBatches, Precision
+
+    _check_out_dir(out, overwrite)
+    config = FinetuneConfig(
+        model=model,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        mu=mu,
+        tau=tau,
+        lambda_m=lambda_m,
+        seed=seed,
+        device=device,
+        amp=amp,
+        eval_every=eval_every,
+    )
+    rep = read_report(report_path)
+    md, frame = rep.metadata, rep.frame
+    names = rep.class_names
+    labeled_rows, labels, unlabeled_rows = split_report(frame, names)
+    code = {n: i for i, n in enumerate(names)}
+    manifest = Manifest(
+        root=rep.image_root,
+        paths=frame["path"].tolist(),
+        given_labels=np.array([code[g] for g in frame["given_label"]], dtype=np.int64),
+        class_names=names,
+        source=report_path,
+        rows=frame["index"].to_numpy(),
+    )
+    audit_cfg = md.get("config", {})
+    size = int(md.get("image_size") or 32)
+    with RichProgress(quiet=quiet) as progress:
+        data = load_images(manifest, image_size=size, cache_dir=cache_dir, progress=progress)
+        if data.rejections:
+            raise ConfigError(
+                f"{report_path}: {len(data.rejections)} image(s) of the report can no longer be read"
+            )
+        test_data = None
+        if test is not None:
+            test_data = _load_test(test, test_labels, names, size, cache_dir, progress)
+        norm = md.get("normalization") or {
+            "mean": list(data.cache.mean),
+            "std": list(data.cache.std),
+        }
+        arch = model or md.get("model") or "small_cnn"
+        progress.log(
+            f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images; model {arch}"
+        )
+        result = run_finetune(
+            data.cache.images,
+            labeled_rows,
+            labels,
+            unlabeled_rows,
+            config,
+            n_classes=len(names),
+            model_name=arch,
+            mean=norm["mean"],
+            std=norm["std"],
+            crop_padding=audit_cfg.get("crop_padding") or size // 8,
+            hflip=audit_cfg.get("hflip", True),
+            test=test_data,
+            progress=progress,
+            on_epoch=lambda line: progress.log(" ".join(f"{k} {v}" for k, v in line.items())),
+        )
+    precision = Precision.choose(torch.device("cpu"), amp=False)
+    sample = ImageBatches(data.cache.images, norm["mean"], norm["std"], precision)
+    check = sample.prepare(sample.load(np.arange(min(8, len(manifest)))))
+    metrics = {
+        "test_accuracy": result.test_accuracy,
+        "n_labeled": result.n_labeled,
+        "n_unlabeled": result.n_unlabeled,
+        "epochs": config.epochs,
+        "history": result.history,
+    }
+    export_model(
+        result.model.float(),
+        out,
+        overwrite=overwrite,
+        check_inputs=check,
+        config={
+            "architecture": arch,
+            "num_classes": len(names),
+            "class_names": names,
+            "image_size": size,
+            "normalization": {"mean": norm["mean"], "std": norm["std"]},
+            "finetune": config.to_dict(),
+            "report": str(report_path),
+            "metrics": metrics,
+        },
+    )
+    from labelclean._io import atomic_write_text
+
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    typer.echo(f"model: {out}")
+    if result.test_accuracy is not None:
+        typer.echo(f"test accuracy {result.test_accuracy:.4f}")
+
+
+def _load_test(images, labels, names, size, cache_dir, progress):  # noqa: ANN001,ANN202
+    import numpy as np
+
+    from labelclean.data.images import load_dataset
+    from labelclean.errors import ConfigError
+
+    ds = load_dataset(images, labels, image_size=size, cache_dir=cache_dir, progress=progress)
+    unknown = sorted(set(ds.manifest.class_names) - set(names))
+    if unknown:
+        raise ConfigError(f"--test: classes not in the report: {', '.join(unknown[:10])}")
+    code = {n: i for i, n in enumerate(names)}
+    mapped = np.array([code[ds.manifest.class_names[g]] for g in ds.manifest.given_labels])
+    return np.ascontiguousarray(ds.cache.images), mapped
+
+
+@app.command(no_args_is_help=True)
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model exported by `labelclean finetune`.")],
+    images: ImagesArg,
+    labels: LabelsArg = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Predictions (.parquet or .csv).")
+    ] = Path("predictions.parquet"),
+    path_column: PathColumnOpt = "path",
+    label_column: LabelColumnOpt = "label",
+    cache_dir: CacheDirOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Predict classes for new images with an exported model.
+
+    Without LABELS every image file under IMAGES is predicted; with LABELS (or class
+    folders) the true label is kept and accuracy printed.
+    """
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from labelclean._io import atomic_write_with, check_writable
+    from labelclean.data.images import load_images
+    from labelclean.data.manifest import IMAGE_SUFFIXES, Manifest, read_manifest
+    from labelclean.errors import ManifestError
+    from labelclean.export import load_model
+    from labelclean.training import ImageBatches, Precision, predict_probs, resolve_device
+
+    check_writable(out, overwrite=overwrite)
+    model, cfg = load_model(model_dir)
+    names = cfg["class_names"]
+    has_truth = True
+    try:
+        manifest = read_manifest(images, labels, path_column=path_column, label_column=label_column)
+    except ManifestError:
+        if labels is not None:
+            raise
+        files = sorted(
+            p.relative_to(images).as_posix()
+            for p in Path(images).rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+        if not files:
+            raise ManifestError(f"{images}: no images found") from None
+        manifest = Manifest(
+            Path(images).resolve(),
+            files,
+            np.zeros(len(files), np.int64),
+            ["?", "??"],
+            Path(images),
+            np.arange(len(files)),
+        )
+        has_truth = False
+    device = resolve_device("auto")
+    precision = Precision.choose(device)
+    model = model.to(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    with RichProgress(quiet=quiet) as progress:
+        data = load_images(
+            manifest,
+            image_size=int(cfg["image_size"]),
+            cache_dir=cache_dir,
+            on_bad_image="skip",
+            max_bad_fraction=1.0,
+            progress=progress,
+        )
+        batches = ImageBatches(
+            data.cache.images, cfg["normalization"]["mean"], cfg["normalization"]["std"], precision
+        )
+        probs = predict_probs(
+            model, batches, np.arange(len(data.manifest)), batch_size=256, progress=progress
+        )
+    pred = probs.argmax(1)
+    frame = pd.DataFrame(
+        {
+            "path": data.manifest.paths,
+            "prediction": np.asarray(names, dtype=object)[pred],
+            "confidence": probs.max(1).astype(np.float32),
+        }
+    )
+    for j, name in enumerate(names):
+        frame[f"prob_{name}"] = probs[:, j]
+    if has_truth:
+        frame.insert(
+            1,
+            "label",
+            np.asarray(data.manifest.class_names, dtype=object)[data.manifest.given_labels],
+        )
+        frame.insert(3, "correct", frame["label"] == frame["prediction"])
+    if out.suffix.lower() == ".csv":
+        atomic_write_with(out, lambda tmp: frame.to_csv(tmp, index=False), overwrite=overwrite)
+    else:
+        atomic_write_with(out, lambda tmp: frame.to_parquet(tmp, index=False), overwrite=overwrite)
+    typer.echo(f"wrote {out}: {len(frame)} predictions")
+    if data.rejections:
+        typer.echo(f"skipped {len(data.rejections)} unreadable images", err=True)
+    if has_truth:
+        typer.echo(f"accuracy {frame['correct'].mean():.4f}")

@@ -1,0 +1,225 @@
+"""Mixed semi-training on an audited dataset (paper section 3.3; DESIGN.md "finetune").
+
+Labeled set X_l = rows the audit kept or relabeled, with their clean labels; unlabeled
+X_u = the rest. The network is re-initialised (or starts from ``--pretrained``/``--weights``).
+Each step draws B labeled samples (weak augmentation, cross-entropy: L_x) and a mixed batch
+of B labeled + mu*B unlabeled samples: the target is the clean label for labeled rows and
+the argmax of the weak view's prediction for unlabeled ones; the loss is cross-entropy on a
+strong view, counted only where the weak view's top confidence exceeds tau, averaged over
+the whole mixed batch (eq. 7): L_m. Total loss L_x + lambda * L_m (eq. 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labelclean._progress import Progress, report
+from labelclean.config import FinetuneConfig
+from labelclean.data.strong_augment import strong_augment
+from labelclean.errors import ReportError
+from labelclean.models import create_model
+from labelclean.training import (
+    ImageBatches,
+    Precision,
+    build_optimizer,
+    lr_factor,
+    predict_probs,
+    resolve_device,
+    seed_everything,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def split_report(
+    frame: pd.DataFrame, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labeled_rows, labels, unlabeled_rows)`` from report rows (positions in ``frame``).
+
+    Labeled = action keep or relabel, with ``clean_label``; unlabeled = every other row.
+    """
+    code = {name: i for i, name in enumerate(class_names)}
+    labeled = frame["action"].isin(["keep", "relabel"]).to_numpy()
+    clean = frame["clean_label"].to_numpy(dtype=object)
+    unknown = sorted({str(c) for c in clean[labeled] if c not in code})
+    if unknown:
+        raise ReportError(f"report: clean labels {', '.join(unknown[:5])} are not in its classes")
+    rows = np.flatnonzero(labeled)
+    labels = np.array([code[c] for c in clean[labeled]], dtype=np.int64)
+    if len(rows) == 0 or len(np.unique(labels)) < 2:
+        raise ReportError(
+            "report: the labeled set needs at least two classes; the audit unlabeled almost "
+            "everything (look at it with `labelclean report`)"
+        )
+    return rows, labels, np.flatnonzero(~labeled)
+
+
+def mixed_loss(
+    strong_logits: torch.Tensor, weak_logits: torch.Tensor, labels: torch.Tensor, *, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 7: masked cross-entropy on the strong view; returns ``(loss, mask)``.
+
+    Args:
+        strong_logits: ``[M, C]`` logits of the strong view (with gradient).
+        weak_logits: ``[M, C]`` logits of the weak view (no gradient needed).
+        labels: ``[M]`` clean label for labeled rows, -1 for unlabeled rows.
+        tau: Confidence threshold on the weak view's softmax.
+    """
+    probs = weak_logits.detach().float().softmax(1)
+    confidence, guess = probs.max(1)
+    target = torch.where(labels >= 0, labels, guess)
+    mask = confidence > tau
+    per_sample = F.cross_entropy(strong_logits.float(), target, reduction="none")
+    return (per_sample * mask).sum() / max(len(labels), 1), mask
+
+
+@dataclass
+class FinetuneResult:
+    """The trained model and what happened."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    test_accuracy: float | None = None
+    n_labeled: int = 0
+    n_unlabeled: int = 0
+    model_name: str = ""
+    precision: str = ""
+
+
+def run_finetune(
+    images: np.ndarray,
+    labeled_rows: np.ndarray,
+    labels: np.ndarray,
+    unlabeled_rows: np.ndarray,
+    config: FinetuneConfig,
+    *,
+    n_classes: int,
+    model_name: str,
+    mean: list[float],
+    std: list[float],
+    crop_padding: int,
+    hflip: bool,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Progress | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FinetuneResult:
+    """Train a fresh model with the mixed semi-training and return it.
+
+    Args:
+        images: The uint8 cache ``[N, 3, S, S]`` (rows indexed by the row arrays).
+        labeled_rows: Rows of X_l; ``labels`` their clean labels.
+        labels: ``[len(labeled_rows)]`` class codes.
+        unlabeled_rows: Rows of X_u.
+        config: Settings.
+        n_classes: C.
+        model_name: Architecture for :func:`labelclean.models.create_model`.
+        mean: Normalisation mean.
+        std: Normalisation std.
+        crop_padding: Weak augmentation crop padding.
+        hflip: Weak augmentation flips.
+        test: Optional ``(uint8 images, labels)`` evaluated every ``config.eval_every`` epochs.
+        progress: Progress callback.
+        on_epoch: Called with each epoch's log record.
+    """
+    device = resolve_device(config.device)
+    precision = Precision.choose(device, amp=config.amp)
+    generator = seed_everything(config.seed)
+    model = create_model(
+        model_name, n_classes, pretrained=config.pretrained, weights=config.weights
+    )
+    model = model.to(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
+    optimizer = build_optimizer(
+        model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scaler = precision.grad_scaler()
+    b = config.batch_size
+    steps = max(1, math.ceil(len(labeled_rows) / b))
+    result = FinetuneResult(
+        model,
+        n_labeled=len(labeled_rows),
+        n_unlabeled=len(unlabeled_rows),
+        model_name=model_name,
+        precision=precision.describe(),
+    )
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule="cosine")
+        model.train()
+        order = torch.randperm(len(labeled_rows), generator=generator).numpy()
+        totals = torch.zeros(3)
+        for step in range(steps):
+            pick = order[step * b : (step + 1) * b]
+            x_rows, x_labels = labeled_rows[pick], labels[pick]
+            mix_l = torch.randint(0, len(labeled_rows), (len(pick),), generator=generator).numpy()
+            n_u = config.mu * len(pick) if len(unlabeled_rows) else 0
+            mix_u = torch.randint(
+                0, max(len(unlabeled_rows), 1), (n_u,), generator=generator
+            ).numpy()
+            mix_rows = np.concatenate([labeled_rows[mix_l], unlabeled_rows[mix_u]])
+            mix_labels = np.concatenate([labels[mix_l], np.full(n_u, -1)])
+            y = torch.from_numpy(x_labels).to(device)
+            y_mix = torch.from_numpy(mix_labels).to(device)
+            raw_mix = batches.load(mix_rows)
+            weak_mix = batches.prepare(batches.augment(raw_mix, generator))
+            strong_mix = batches.prepare(strong_augment(raw_mix, generator=generator))
+            x = batches.prepare(batches.augment(batches.load(x_rows), generator))
+            with precision.autocast():
+                with torch.no_grad():
+                    weak_logits = model(weak_mix)
+                logits = model(torch.cat([x, strong_mix]))
+                loss_x = F.cross_entropy(logits[: len(x)].float(), y)
+                loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
+                loss = loss_x + config.lambda_m * loss_m
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            totals += torch.stack(
+                [loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()]
+            )
+            report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
+        line: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss_x": round(float(totals[0]) / steps, 5),
+            "loss_m": round(float(totals[1]) / steps, 5),
+            "mask_rate": round(float(totals[2]) / steps, 4),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        if test is not None and (
+            (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+        ):
+            line["test_accuracy"] = evaluate_accuracy(model, test, mean, std, precision)
+            result.test_accuracy = line["test_accuracy"]
+        result.history.append(line)
+        if on_epoch is not None:
+            on_epoch(line)
+    return result
+
+
+def evaluate_accuracy(
+    model: nn.Module,
+    test: tuple[np.ndarray, np.ndarray],
+    mean: list[float],
+    std: list[float],
+    precision: Precision,
+) -> float:
+    """Top-1 accuracy on ``(uint8 images, labels)``."""
+    images, labels = test
+    batches = ImageBatches(images, mean, std, precision)
+    probs = predict_probs(model, batches, np.arange(len(labels)), batch_size=256)
+    return float((probs.argmax(1) == labels).mean())
