@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     parser.add_argument("--json", type=Path, default=None, help="also dump rows as JSON here")
+    parser.add_argument("--save-dir", type=Path, default=None, help="keep each report here")
     args = parser.parse_args()
     limit_threads()
 
@@ -91,6 +92,10 @@ def main() -> None:
                 result = run_audit(dataset, config, state=state, run=run)
                 seconds = warm_seconds + time.perf_counter() - t1
                 frame = result.to_pandas()
+                if args.save_dir is not None:
+                    args.save_dir.mkdir(parents=True, exist_ok=True)
+                    result.write(args.save_dir / f"{setting}-{name}.parquet", overwrite=True)
+                    np.save(args.save_dir / f"{setting}-truth.npy", truth.astype(str))
                 m = cleaning_metrics(frame, truth)
                 row = {
                     "noise": setting,

@@ -193,3 +193,17 @@ def test_guard_leaves_the_split_alone_at_high_noise():
     pseudo = np.where(np.isin(roles, ("CS", "CH")), 0, 1)  # noisy kinds disagree
     guarded, note = apply_guard(codes, pts, given, pseudo, method="budget")
     assert np.array_equal(guarded, codes) and note == ""
+
+
+def test_guard_unlabels_ns_relabels_below_the_class_threshold():
+    from labelclean.fgcm.clustering import class_thresholds
+
+    # class 0 samples are typically held at 0.8 confidence; two NS samples want class 0
+    joint = np.array([[0.8, 0.8]] * 6 + [[0.1, 0.9], [0.1, 0.4]], dtype=np.float32)
+    given = np.array([0] * 6 + [1, 1])
+    pseudo = np.array([0] * 6 + [0, 0])
+    assert class_thresholds(joint, given, 2)[0] == pytest.approx(0.8)
+    codes = np.array([CLUSTER_NAMES.index("CS")] * 6 + [CLUSTER_NAMES.index("NS")] * 2)
+    guarded, note = apply_guard(codes, joint, given, pseudo, method="budget", slack=10)
+    names = np.asarray(CLUSTER_NAMES)[guarded]
+    assert names[6] == "NS" and names[7] == "NHI" and "below their class threshold" in note

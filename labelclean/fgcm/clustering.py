@@ -250,6 +250,17 @@ def update_training_set(
     raise ValueError(f"unknown T update rule {rule!r}")
 
 
+def class_thresholds(joint: np.ndarray, given_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class confidence thresholds ``[C]``: the mean confidence of each class's given label.
+
+    ``t_j`` = mean of ``a`` over samples labeled ``j`` (confident learning's per-class
+    threshold, Northcutt et al. 2021): how confident the model typically is in a class.
+    """
+    sums = np.bincount(given_labels, weights=joint[:, 0], minlength=n_classes)
+    counts = np.bincount(given_labels, minlength=n_classes)
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
 def apply_guard(
     codes: np.ndarray,
     joint: np.ndarray,
@@ -259,8 +270,14 @@ def apply_guard(
     method: str = "budget",
     slack: float = 0.25,
 ) -> tuple[np.ndarray, str]:
-    """Low-noise guard: never unlabel more agreeing samples than the data's noise allows.
+    """Guards against making labels dirtier: confident relabels only, and a flag budget.
 
+    First, an NS sample is relabeled only when the mean confidence of its pseudo label
+    reaches that class's threshold (:func:`class_thresholds`); otherwise it is unlabeled.
+    With the paper's strong networks NS is confident anyway; with a small CPU network, weak
+    guesses would otherwise replace correct labels.
+
+    Second, the flag budget:
     A deviation from the paper (DESIGN.md "Low noise"). At low noise the clean samples form
     one long diagonal ``a = m`` (``my == ay`` puts a point exactly on it), and a forced
     5-way split cuts its lower, harder part into NHR/NHI, unlabeling correct labels: 35%
@@ -289,18 +306,29 @@ def apply_guard(
     codes = codes.copy()
     agree = pseudo_labels == given_labels
     names = np.asarray(CLUSTER_NAMES)[codes]
+    # Relabel only where the model is as sure of the new label as it typically is of that
+    # class: a weak model's NS guesses otherwise replace right labels with wrong ones.
+    n_classes = int(max(given_labels.max(), pseudo_labels.max())) + 1
+    thresholds = class_thresholds(joint, given_labels, n_classes)
+    unsure = (names == "NS") & ~agree & (joint[:, 1] < thresholds[pseudo_labels])
+    codes[unsure] = CLUSTER_NAMES.index("NHI")
+    notes = (
+        [f"{int(unsure.sum())} NS samples below their class threshold unlabeled"]
+        if unsure.any()
+        else []
+    )
+    names = np.asarray(CLUSTER_NAMES)[codes]
     kept = np.isin(names, ("CS", "CH")) & agree
     flagged = len(codes) - int(kept.sum())  # relabel + unlabel
     budget = int(np.ceil(float((~agree).mean()) * (1 + slack) * len(codes)))
     excess = flagged - budget
     candidates = np.flatnonzero(agree & ~kept)
-    if excess <= 0 or len(candidates) == 0:
-        return codes, ""
-    order = candidates[np.argsort(-joint[candidates, 0], kind="stable")]
-    moved = order[:excess]
-    codes[moved] = CLUSTER_NAMES.index("CH")
-    note = (
-        f"low-noise guard: the clusters flagged {flagged / len(codes):.1%} of samples but the "
-        f"model disagrees with only {(~agree).mean():.1%}; kept {len(moved)} agreeing samples"
-    )
-    return codes, note
+    if excess > 0 and len(candidates):
+        order = candidates[np.argsort(-joint[candidates, 0], kind="stable")]
+        moved = order[:excess]
+        codes[moved] = CLUSTER_NAMES.index("CH")
+        notes.append(
+            f"the clusters flagged {flagged / len(codes):.1%} of samples but the model "
+            f"disagrees with only {(~agree).mean():.1%}; kept {len(moved)} agreeing samples"
+        )
+    return codes, ("guard: " + "; ".join(notes)) if notes else ""
