@@ -27,6 +27,9 @@ def audit(
     resume: bool = False,
     force: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    frozen: bool = False,
+    head: str = "linear",
+    frozen_flip: bool = False,
     **options: Any,
 ) -> AuditResult:
     """Audit the labels of an image dataset with FGCM.
@@ -45,6 +48,10 @@ def audit(
         force: Resume even though the manifest, config or tool version changed.
         should_stop: Checked at epoch boundaries; True stops with
             :class:`~labelclean.fgcm.audit.AuditInterrupted` after the checkpoint is written.
+        frozen: Train only a light head on embeddings of a frozen backbone (``model``,
+            ``weights``/``pretrained``): the fast audit.
+        head: ``linear`` or ``mlp`` (frozen mode).
+        frozen_flip: Also embed mirrored images and use them as augmentation (frozen mode).
         **options: :class:`AuditConfig` fields, e.g. ``epochs=20``, ``preset="paper"``.
 
     Returns:
@@ -60,10 +67,20 @@ def audit(
         config = AuditConfig.from_preset(options.pop("preset", None), **options)
     elif options:
         raise TypeError("pass either config= or individual options, not both")
-    dataset = load_dataset(images, labels, progress=progress, **dict(data_options or {}))
+    data_options = dict(data_options or {})
+    dataset = load_dataset(images, labels, progress=progress, **data_options)
+    run = None
+    if frozen:
+        from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
+
+        config = frozen_config(config, head=head, flip=frozen_flip)
+        run = FrozenAuditRun(
+            dataset, config, cache_dir=data_options.get("cache_dir"), progress=progress
+        )
     return run_checkpointed(
         dataset,
         config,
+        run=run,
         work_dir=Path(work_dir) if work_dir is not None else None,
         resume=resume,
         force=force,

@@ -230,6 +230,9 @@ def map_state_dict(
     src, tgt = list(source.items()), list(target.items())
     if len(src) == len(tgt) and all(s.shape == t.shape for (_, s), (_, t) in zip(src, tgt)):
         return {tk: sv for (tk, _), (_, sv) in zip(tgt, src)}, "positional", []
+    # A classifier-less target (a frozen backbone): the source's trailing head is dropped.
+    if len(src) == len(tgt) + 2 and all(s.shape == t.shape for (_, s), (_, t) in zip(src, tgt)):
+        return {tk: sv for (tk, _), (_, sv) in zip(tgt, src)}, "positional (head dropped)", []
     # Positional with a different head: all but the last two (weight, bias) match in order.
     if len(src) == len(tgt) and all(
         s.shape == t.shape for (_, s), (_, t) in zip(src[:-2], tgt[:-2])

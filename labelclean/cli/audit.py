@@ -213,6 +213,22 @@ def audit(
             rich_help_panel=_CLUSTER,
         ),
     ] = "budget",
+    frozen: Annotated[
+        bool,
+        typer.Option(
+            help="Fast audit: train only a head on embeddings of a frozen --model (with --weights or --pretrained).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = False,
+    head: Annotated[
+        str, typer.Option(help="With --frozen: linear or mlp.", rich_help_panel=_MODEL)
+    ] = "linear",
+    frozen_flip: Annotated[
+        bool,
+        typer.Option(
+            help="With --frozen: also embed mirrored images (augmentation).", rich_help_panel=_MODEL
+        ),
+    ] = False,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -304,7 +320,15 @@ def audit(
             f"{dataset.cache.image_size}px; {config.epochs} epochs ({config.warmup} warmup)"
         )
         printer = _EpochPrinter(progress, config.epochs, log_json if dist.is_main else None)
-        run = AuditRun(dataset, config, dist=dist)
+        if frozen:
+            from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
+
+            config = frozen_config(config, head=head, flip=frozen_flip)
+            run: AuditRun = FrozenAuditRun(
+                dataset, config, dist=dist, cache_dir=cache_dir, progress=progress
+            )
+        else:
+            run = AuditRun(dataset, config, dist=dist)
         progress.log(
             f"model {run.model_name} on {run.precision.describe()}; checkpoints in {work_dir}"
         )
