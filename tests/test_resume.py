@@ -1,7 +1,6 @@
 """Issue 8: a killed or interrupted audit resumes to exactly the report of an unbroken run."""
 
 import os
-import signal
 import subprocess
 import sys
 
