@@ -113,3 +113,9 @@ def test_cli_bad_options_exit_1_naming_the_flag(noisy_digits, tmp_path, extra, m
 def test_cli_missing_labels_file(tmp_path):
     result = runner.invoke(app, ["audit", str(tmp_path), str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r.parquet")])
     assert result.exit_code == 1 and "nope.csv: no such labels file" in result.output
+
+
+def test_no_relabel_unlabels_ns_instead(noisy_digits):
+    images, labels, _ = noisy_digits
+    frame = run_audit(load_dataset(images, labels), AuditConfig(**{**DEMO_CONFIG, "epochs": 10, "warmup": 5, "relabel": False})).to_pandas()
+    assert (frame["action"] != "relabel").all() and (frame["action"] == "unlabel").sum() > 300

@@ -213,6 +213,14 @@ def audit(
             rich_help_panel=_CLUSTER,
         ),
     ] = "budget",
+    relabel: Annotated[
+        bool,
+        typer.Option(
+            "--relabel/--no-relabel",
+            help="NS samples get their pseudo label (the paper) or are unlabeled (safer with a weak network).",
+            rich_help_panel=_CLUSTER,
+        ),
+    ] = True,
     frozen: Annotated[
         bool,
         typer.Option(
@@ -288,6 +296,7 @@ def audit(
         cluster_method=cluster_method,
         t_update=t_update,
         guard=guard,
+        relabel=relabel,
     )
     with RichProgress(quiet=quiet) as progress, StopRequest() as stop:
         if not dist.is_main:

@@ -160,16 +160,25 @@ def cluster_samples(
 
 
 def admit_samples(
-    clustering: Clustering, given_labels: np.ndarray, pseudo_labels: np.ndarray, components: int
+    clustering: Clustering,
+    given_labels: np.ndarray,
+    pseudo_labels: np.ndarray,
+    components: int,
+    *,
+    relabel: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refined clusters -> (admit [N] bool, label [N]) for this epoch (paper section 3.2).
 
     With two components the clean side is admitted as is: prior work has no refinement.
+    ``relabel=False`` unlabels NS instead of relabeling it (for weak networks, whose
+    confident disagreements are often wrong: see README "How it works").
     """
     names = np.asarray(CLUSTER_NAMES)[clustering.cluster]
     if components == 2:
         admit = names == "CS"
         return admit, np.where(admit, given_labels, -1).astype(np.int64)
+    if not relabel:
+        names = np.where(names == "NS", "NHI", names)
     return refine(names, given_labels, pseudo_labels)
 
 
@@ -476,7 +485,9 @@ def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
     config = run.config
     if run.dist.is_main:
         clustering, pseudo = cluster_samples(state.history, run.given, config, previous=state.gmm)
-        admit, labels = admit_samples(clustering, run.given, pseudo, config.components)
+        admit, labels = admit_samples(
+            clustering, run.given, pseudo, config.components, relabel=config.relabel
+        )
         arrays = {
             "cluster": clustering.cluster,
             "cluster_prob": clustering.cluster_prob,
