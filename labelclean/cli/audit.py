@@ -32,10 +32,11 @@ _OUT = "Output"
 
 
 def _format_epoch(line: dict[str, Any], epochs: int) -> str:
-    clusters = " ".join(f"{k}={v}" for k, v in sorted(line["clusters"].items()))
+    order = ("CS", "CH", "NS", "NHR", "NHI")
+    clusters = " ".join(f"{k} {line['clusters'][k]}" for k in order if k in line["clusters"])
     return (
-        f"epoch {line['epoch']:>3}/{epochs}  loss {line['loss']:.4f}  lr {line['lr']:.4g}  "
-        f"|T| {line['t_size']}  {clusters}  ({line['seconds']:.1f}s)"
+        f"epoch {line['epoch']:>3}/{epochs} loss {line['loss']:.3f} |T| {line['t_size']} "
+        f"{clusters} {line['seconds']:.1f}s"
     )
 
 

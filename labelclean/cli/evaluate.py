@@ -114,7 +114,7 @@ def evaluate(
     truth_path_column: Annotated[str, typer.Option(help="Truth path column.")] = "path",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score a report against the true labels (DESIGN.md "Measuring cleaning quality")."""
+    """Score a report against the true labels: detection and label precision/recall."""
     from rich.console import Console
     from rich.table import Table
 
