@@ -86,3 +86,18 @@ def test_torchrun_cli(tmp_path, small_digits_csv):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(pd.read_parquet(out)) == len(pd.read_csv(labels))
+
+
+def test_torchrun_finetune(tmp_path):
+    from labelclean.demo import run_demo
+
+    demo = run_demo(tmp_path / "demo", epochs=4, warmup=2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+           "-m", "labelclean", "finetune", str(demo.report), "--out", str(tmp_path / "model"), "--epochs", "2",
+           "--mu", "1", "--quiet", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from labelclean.export import load_model
+
+    model, config = load_model(tmp_path / "model")
+    assert config["num_classes"] == 10 and len(config["metrics"]["history"]) == 2

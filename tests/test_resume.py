@@ -1,6 +1,7 @@
 """Issue 8: a killed or interrupted audit resumes to exactly the report of an unbroken run."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -136,3 +137,37 @@ def test_shuffled_manifest_gives_the_same_report_sorted_by_path(data, tmp_path):
     rb = pd.read_parquet(tmp_path / "b.parquet").sort_values("path").reset_index(drop=True)
     _same(ra.drop(columns="index"), rb.drop(columns="index"))
     assert rb["index"].tolist() != ra["index"].tolist()  # rows still name their own manifest line
+
+
+def test_finetune_interrupted_then_resumed_equals_unbroken(tmp_path):
+    """finetune --resume: SIGINT mid-run, resume, same weights as an unbroken run."""
+    from labelclean.demo import run_demo
+
+    demo = run_demo(tmp_path / "demo", epochs=4, warmup=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LABELCLEAN_CACHE_DIR": str(tmp_path / "c")}
+    base = [sys.executable, "-m", "labelclean", "finetune", str(demo.report), "--epochs", "3", "--mu", "1",
+            "--batch-size", "128", "--quiet"]
+    ref = subprocess.run([*base, "--out", str(tmp_path / "ref")], capture_output=True, text=True, env=env, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+
+    # interrupt during epoch 2: send SIGINT once the first checkpoint exists
+    proc = subprocess.Popen([*base, "--out", str(tmp_path / "m")], stderr=subprocess.PIPE, text=True, env=env)
+    work = tmp_path / "m.work"
+    import time
+
+    deadline = time.time() + 120
+    while not list(work.glob("checkpoint-00001.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Resume with" in err and not (tmp_path / "m").exists()
+    again = subprocess.run([*base, "--out", str(tmp_path / "m"), "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    from labelclean.export import load_model
+
+    a, _ = load_model(tmp_path / "ref")
+    b, _ = load_model(tmp_path / "m")
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert not work.exists()

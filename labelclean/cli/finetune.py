@@ -67,21 +67,45 @@ def finetune(
     cache_dir: CacheDirOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoints after every epoch [default: <out>.work].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest good checkpoint in --work-dir.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="With --resume: continue even if the report or options changed.")
+    ] = False,
 ) -> None:
     """Train a model on the cleaned labels plus the unlabeled rest (paper 3.3) and export it."""
+    import hashlib
+
     import numpy as np
     import torch
 
+    from labelclean.checkpoint import (
+        WorkDirLock,
+        clear_checkpoints,
+        default_work_dir,
+        load_latest,
+        resume_differences,
+        save_checkpoint,
+    )
+    from labelclean.cli._signals import StopRequest, resume_command
     from labelclean.config import FinetuneConfig
     from labelclean.data.images import load_images
     from labelclean.data.manifest import Manifest
-    from labelclean.errors import ConfigError
+    from labelclean.distributed import init_from_env
+    from labelclean.errors import CheckpointError, ConfigError
     from labelclean.export import _check_out_dir, export_model
     from labelclean.fgcm.finetune import run_finetune, split_report
     from labelclean.report.parquet import read_report
-    from labelclean.training import ImageBatches, Precision
+    from labelclean.training import ImageBatches, Precision, StepInterrupted, resolve_device
 
     _check_out_dir(out, overwrite)
+    work_dir = work_dir or default_work_dir(out)
+    dist = init_from_env(resolve_device(device))
+    quiet = quiet or not dist.is_main
     config = FinetuneConfig(
         model=model,
         pretrained=pretrained,
@@ -99,6 +123,39 @@ def finetune(
     )
     rep = read_report(report_path)
     md, frame = rep.metadata, rep.frame
+    report_hash = hashlib.sha256(Path(report_path).read_bytes()).hexdigest()
+    resume_state = None
+    if resume:
+        payload, ckpt = load_latest(work_dir)
+        changes = resume_differences(
+            payload, config=config.to_dict(), manifest_fingerprint=report_hash
+        )
+        if changes and not force:
+            raise CheckpointError(
+                f"--resume: {ckpt} was made by a different run: "
+                + "; ".join(changes)
+                + ". Pass --force to resume anyway, or start fresh without --resume"
+            )
+        resume_state = payload["state"]
+    elif dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
+        raise CheckpointError(
+            f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
+            "or remove the directory / choose another --work-dir"
+        )
+
+    def checkpoint(state: dict) -> None:
+        if dist.is_main:
+            save_checkpoint(
+                work_dir,
+                {
+                    "epoch": state["epoch"],
+                    "tool_version": md.get("tool_version"),
+                    "config": config.to_dict(),
+                    "manifest_fingerprint": report_hash,
+                    "state": state,
+                },
+            )
+
     names = rep.class_names
     labeled_rows, labels, unlabeled_rows = split_report(frame, names)
     code = {n: i for i, n in enumerate(names)}
@@ -112,7 +169,12 @@ def finetune(
     )
     audit_cfg = md.get("config", {})
     size = int(md.get("image_size") or 32)
-    with RichProgress(quiet=quiet) as progress:
+    lock = WorkDirLock(work_dir)
+    with (
+        RichProgress(quiet=quiet) as progress,
+        StopRequest() as stop,
+        lock.held() if dist.is_main else _null(),
+    ):
         data = load_images(manifest, image_size=size, cache_dir=cache_dir, progress=progress)
         if data.rejections:
             raise ConfigError(
@@ -129,22 +191,35 @@ def finetune(
         progress.log(
             f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images; model {arch}"
         )
-        result = run_finetune(
-            data.cache.images,
-            labeled_rows,
-            labels,
-            unlabeled_rows,
-            config,
-            n_classes=len(names),
-            model_name=arch,
-            mean=norm["mean"],
-            std=norm["std"],
-            crop_padding=audit_cfg.get("crop_padding") or size // 8,
-            hflip=audit_cfg.get("hflip", True),
-            test=test_data,
-            progress=progress,
-            on_epoch=lambda line: progress.log(" ".join(f"{k} {v}" for k, v in line.items())),
-        )
+        try:
+            result = run_finetune(
+                data.cache.images,
+                labeled_rows,
+                labels,
+                unlabeled_rows,
+                config,
+                n_classes=len(names),
+                model_name=arch,
+                mean=norm["mean"],
+                std=norm["std"],
+                crop_padding=audit_cfg.get("crop_padding") or size // 8,
+                hflip=audit_cfg.get("hflip", True),
+                test=test_data,
+                progress=progress,
+                on_epoch=lambda line: progress.log(" ".join(f"{k} {v}" for k, v in line.items())),
+                resume_state=resume_state,
+                on_checkpoint=checkpoint,
+                should_stop=stop,
+                dist=dist,
+            )
+        except StepInterrupted:
+            typer.echo(
+                f"interrupted; checkpoints are in {work_dir}. Resume with:\n  {resume_command()}",
+                err=True,
+            )
+            raise typer.Exit(stop.exit_code) from None
+    if not dist.is_main:
+        return
     precision = Precision.choose(torch.device("cpu"), amp=False)
     sample = ImageBatches(data.cache.images, norm["mean"], norm["std"], precision)
     check = sample.prepare(sample.load(np.arange(min(8, len(manifest)))))
@@ -174,9 +249,16 @@ def finetune(
     from labelclean._io import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    clear_checkpoints(work_dir)
     typer.echo(f"model: {out}")
     if result.test_accuracy is not None:
         typer.echo(f"test accuracy {result.test_accuracy:.4f}")
+
+
+def _null():  # noqa: ANN202
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _load_test(images, labels, names, size, cache_dir, progress):  # noqa: ANN001,ANN202

@@ -32,6 +32,7 @@ from labelclean.models import create_model
 from labelclean.training import (
     ImageBatches,
     Precision,
+    StepInterrupted,
     build_optimizer,
     lr_factor,
     predict_probs,
@@ -113,6 +114,10 @@ def run_finetune(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Progress | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume_state: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    dist: Any = None,
 ) -> FinetuneResult:
     """Train a fresh model with the mixed semi-training and return it.
 
@@ -131,8 +136,16 @@ def run_finetune(
         test: Optional ``(uint8 images, labels)`` evaluated every ``config.eval_every`` epochs.
         progress: Progress callback.
         on_epoch: Called with each epoch's log record.
+        resume_state: A checkpoint from ``on_checkpoint`` to continue from.
+        on_checkpoint: Called after every epoch with the full training state (tensors and
+            plain values only), for ``--resume``.
+        should_stop: Checked before every step; True raises :class:`StepInterrupted`
+            (the last checkpoint is the epoch before).
+        dist: A :class:`~labelclean.distributed.Dist` under torchrun: gradients are
+            all-reduced (DDP) and each rank takes its share of every epoch's labeled order.
     """
-    device = resolve_device(config.device)
+    active = dist is not None and dist.active
+    device = dist.device if active else resolve_device(config.device)
     precision = Precision.choose(device, amp=config.amp)
     generator = seed_everything(config.seed)
     model = create_model(
@@ -141,13 +154,19 @@ def run_finetune(
     model = model.to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    train_model: nn.Module = model
+    if active:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
     optimizer = build_optimizer(
         model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scaler = precision.grad_scaler()
     b = config.batch_size
-    steps = max(1, math.ceil(len(labeled_rows) / b))
+    share = len(labeled_rows) if not active else -(-len(labeled_rows) // dist.world_size)
+    steps = max(1, math.ceil(share / b))
     result = FinetuneResult(
         model,
         n_labeled=len(labeled_rows),
@@ -155,14 +174,27 @@ def run_finetune(
         model_name=model_name,
         precision=precision.describe(),
     )
-    for epoch in range(config.epochs):
+    first_epoch = 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
+        generator.set_state(resume_state["generator"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        result.history = list(resume_state["history"])
+        first_epoch = int(resume_state["epoch"])
+    for epoch in range(first_epoch, config.epochs):
         start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule="cosine")
-        model.train()
+        train_model.train()
         order = torch.randperm(len(labeled_rows), generator=generator).numpy()
+        if active:
+            order = dist.shard_training(order)
         totals = torch.zeros(3)
         for step in range(steps):
+            if should_stop is not None and should_stop():
+                raise StepInterrupted
             pick = order[step * b : (step + 1) * b]
             x_rows, x_labels = labeled_rows[pick], labels[pick]
             mix_l = torch.randint(0, len(labeled_rows), (len(pick),), generator=generator).numpy()
@@ -181,7 +213,7 @@ def run_finetune(
             with precision.autocast():
                 with torch.no_grad():
                     weak_logits = model(weak_mix)
-                logits = model(torch.cat([x, strong_mix]))
+                logits = train_model(torch.cat([x, strong_mix]))
                 loss_x = F.cross_entropy(logits[: len(x)].float(), y)
                 loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
                 loss = loss_x + config.lambda_m * loss_m
@@ -208,6 +240,18 @@ def run_finetune(
         result.history.append(line)
         if on_epoch is not None:
             on_epoch(line)
+        if on_checkpoint is not None:
+            on_checkpoint(
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": list(result.history),
+                }
+            )
     return result
 
 
