@@ -5,7 +5,8 @@ that state, so they differ only where they are meant to (clustering and T after 
 
     fgcm5        the default audit (5 components, --t-update latest, --guard agreement)
     fgcm5-paper  the paper's literal rules (--t-update union --guard none)
-    fgcm5-noguard  5 components, latest T, no low-noise guard
+    fgcm5-noguard  5 components, latest T, no guard
+    fgcm5-norelabel  the default with --no-relabel (NS unlabeled, not relabeled)
     loss2        the 2-component loss-only split of prior work (--components 2)
 
 Run by hand:  python benchmarks/audit_quality.py [--settings sym-20 sym-50 asym-40] [--epochs 40]
@@ -33,6 +34,7 @@ VARIANTS = {
     "fgcm5-paper": {"t_update": "union", "guard": "none"},
     "fgcm5-noguard": {"guard": "none"},
     "loss2": {"components": 2},
+    "fgcm5-norelabel": {"relabel": False},
 }
 
 
