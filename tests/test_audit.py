@@ -119,3 +119,12 @@ def test_no_relabel_unlabels_ns_instead(noisy_digits):
     images, labels, _ = noisy_digits
     frame = run_audit(load_dataset(images, labels), AuditConfig(**{**DEMO_CONFIG, "epochs": 10, "warmup": 5, "relabel": False})).to_pandas()
     assert (frame["action"] != "relabel").all() and (frame["action"] == "unlabel").sum() > 300
+
+
+def test_relabel_is_off_by_default_only_for_the_small_cpu_network(noisy_digits):
+    from labelclean.fgcm.audit import AuditRun
+
+    ds = load_dataset(*noisy_digits[:2])
+    assert AuditRun(ds, AuditConfig(epochs=2, warmup=1, device="cpu")).relabel is False
+    assert AuditRun(ds, AuditConfig(epochs=2, warmup=1, model="preact_resnet18")).relabel is True
+    assert AuditRun(ds, AuditConfig(epochs=2, warmup=1, relabel=True)).relabel is True

@@ -269,6 +269,18 @@ class AuditRun:
         )
         self.scaler = self.precision.grad_scaler()
 
+    @property
+    def relabel(self) -> bool:
+        """Relabel NS? ``--relabel`` decides; by default on, except for the small CPU network.
+
+        Relabeling is only as good as the network's guesses: the small CNN that a CPU run
+        picks by default, trained for 40 epochs, was right on 30-46% of its NS relabels on
+        CIFAR-10 (benchmarks/RESULTS.md), so by default its NS samples are unlabeled instead.
+        """
+        if self.config.relabel is not None:
+            return self.config.relabel
+        return self.model_name != "small_cnn"
+
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, loss scaler and RNG states (tensors and plain values only)."""
         return {
@@ -486,7 +498,7 @@ def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
     if run.dist.is_main:
         clustering, pseudo = cluster_samples(state.history, run.given, config, previous=state.gmm)
         admit, labels = admit_samples(
-            clustering, run.given, pseudo, config.components, relabel=config.relabel
+            clustering, run.given, pseudo, config.components, relabel=run.relabel
         )
         arrays = {
             "cluster": clustering.cluster,
@@ -581,6 +593,7 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "device": str(run.precision.device),
         "precision": run.precision.describe(),
         "mode": config.extra.get("mode", "train"),
+        "relabel": run.relabel,
         "model": run.model_name,
         "wall_time_s": round(wall_time, 3),
         "gmm": None if state.gmm is None else state.gmm.to_dict(),
