@@ -23,8 +23,12 @@ def test_split_report_labeled_and_unlabeled():
     frame = pd.DataFrame({"action": ["keep", "relabel", "unlabel", "keep"], "clean_label": ["b", "a", None, "a"]})
     rows, labels, unlabeled = split_report(frame, ["a", "b"])
     assert rows.tolist() == [0, 1, 3] and labels.tolist() == [1, 0, 0] and unlabeled.tolist() == [2]
-    with pytest.raises(ReportError, match="at least two classes"):
+    with pytest.raises(ReportError, match="labeled set is empty"):
         split_report(frame.assign(action="unlabel"), ["a", "b"])
+    with pytest.raises(ReportError, match="at least two classes"):
+        split_report(frame.assign(clean_label="a"), ["a", "b"])
+    with pytest.raises(ReportError, match=r"row 1 \('c'\)"):
+        split_report(frame.assign(clean_label=["b", "c", None, "a"]), ["a", "b"])
 
 
 def test_nothing_above_tau_gives_zero_mixed_loss():

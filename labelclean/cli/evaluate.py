@@ -1,180 +1,342 @@
-"""``labelclean corrupt`` and ``labelclean evaluate``: make noisy labels, score a report."""
+"""``labelclean corrupt`` and ``labelclean evaluate``: make noisy labels, score a report.
+
+Together they answer "how good is it on data like mine": corrupt clean labels with the
+paper's noise, audit the noisy copy, and score the report against the truth.
+"""
 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from labelclean.cli._app import app
 from labelclean.cli._options import LabelColumnOpt, PathColumnOpt
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+_NOISE = "Noise"
+_OUT = "Output"
+_TRUTH = "Truth"
+_TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+class Noise(str, Enum):
+    """Noise models of the paper (section 4.1.1)."""
+
+    symmetric = "symmetric"
+    asymmetric = "asymmetric"
+
+
+def _parse_map(value: str) -> dict[str, Any]:
+    """``--map`` as inline JSON (starts with ``{``) or the name of a JSON file."""
+    from labelclean.errors import ConfigError
+
+    text = value
+    if not value.lstrip().startswith(("{", "[")):
+        file = Path(value)
+        if not file.is_file():
+            raise ConfigError(
+                f'--map {value!r}: neither a JSON object (such as {{"cat": "dog"}}) nor a file'
+            )
+        text = file.read_text(encoding="utf-8")
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--map: not valid JSON ({err})") from err
+    if not isinstance(parsed, dict):
+        raise ConfigError('--map: expected a JSON object of class -> class, e.g. {"cat": "dog"}')
+    return parsed
+
+
+def _table_writer(frame: pd.DataFrame, path: Path, flag: str) -> Any:
+    """A ``write(tmp)`` for the atomic writer, in the format ``path``'s suffix asks for."""
+    from labelclean.errors import ConfigError
+
+    kind = _TABLE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"{flag} {path}: expected a .csv, .tsv or .parquet file name")
+    if kind == "parquet":
+        return lambda tmp: frame.to_parquet(tmp, index=False)
+    return lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if kind == "tsv" else ",")
+
 
 @app.command(no_args_is_help=True)
 def corrupt(
     source: Annotated[
-        Path, typer.Argument(help="A CSV/Parquet manifest (path,label) or a class-folder tree.")
+        Path,
+        typer.Argument(
+            help="Clean labels: a CSV/Parquet manifest (path,label) or a class-folder tree.",
+            show_default=False,
+        ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Noisy manifest to write (.csv/.parquet).")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Noisy manifest to write (.csv, .tsv or .parquet): path,label[,true_label].",
+            rich_help_panel=_OUT,
+            show_default=False,
+        ),
     ],
-    noise: Annotated[str, typer.Option(help="symmetric or asymmetric.")] = "symmetric",
-    rate: Annotated[float, typer.Option(help="Fraction of labels to flip, in [0, 1).")] = 0.4,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    noise: Annotated[
+        Noise,
+        typer.Option(
+            help="symmetric: a flipped label is uniform over the other classes; asymmetric: class -> class pairs.",
+            rich_help_panel=_NOISE,
+        ),
+    ] = Noise.symmetric,
+    rate: Annotated[
+        float,
+        typer.Option(
+            help="Fraction to flip, in [0, 1): of all samples (symmetric) or of each source class (asymmetric).",
+            rich_help_panel=_NOISE,
+        ),
+    ] = 0.4,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed; the same seed gives the same flips.", rich_help_panel=_NOISE
+        ),
+    ] = 0,
     mapping: Annotated[
         str | None,
         typer.Option(
             "--map",
-            help="Asymmetric map class->class, as JSON or a JSON file "
-            "[default: the paper's CIFAR-10 pairs, else the next class].",
+            help='Asymmetric pairs as JSON or a JSON file, e.g. \'{"cat": "dog"}\' \\[default: the paper\'s CIFAR-10 pairs for CIFAR-10 class names, else each class to the next].',
+            rich_help_panel=_NOISE,
         ),
     ] = None,
     truth_out: Annotated[
         Path | None,
-        typer.Option(help="Write path,label truth here instead of a true_label column."),
+        typer.Option(
+            help="Write the clean labels (path,label) here instead of a true_label column.",
+            rich_help_panel=_OUT,
+        ),
     ] = None,
     images: Annotated[
-        Path | None, typer.Option(help="Image folder the manifest's paths are relative to.")
+        Path | None,
+        typer.Option(
+            help="Folder the manifest's paths are relative to \\[default: the manifest's folder].",
+            rich_help_panel="Data",
+        ),
     ] = None,
     path_column: PathColumnOpt = "path",
     label_column: LabelColumnOpt = "label",
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs.", rich_help_panel=_OUT)
+    ] = False,
 ) -> None:
-    """Inject label noise (as in the paper) to measure cleaning against known truth."""
+    """Inject label noise as in the paper, to measure cleaning against known truth.
+
+    Example: labelclean corrupt labels.csv --noise symmetric --rate 0.4 --out noisy.csv
+    """
     import numpy as np
     import pandas as pd
 
     from labelclean._io import atomic_write_with, check_writable
     from labelclean.data.manifest import read_manifest
     from labelclean.errors import ConfigError
-    from labelclean.evaluate import corrupt_labels
+    from labelclean.evaluate import asymmetric_map, corrupt_labels
 
+    if not 0 <= rate < 1:  # before reading anything
+        raise ConfigError(f"--rate {rate}: expected a fraction in [0, 1), e.g. 0.4")
+    if truth_out is not None and truth_out.resolve() == out.resolve():
+        raise ConfigError("--truth-out must differ from --out")
     check_writable(out, overwrite=overwrite)
     if truth_out is not None:
         check_writable(truth_out, overwrite=overwrite, flag="--truth-out")
+    pairs = _parse_map(mapping) if mapping is not None else None
+    if pairs is not None and noise is not Noise.asymmetric:
+        raise ConfigError("--map applies to --noise asymmetric only")
     if source.is_dir():
         manifest = read_manifest(source)
     else:
         manifest = read_manifest(
-            images or source.parent,
+            images if images is not None else source.parent,
             source,
             path_column=path_column,
             label_column=label_column,
-            allow_outside_root=True,
+            allow_outside_root=True,  # corrupt never opens the images
         )
-    parsed = None
-    if mapping is not None:
-        text = Path(mapping).read_text() if Path(mapping).is_file() else mapping
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--map: not valid JSON ({err})") from err
-        if not isinstance(parsed, dict):
-            raise ConfigError('--map: expected an object such as {"cat": "dog"}')
     noisy = corrupt_labels(
         manifest.given_labels,
         manifest.class_names,
-        noise=noise,
+        noise=noise.value,
         rate=rate,
         seed=seed,
-        mapping=parsed,
+        mapping=pairs,
     )
     names = np.asarray(manifest.class_names, dtype=object)
-    frame = pd.DataFrame({path_column: manifest.paths, label_column: names[noisy]})
-    truth = pd.DataFrame({path_column: manifest.paths, label_column: names[manifest.given_labels]})
+    paths = np.asarray(manifest.paths, dtype=object)
+    frame = pd.DataFrame({"path": paths, "label": names[noisy]})
+    truth = pd.DataFrame({"path": paths, "label": names[manifest.given_labels]})
     if truth_out is None:
-        frame["true_label"] = truth[label_column]
+        frame["true_label"] = truth["label"]
+    write_out = _table_writer(frame, out, "--out")
+    write_truth = _table_writer(truth, truth_out, "--truth-out") if truth_out else None
+    atomic_write_with(out, write_out, overwrite=overwrite)
+    if truth_out is not None and write_truth is not None:
+        atomic_write_with(truth_out, write_truth, overwrite=overwrite)
 
-    def writer(df: pd.DataFrame, suffix: str):  # noqa: ANN202 - local helper
-        if suffix == ".parquet":
-            return lambda tmp: df.to_parquet(tmp, index=False)
-        return lambda tmp: df.to_csv(tmp, index=False)
-
-    atomic_write_with(out, writer(frame, out.suffix.lower()), overwrite=overwrite)
-    if truth_out is not None:
-        atomic_write_with(truth_out, writer(truth, truth_out.suffix.lower()), overwrite=overwrite)
-    realised = float((noisy != manifest.given_labels).mean())
-    typer.echo(f"wrote {out}: {len(frame)} rows, {realised:.1%} of labels flipped ({noise})")
+    flipped = noisy != manifest.given_labels
+    n = len(noisy)
+    typer.echo(
+        f"wrote {out}: {n} rows, {int(flipped.sum())} labels flipped "
+        f"({flipped.mean():.1%}, {noise.value} noise at --rate {rate}, seed {seed})"
+    )
+    if noise is Noise.asymmetric:
+        code = {c: i for i, c in enumerate(manifest.class_names)}
+        for src, dst in (pairs or asymmetric_map(manifest.class_names)).items():
+            members = manifest.given_labels == code[src]
+            typer.echo(
+                f"  {src} -> {dst}: {int((flipped & members).sum())} of {int(members.sum())}"
+            )
+    truth_file = truth_out if truth_out is not None else out
+    typer.echo(f"truth: {truth_file}" + ("" if truth_out else " (column true_label)"))
+    typer.echo(
+        f"next: labelclean audit {manifest.root} {out} --out report.parquet && "
+        f"labelclean evaluate report.parquet --truth {truth_file}"
+    )
 
 
 def _fmt(value: object) -> str:
-    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+_FIGURES = (
+    ("n", "samples"),
+    ("noisy", "wrong given labels"),
+    ("given_precision", "given labels' precision (1 - noise rate)"),
+    ("flagged", "flagged (relabel or unlabel)"),
+    ("detection_precision", "flagged and wrong / flagged"),
+    ("detection_recall", "flagged and wrong / wrong"),
+    ("detection_f1", "harmonic mean of the two"),
+    ("label_precision", "labeled rows with a true clean label / labeled rows"),
+    ("label_recall", "labeled rows with a true clean label / all rows"),
+    ("relabel_accuracy", "relabel rows with a true clean label / relabel rows"),
+    ("cleaned_accuracy", "clean label (pseudo label if unlabeled) true / all rows"),
+)
+
+
+def _print_tables(m: dict[str, Any], title: str, *, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    figures = Table(title=title)
+    for col, justify in (("figure", "left"), ("value", "right"), ("definition", "left")):
+        figures.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for key, definition in _FIGURES:
+        figures.add_row(key.replace("_", " "), _fmt(m[key]), definition)
+    console.print(figures)
+    console.print("actions: " + ", ".join(f"{a} {count}" for a, count in m["actions"].items()))
+    if m["clusters"]:
+        clusters = Table(title="per cluster")
+        for col in ("cluster", "n", "noise rate", "keep", "relabel", "unlabel"):
+            clusters.add_column(col, justify="right")
+        for name, c in m["clusters"].items():
+            clusters.add_row(
+                name,
+                str(c["n"]),
+                _fmt(c["noise_rate"]),
+                str(c["keep"]),
+                str(c["relabel"]),
+                str(c["unlabel"]),
+            )
+        console.print(clusters)
+    classes = Table(
+        title="per class (noise, flagged, detection by given label; precision by clean label)"
+    )
+    columns = (
+        ("class", "class"), ("n", "n_given"), ("noise", "noise_rate"), ("flagged", "flagged_rate"),
+        ("det. recall", "detection_recall"), ("label P", "label_precision"), ("label R", "label_recall"),
+        ("out", "relabeled_out"), ("in", "relabeled_in"),
+    )  # fmt: skip
+    for header, _ in columns:
+        classes.add_column(header, justify="right")
+    for row in m["per_class"]:
+        classes.add_row(*(_fmt(row[key]) for _, key in columns))
+    console.print(classes)
+    confusion = m["confusion"]
+    if len(confusion["given"]) <= 12:
+        conf = Table(title="given (rows) -> clean (columns)")
+        conf.add_column("given")
+        for name in confusion["clean"]:
+            conf.add_column(name, justify="right")
+        for name, counts in zip(confusion["given"], confusion["counts"]):
+            conf.add_row(name, *(str(v) for v in counts))
+        console.print(conf)
+    else:
+        console.print(f"given -> clean confusion: {len(confusion['given'])} classes, see --json")
+    if m["top_flips"]:
+        flips = Table(title="most frequent given -> clean relabels")
+        for col in ("given", "clean", "count", "correct"):
+            flips.add_column(col, justify="right")
+        for f in m["top_flips"][:top]:
+            flips.add_row(f["given"], f["clean"], str(f["count"]), str(f["correct"]))
+        console.print(flips)
 
 
 @app.command(no_args_is_help=True)
 def evaluate(
-    report: Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")],
-    truth: Annotated[Path, typer.Option(help="CSV/Parquet with the true label of each path.")],
+    report: Annotated[
+        Path, typer.Argument(help="report.parquet from `labelclean audit`.", show_default=False)
+    ],
+    truth: Annotated[
+        Path,
+        typer.Option(
+            help="CSV/Parquet with the true label of each path (e.g. from `labelclean corrupt`).",
+            rich_help_panel=_TRUTH,
+            show_default=False,
+        ),
+    ],
     truth_label_column: Annotated[
         str | None,
-        typer.Option(help="Truth column [default: true_label if present, else label]."),
+        typer.Option(
+            help="Truth column with the true labels \\[default: true_label if present, else label].",
+            rich_help_panel=_TRUTH,
+        ),
     ] = None,
-    truth_path_column: Annotated[str, typer.Option(help="Truth path column.")] = "path",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    truth_path_column: Annotated[
+        str, typer.Option(help="Truth column with the image paths.", rich_help_panel=_TRUTH)
+    ] = "path",
+    top: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="How many given -> clean relabel pairs to list (at most 20).",
+            rich_help_panel=_OUT,
+        ),
+    ] = 10,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON object instead of tables.", rich_help_panel=_OUT
+        ),
+    ] = False,
 ) -> None:
-    """Score a report against the true labels: detection and label precision/recall."""
-    from rich.console import Console
-    from rich.table import Table
+    """Score a report against the true labels: detection and label precision/recall, per class.
 
-    from labelclean.data.manifest import _read_table
+    Example: labelclean evaluate report.parquet --truth truth.csv
+    """
     from labelclean.evaluate import cleaning_metrics, metrics_json, read_truth
     from labelclean.report.parquet import read_report
 
-    rep = read_report(report)
-    if truth_label_column is None:
-        columns = _read_table(truth).columns if truth.is_file() else []
-        truth_label_column = "true_label" if "true_label" in columns else "label"
+    needed = ["path", "given_label", "cluster", "action", "clean_label", "pseudo_label"]
+    rep = read_report(report, columns=needed)  # the traces are not needed
     labels = read_truth(
         truth, rep.frame, path_column=truth_path_column, label_column=truth_label_column
     )
-    m = cleaning_metrics(rep.frame, labels)
+    metrics = cleaning_metrics(rep.frame, labels)
     if as_json:
-        typer.echo(metrics_json(m))
+        typer.echo(metrics_json(metrics))
         return
-    console = Console()
-    table = Table(title=f"{report} vs {truth}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key in (
-        "n",
-        "noisy",
-        "given_precision",
-        "flagged",
-        "detection_precision",
-        "detection_recall",
-        "detection_f1",
-        "label_precision",
-        "label_recall",
-        "relabel_accuracy",
-        "cleaned_accuracy",
-    ):
-        table.add_row(key.replace("_", " "), _fmt(m[key]))
-    console.print(table)
-    clusters = Table(title="per cluster")
-    for col in ("cluster", "n", "noise rate"):
-        clusters.add_column(col, justify="right")
-    for name, c in m["clusters"].items():
-        clusters.add_row(name, str(c["n"]), _fmt(c["noise_rate"]))
-    console.print(clusters)
-    classes = Table(title="per class (by given label)")
-    for col in ("class", "n", "true noise", "flagged", "relabeled out", "relabeled in"):
-        classes.add_column(col, justify="right")
-    for row in m["per_class"]:
-        classes.add_row(
-            row["class"],
-            str(row["n"]),
-            _fmt(row["true_noise"]),
-            _fmt(row["flagged"]),
-            str(row["relabeled_out"]),
-            str(row["relabeled_in"]),
-        )
-    console.print(classes)
-    if m["top_flips"]:
-        flips = Table(title="top given -> clean relabels")
-        for col in ("given", "clean", "count"):
-            flips.add_column(col, justify="right")
-        for f in m["top_flips"][:10]:
-            flips.add_row(f["given"], f["clean"], str(f["count"]))
-        console.print(flips)
+    _print_tables(metrics, f"{report} vs {truth}", top=top)

@@ -11,20 +11,69 @@ from labelclean.cli._app import app
 from labelclean.cli._progress import RichProgress
 
 ReportArg = Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")]
+EXPORT_SUFFIXES = (".csv", ".parquet")
 
 
 @app.command(no_args_is_help=True)
 def report(
     report_path: ReportArg,
     html: Annotated[
-        Path | None, typer.Option("--html", help="Also write a self-contained HTML page here.")
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write one self-contained HTML page here (opens offline).",
+            rich_help_panel="Output",
+        ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --html file.")] = False,
-    max_grid: Annotated[int, typer.Option(help="Images per grid in the HTML page.")] = 60,
-    table_rows: Annotated[int, typer.Option(help="Rows in the HTML sample table.")] = 500,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No terminal summary.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing --html file.", rich_help_panel="Output"
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="No terminal summary and no progress bar.",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    max_scatter: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Points in the joint-confidence scatter (a random sample above).",
+            rich_help_panel="Page",
+        ),
+    ] = 20_000,
+    max_grid: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Images per grid (relabeled; each unlabeled cluster).",
+            rich_help_panel="Page",
+        ),
+    ] = 60,
+    table_rows: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Most suspicious samples in the page's table.", rich_help_panel="Page"
+        ),
+    ] = 500,
+    thumb_size: Annotated[
+        int,
+        typer.Option(min=8, help="Thumbnail side in pixels in the grids.", rich_help_panel="Page"),
+    ] = 64,
 ) -> None:
-    """Summarise a report in the terminal and, with --html, as a page to look at."""
+    """Summarise a report in the terminal and, with --html, as a page to look at.
+
+    The page shows the paper's figures for your data: the joint-confidence clusters, the
+    confidence of typical samples over the epochs, the relabeled and unlabeled images, a
+    per-class table with a given->clean heatmap, and a filterable table of the most
+    suspicious samples whose selection exports as CSV for re-annotation.
+    """
     from labelclean._io import check_writable
     from labelclean.report.html import write_html_report
     from labelclean.report.parquet import read_report
@@ -41,8 +90,10 @@ def report(
                 rep,
                 html,
                 overwrite=overwrite,
+                max_scatter=max_scatter,
                 max_grid=max_grid,
                 table_rows=table_rows,
+                thumb_size=thumb_size,
                 progress=progress,
             )
         typer.echo(f"wrote {html}")
@@ -51,33 +102,70 @@ def report(
 @app.command(no_args_is_help=True)
 def export(
     report_path: ReportArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Cleaned manifest (.csv or .parquet).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Cleaned manifest: .csv or .parquet.", rich_help_panel="Output"
+        ),
+    ],
     drop_unlabeled: Annotated[
-        bool, typer.Option(help="Leave out the samples whose label was dropped.")
+        bool,
+        typer.Option(
+            "--drop-unlabeled",
+            help="Leave out the samples whose label the audit dropped; write only path,label.",
+            rich_help_panel="Output",
+        ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    absolute_paths: Annotated[
+        bool,
+        typer.Option(
+            "--absolute-paths",
+            help="Write paths joined to the report's image root, so the manifest works from anywhere.",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace an existing --out.", rich_help_panel="Output"),
+    ] = False,
 ) -> None:
     """Write the cleaned manifest (path,label) for any training pipeline.
 
-    By default every sample is kept and an ``action`` column says what the audit did;
-    unlabeled samples have an empty label (use them as unlabeled data, or pass
-    --drop-unlabeled).
+    label is the audit's clean label (the given label if kept, the new one if relabeled).
+    By default every sample is written, with given_label and action columns so you can
+    filter; samples the audit unlabeled have an empty label (use them as unlabeled data).
+    With --drop-unlabeled they are left out and only path,label is written. Paths are as
+    in your manifest (relative to the image folder) unless --absolute-paths.
     """
     from labelclean._io import atomic_write_with, check_writable
+    from labelclean.errors import ConfigError
     from labelclean.report.parquet import read_report
+    from labelclean.report.summary import cleaned_manifest
 
+    suffix = out.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise ConfigError(
+            f"--out {out}: unknown format {suffix or '(no suffix)'!r}; "
+            "name the file *.csv or *.parquet"
+        )
+    if out.resolve() == report_path.resolve():
+        raise ConfigError(f"--out {out} is the report itself; choose another file")
     check_writable(out, overwrite=overwrite)
     rep = read_report(report_path)
-    f = rep.frame
-    if drop_unlabeled:
-        f = f[f["action"] != "unlabel"]
-    table = f[["path", "clean_label", "given_label", "action"]].rename(
-        columns={"clean_label": "label"}
-    )
-    if drop_unlabeled:
-        table = table[["path", "label"]]
-    if out.suffix.lower() == ".parquet":
+    table = cleaned_manifest(rep.frame, drop_unlabeled=drop_unlabeled)
+    if absolute_paths:
+        root = rep.image_root
+        table["path"] = [str(root / p) for p in table["path"]]
+    if suffix == ".parquet":
         atomic_write_with(out, lambda tmp: table.to_parquet(tmp, index=False), overwrite=overwrite)
     else:
         atomic_write_with(out, lambda tmp: table.to_csv(tmp, index=False), overwrite=overwrite)
-    typer.echo(f"wrote {out}: {len(table)} rows (root {rep.image_root})")
+    counts = rep.frame["action"].value_counts()
+    dropped = int(counts.get("unlabel", 0))
+    typer.echo(
+        f"wrote {out}: {len(table)} rows ({int(counts.get('relabel', 0))} relabeled, {dropped} "
+        f"unlabeled {'dropped' if drop_unlabeled else 'with an empty label'}); "
+        f"paths relative to {rep.image_root}"
+        if not absolute_paths
+        else f"wrote {out}: {len(table)} rows with absolute paths"
+    )

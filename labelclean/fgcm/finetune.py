@@ -48,20 +48,39 @@ def split_report(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(labeled_rows, labels, unlabeled_rows)`` from report rows (positions in ``frame``).
 
-    Labeled = action keep or relabel, with ``clean_label``; unlabeled = every other row.
+    Labeled X_l = action keep or relabel, with its ``clean_label`` as the class code;
+    unlabeled X_u = every other row (the paper's NHR and NHI clusters, and anything unlabeled).
+
+    Raises:
+        ReportError: A labeled row has no or an unknown clean label, or the labeled set is
+            empty or has a single class (nothing to learn a classifier from).
     """
+    for column in ("action", "clean_label"):
+        if column not in frame.columns:
+            raise ReportError(f"report: no {column!r} column; is it a labelclean audit report?")
     code = {name: i for i, name in enumerate(class_names)}
     labeled = frame["action"].isin(["keep", "relabel"]).to_numpy()
     clean = frame["clean_label"].to_numpy(dtype=object)
-    unknown = sorted({str(c) for c in clean[labeled] if c not in code})
-    if unknown:
-        raise ReportError(f"report: clean labels {', '.join(unknown[:5])} are not in its classes")
+    bad = [i for i in np.flatnonzero(labeled) if clean[i] not in code]
+    if bad:
+        shown = ", ".join(f"row {i} ({clean[i]!r})" for i in bad[:5])
+        raise ReportError(
+            f"report: {len(bad)} kept/relabeled row(s) have a clean_label outside the report's "
+            f"classes {class_names[:10]}: {shown}; the file was edited or is damaged"
+        )
     rows = np.flatnonzero(labeled)
     labels = np.array([code[c] for c in clean[labeled]], dtype=np.int64)
-    if len(rows) == 0 or len(np.unique(labels)) < 2:
+    if len(rows) == 0:
         raise ReportError(
-            "report: the labeled set needs at least two classes; the audit unlabeled almost "
-            "everything (look at it with `labelclean report`)"
+            "report: the labeled set is empty (no row has action keep or relabel), so there is "
+            "nothing to train on; look at the report with `labelclean report`, or audit again "
+            "with more epochs"
+        )
+    if len(np.unique(labels)) < 2:
+        only = class_names[int(labels[0])]
+        raise ReportError(
+            f"report: every labeled row has the class {only!r}; a classifier needs at least "
+            "two classes (look at the report with `labelclean report`)"
         )
     return rows, labels, np.flatnonzero(~labeled)
 

@@ -4,20 +4,25 @@ One row per sample in manifest order; the settings and results that apply to the
 run (tool version, image root, class names, config, GMM, ...) are one JSON value under
 the ``labelclean`` key of the Parquet schema metadata, so ``finetune`` and ``report`` need
 nothing but this file and the images.
+
+Only ``clean_label`` and ``admitted_epoch`` may be null (DESIGN.md marks them so); the other
+columns are declared non-nullable, which Parquet stores as ``required``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelclean._io import atomic_path, check_writable
@@ -28,21 +33,22 @@ logger = logging.getLogger(__name__)
 
 METADATA_KEY = b"labelclean"
 ACTIONS = ("keep", "relabel", "unlabel")
+NULLABLE = ("clean_label", "admitted_epoch")
 REPORT_SCHEMA = pa.schema(
     [
-        ("index", pa.int64()),
-        ("path", pa.string()),
-        ("given_label", pa.string()),
-        ("cluster", pa.string()),
-        ("action", pa.string()),
-        ("clean_label", pa.string()),
-        ("pseudo_label", pa.string()),
-        ("conf_given", pa.float32()),
-        ("conf_pseudo", pa.float32()),
-        ("cluster_prob", pa.float32()),
-        ("admitted_epoch", pa.int32()),
-        ("trace_given", pa.list_(pa.float32())),
-        ("trace_pseudo", pa.list_(pa.float32())),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("given_label", pa.string(), nullable=False),
+        pa.field("cluster", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("clean_label", pa.string(), nullable=True),
+        pa.field("pseudo_label", pa.string(), nullable=False),
+        pa.field("conf_given", pa.float32(), nullable=False),
+        pa.field("conf_pseudo", pa.float32(), nullable=False),
+        pa.field("cluster_prob", pa.float32(), nullable=False),
+        pa.field("admitted_epoch", pa.int32(), nullable=True),
+        pa.field("trace_given", pa.list_(pa.float32()), nullable=False),
+        pa.field("trace_pseudo", pa.list_(pa.float32()), nullable=False),
     ]
 )
 REQUIRED_METADATA = (
@@ -56,11 +62,31 @@ REQUIRED_METADATA = (
     "mode",
     "wall_time_s",
 )
+OPTIONAL_METADATA = (
+    "gmm",
+    "cluster_names",
+    "image_size",
+    "normalization",
+    "rejected",
+)
+_LABEL_COLUMNS = ("given_label", "clean_label", "pseudo_label")
+_TRACE_COLUMNS = ("trace_given", "trace_pseudo")
+# A list<float32> column addresses its values with int32 offsets; above this many values in
+# one array the trace columns are split into chunks (a module constant so tests can shrink it).
+_MAX_LIST_VALUES = 2**31 - 1
 
 
 @dataclass
 class Report:
-    """A report read back: the per-sample frame and the run's metadata."""
+    """A report read back: the per-sample frame and the run's metadata.
+
+    Attributes:
+        frame: One row per sample, manifest order, the columns of :data:`REPORT_SCHEMA`
+            (or the subset asked for). Null labels are missing values; ``admitted_epoch``
+            is a nullable ``Int32``; traces are float32 arrays.
+        metadata: The run's JSON metadata (see :data:`REQUIRED_METADATA`).
+        path: The file it came from, or None when built in memory.
+    """
 
     frame: pd.DataFrame
     metadata: dict[str, Any]
@@ -77,99 +103,257 @@ class Report:
         return Path(self.metadata["image_root"])
 
 
-def _labels(codes: np.ndarray, names: np.ndarray) -> pa.Array:
-    """Integer codes -> class-name strings, -1 -> null, without a Python loop."""
-    codes = np.asarray(codes, dtype=np.int64)
-    valid = codes >= 0
-    dictionary = pa.DictionaryArray.from_arrays(
-        pa.array(np.where(valid, codes, 0).astype(np.int32), mask=~valid), pa.array(names)
-    )
-    return dictionary.cast(pa.string())
+def _labels(name: str, codes: Any, n: int, names: pa.Array, *, nullable: bool) -> pa.Array:
+    """Integer codes ``[N]`` -> class-name strings (``-1`` -> null), one vectorised take."""
+    codes = np.asarray(codes)
+    if codes.shape != (n,):
+        raise ValueError(f"report column {name}: expected shape [{n}], got {codes.shape}")
+    if codes.size and not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"report column {name}: expected integer label codes, got {codes.dtype}")
+    codes = codes.astype(np.int64, copy=False)
+    low = -1 if nullable else 0
+    bad = (codes < low) | (codes >= len(names))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"report column {name}: code {int(codes[row])} at row {row} is outside "
+            f"[{low}, {len(names)}) for {len(names)} classes"
+        )
+    null = codes < 0
+    return names.take(pa.array(np.where(null, 0, codes), mask=null if null.any() else None))
 
 
-def _traces(values: np.ndarray) -> pa.Array:
-    """``[N, E]`` floats -> list<float32> without a per-row loop."""
+def _traces(name: str, values: Any, n: int) -> pa.ChunkedArray:
+    """``[N, E]`` floats -> list<float32> without a per-row loop (zero-copy for float32).
+
+    Split into chunks when ``N * E`` would overflow the list's int32 offsets.
+    """
     values = np.ascontiguousarray(values, dtype=np.float32)
-    n, e = values.shape
-    offsets = (
-        pa.array(np.arange(0, (n + 1) * e, e, dtype=np.int32))
-        if e
-        else pa.array(np.zeros(n + 1, dtype=np.int32))
-    )
-    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+    if values.ndim != 2 or values.shape[0] != n:
+        raise ValueError(f"report column {name}: expected shape [{n}, E], got {values.shape}")
+    e = values.shape[1]
+    rows_per_chunk = max(1, _MAX_LIST_VALUES // e) if e else max(n, 1)
+    chunks = []
+    for start in range(0, n, rows_per_chunk):
+        block = values[start : start + rows_per_chunk]
+        offsets = np.arange(0, (len(block) + 1) * e, e, dtype=np.int32) if e else None
+        if offsets is None:
+            offsets = np.zeros(len(block) + 1, dtype=np.int32)
+        chunks.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(block.reshape(-1))))
+    return pa.chunked_array(chunks, type=pa.list_(pa.float32()))
+
+
+def _column(name: str, values: Any, n: int, dtype: type) -> np.ndarray:
+    array = np.asarray(values).astype(dtype, copy=False)
+    if array.shape != (n,):
+        raise ValueError(f"report column {name}: expected shape [{n}], got {array.shape}")
+    return array
 
 
 def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]) -> pa.Table:
-    """Arrays from the audit -> a table in :data:`REPORT_SCHEMA`.
+    """Arrays from the audit -> a table in :data:`REPORT_SCHEMA`, without per-row Python.
 
-    Label columns (given/clean/pseudo) are integer codes into ``class_names`` (-1 = null);
-    ``admitted_epoch`` uses -1 for null; traces are ``[N, E]`` arrays.
+    Args:
+        columns: One entry per schema column. ``given_label``/``pseudo_label``: integer codes
+            ``[N]`` into ``class_names``; ``clean_label``: codes with ``-1`` for null (exactly
+            the ``unlabel`` rows); ``admitted_epoch``: ``[N]`` ints, ``-1`` for null;
+            ``cluster``/``action``: strings ``[N]``; ``trace_given``/``trace_pseudo``:
+            ``[N, E]`` floats; the rest ``[N]``.
+        class_names: Names of the label codes.
+
+    Raises:
+        ValueError: A column is missing, unknown, mis-shaped or out of range (a bug in the
+            caller, not in the user's data).
+
+    Example:
+        >>> table = build_report_table(columns, class_names=["cat", "dog"])  # doctest: +SKIP
     """
-    names = np.asarray(list(class_names), dtype=object)
-    admitted = np.asarray(columns["admitted_epoch"], dtype=np.int32)
+    missing = [f for f in REPORT_SCHEMA.names if f not in columns]
+    unknown = [f for f in columns if f not in REPORT_SCHEMA.names]
+    if missing or unknown:
+        raise ValueError(f"report columns: missing {missing}, unknown {unknown}")
+    n = len(columns["index"])
+    names = pa.array(list(class_names), type=pa.string())
+    action = _column("action", columns["action"], n, str)
+    bad_action = ~np.isin(action, ACTIONS)
+    if bad_action.any():
+        raise ValueError(
+            f"report column action: {sorted(set(action[bad_action]))} not in {ACTIONS}"
+        )
+    clean = np.asarray(columns["clean_label"])
+    if clean.shape == (n,) and ((clean < 0) != (action == "unlabel")).any():
+        raise ValueError("report column clean_label: must be -1 exactly on the unlabel rows")
+    admitted = _column("admitted_epoch", columns["admitted_epoch"], n, np.int32)
     arrays = {
-        "index": pa.array(np.asarray(columns["index"], dtype=np.int64)),
-        "path": pa.array(list(columns["path"]), type=pa.string()),
-        "given_label": _labels(columns["given_label"], names),
-        "cluster": pa.array(np.asarray(columns["cluster"]).astype(str), type=pa.string()),
-        "action": pa.array(np.asarray(columns["action"]).astype(str), type=pa.string()),
-        "clean_label": _labels(columns["clean_label"], names),
-        "pseudo_label": _labels(columns["pseudo_label"], names),
-        "conf_given": pa.array(np.asarray(columns["conf_given"], dtype=np.float32)),
-        "conf_pseudo": pa.array(np.asarray(columns["conf_pseudo"], dtype=np.float32)),
-        "cluster_prob": pa.array(np.asarray(columns["cluster_prob"], dtype=np.float32)),
+        "index": pa.array(_column("index", columns["index"], n, np.int64)),
+        "path": pa.array(_column("path", columns["path"], n, object), type=pa.string()),
+        "cluster": pa.array(_column("cluster", columns["cluster"], n, str), type=pa.string()),
+        "action": pa.array(action, type=pa.string()),
         "admitted_epoch": pa.array(admitted, mask=admitted < 0),
-        "trace_given": _traces(columns["trace_given"]),
-        "trace_pseudo": _traces(columns["trace_pseudo"]),
     }
+    for name in _LABEL_COLUMNS:
+        arrays[name] = _labels(name, columns[name], n, names, nullable=name == "clean_label")
+    for name in ("conf_given", "conf_pseudo", "cluster_prob"):
+        arrays[name] = pa.array(_column(name, columns[name], n, np.float32))
+    for name in _TRACE_COLUMNS:
+        arrays[name] = _traces(name, columns[name], n)
+    if np.shape(columns["trace_given"]) != np.shape(columns["trace_pseudo"]):
+        raise ValueError("report columns trace_given and trace_pseudo differ in shape")
     return pa.Table.from_arrays([arrays[f.name] for f in REPORT_SCHEMA], schema=REPORT_SCHEMA)
 
 
+def _json_default(value: Any) -> Any:
+    """Turn numpy scalars/arrays and paths in the metadata into plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _check_table(path: Path, table: pa.Table) -> None:
+    """The table follows the schema and its invariants; raise ReportError naming ``path``."""
+    if not table.schema.equals(REPORT_SCHEMA):
+        want = {f.name: f.type for f in REPORT_SCHEMA}
+        have = {f.name: f.type for f in table.schema}
+        diffs = [
+            f"{name}: expected {want.get(name, 'no such column')}, found {have.get(name, 'none')}"
+            for name in dict.fromkeys([*want, *have])
+            if want.get(name) != have.get(name)
+        ]
+        if list(have) != list(want) and not diffs:
+            diffs = [f"columns in the order {', '.join(want)}"]
+        raise ReportError(
+            f"cannot write {path}: the table does not follow the report schema "
+            f"({'; '.join(diffs) or 'nullability differs'})"
+        )
+    nulls = [f.name for f in REPORT_SCHEMA if f.name not in NULLABLE and table[f.name].null_count]
+    if nulls:
+        raise ReportError(f"cannot write {path}: null values in column(s) {', '.join(nulls)}")
+    bad = pc.invert(pc.is_in(table["action"], value_set=pa.array(ACTIONS)))
+    if pc.any(bad).as_py():
+        raise ReportError(f"cannot write {path}: action values outside {', '.join(ACTIONS)}")
+    unlabel = pc.equal(table["action"], "unlabel")
+    if not pc.all(pc.equal(pc.is_null(table["clean_label"]), unlabel)).as_py() and len(table):
+        raise ReportError(f"cannot write {path}: clean_label must be null exactly when unlabel")
+
+
 def write_report(
-    path: str | Path,
+    path: str | os.PathLike[str],
     table: pa.Table,
     metadata: Mapping[str, Any],
     *,
     overwrite: bool,
     row_group_size: int = 65536,
 ) -> Path:
-    """Write ``table`` + ``metadata`` to ``path`` all-or-nothing, in row groups."""
+    """Write ``table`` + ``metadata`` to ``path`` all-or-nothing, in row groups.
+
+    Row groups of ``row_group_size`` rows keep the writer's working memory bounded for
+    million-row reports and let readers fetch a slice; the file appears only when complete
+    (temp file, fsync, rename), so a full disk or a crash leaves the previous file intact.
+
+    Args:
+        path: Output file.
+        table: A table in :data:`REPORT_SCHEMA` (see :func:`build_report_table`).
+        metadata: JSON-able run metadata with every key of :data:`REQUIRED_METADATA`
+            (numpy scalars and paths are converted).
+        overwrite: Replace an existing file; otherwise raise OutputExistsError.
+        row_group_size: Rows per Parquet row group.
+
+    Example:
+        >>> write_report("report.parquet", table, metadata, overwrite=False)  # doctest: +SKIP
+    """
     path = Path(path)
     check_writable(path, overwrite=overwrite)
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
-        raise ValueError(f"report metadata lacks {', '.join(missing)}")
-    if not table.schema.equals(REPORT_SCHEMA):
-        raise ValueError(f"report table does not follow the schema:\n{table.schema}")
-    schema = REPORT_SCHEMA.with_metadata({METADATA_KEY: json.dumps(dict(metadata)).encode()})
+        raise ReportError(f"cannot write {path}: metadata lacks {', '.join(missing)}")
+    if row_group_size < 1:
+        raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
+    _check_table(path, table)
+    try:
+        blob = json.dumps(dict(metadata), default=_json_default).encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"cannot write {path}: metadata is not JSON ({err})") from err
+    # Replacing the schema metadata is zero-copy; from_pandas tables carry a "pandas" key we drop.
+    table = table.replace_schema_metadata({METADATA_KEY: blob})
     with atomic_path(path, overwrite=overwrite) as tmp:
-        pq.write_table(table.cast(schema), tmp, row_group_size=row_group_size)
+        pq.write_table(table, tmp, row_group_size=row_group_size)
+    logger.debug("wrote %s: %d rows", path, table.num_rows)
     return path
 
 
-def read_report(path: str | Path) -> Report:
-    """Read and check a report; errors name the file and what is wrong with it."""
+def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> Report:
+    """Read and check a report; every error names the file and what is wrong with it.
+
+    Args:
+        path: A report.parquet written by :func:`write_report`.
+        columns: Read only these columns (e.g. skip the traces of a million-row report).
+
+    Raises:
+        ReportError: The file is missing, not Parquet, not a labelclean report, or lacks
+            columns or metadata. A report from another labelclean version only logs a warning.
+
+    Example:
+        >>> rep = read_report("report.parquet")  # doctest: +SKIP
+        >>> rep.frame["action"].value_counts(), rep.class_names  # doctest: +SKIP
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ReportError(f"{path}: no such report (make one with `labelclean audit`)")
+    if not path.is_file():
+        raise ReportError(f"{path}: is a directory, expected a report.parquet file")
     try:
         pf = pq.ParquetFile(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for bad files
         raise ReportError(f"{path}: not a Parquet file ({err})") from err
-    raw = (pf.schema_arrow.metadata or {}).get(METADATA_KEY)
+    schema = pf.schema_arrow
+    raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        raise ReportError(f"{path}: a Parquet file, but not a labelclean report (no metadata)")
-    missing = [f.name for f in REPORT_SCHEMA if f.name not in pf.schema_arrow.names]
+        raise ReportError(
+            f"{path}: a Parquet file, but not a labelclean report (no labelclean metadata); "
+            "make one with `labelclean audit`"
+        )
+    missing = [f.name for f in REPORT_SCHEMA if f.name not in schema.names]
     if missing:
         raise ReportError(f"{path}: report lacks the column(s) {', '.join(missing)}")
-    metadata = json.loads(raw)
-    if metadata.get("tool_version") != __version__:
+    wrong = [
+        f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
+        for f in REPORT_SCHEMA
+        if not schema.field(f.name).type.equals(f.type)
+    ]
+    if wrong:
+        raise ReportError(f"{path}: report columns have the wrong type: {'; '.join(wrong)}")
+    try:
+        metadata = json.loads(raw)
+    except ValueError as err:
+        raise ReportError(f"{path}: labelclean metadata is not valid JSON ({err})") from err
+    if not isinstance(metadata, dict):
+        raise ReportError(f"{path}: labelclean metadata is not a JSON object")
+    lacking = [k for k in REQUIRED_METADATA if k not in metadata]
+    if lacking:
+        raise ReportError(f"{path}: report metadata lacks {', '.join(lacking)}")
+    if metadata["tool_version"] != __version__:
         logger.warning(
-            "%s was written by labelclean %s; this is %s",
+            "%s was written by labelclean %s; this is %s (figures may differ)",
             path,
-            metadata.get("tool_version"),
+            metadata["tool_version"],
             __version__,
         )
-    frame = pf.read().to_pandas()
-    frame["admitted_epoch"] = frame["admitted_epoch"].astype("Int32")
+    if columns is not None:
+        unknown = [c for c in columns if c not in REPORT_SCHEMA.names]
+        if unknown:
+            raise ReportError(
+                f"{path}: no column(s) {', '.join(unknown)}; a report has "
+                f"{', '.join(REPORT_SCHEMA.names)}"
+            )
+    try:
+        table = pf.read(columns=list(columns) if columns is not None else REPORT_SCHEMA.names)
+    except (OSError, pa.ArrowException) as err:
+        raise ReportError(f"{path}: cannot be read, the file may be truncated ({err})") from err
+    frame = table.to_pandas()
+    if "admitted_epoch" in frame:
+        frame["admitted_epoch"] = frame["admitted_epoch"].astype("Int32")
     return Report(frame=frame, metadata=metadata, path=path)

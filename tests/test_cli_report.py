@@ -1,0 +1,105 @@
+"""`labelclean report` and `labelclean export` through the CLI: outputs, exit codes, messages."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_report_html import N, make_digits_report  # the realistic digits report fixture
+from typer.testing import CliRunner
+
+from labelclean.cli import app
+from labelclean.report.parquet import read_report
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return make_digits_report(tmp_path_factory.mktemp("digits"))
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_commands_are_registered():
+    r = invoke("--help")
+    assert r.exit_code == 0 and "report" in r.output and "export" in r.output
+
+
+def test_report_prints_the_summary(digits):
+    r = invoke("report", digits)
+    assert r.exit_code == 0, r.output
+    assert "80 samples, 10 classes" in r.output and "estimated noise 32.5%" in r.output
+    assert "classes with the most relabels" in r.output and "top given -> clean flips" in r.output
+    for cluster, count in {"CS": 40, "CH": 14, "NS": 12, "NHR": 7, "NHI": 7}.items():
+        assert f"{cluster} " in r.output and f" {count} " in r.output
+
+
+def test_report_html_quiet_and_overwrite(digits, tmp_path):
+    out = tmp_path / "page.html"
+    r = invoke("report", digits, "--html", out, "--quiet", "--max-grid", 4, "--table-rows", 20)
+    assert r.exit_code == 0, r.output
+    assert "estimated noise" not in r.output and f"wrote {out}" in r.output
+    text = out.read_text()
+    assert "first 4 of 12" in text and "the 20 most suspicious of 80" in text
+    again = invoke("report", digits, "--html", out, "-q")
+    assert (
+        again.exit_code == 1 and "already exists" in again.output and "--overwrite" in again.output
+    )
+    assert out.read_text() == text
+    assert invoke("report", digits, "--html", out, "-q", "--overwrite").exit_code == 0
+
+
+def test_report_errors_name_the_file(tmp_path):
+    r = invoke("report", tmp_path / "none.parquet")
+    assert r.exit_code == 1 and "none.parquet" in r.output and "no such report" in r.output
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    r = invoke("report", tmp_path / "junk.parquet")
+    assert r.exit_code == 1 and "junk.parquet: not a Parquet file" in r.output
+    assert invoke("report", tmp_path / "none.parquet", "--max-grid", 0).exit_code == 2  # usage
+
+
+def test_export_keeps_unlabeled_rows_with_an_empty_label_by_default(digits, tmp_path):
+    r = invoke("export", digits, "--out", tmp_path / "all.csv")
+    assert r.exit_code == 0, r.output
+    assert "80 rows (12 relabeled, 14 unlabeled with an empty label)" in r.output
+    rows = pd.read_csv(tmp_path / "all.csv", keep_default_na=False, dtype=str)
+    frame = read_report(digits).frame
+    assert list(rows.columns) == ["path", "label", "given_label", "action"] and len(rows) == N
+    assert rows["path"].tolist() == frame["path"].tolist()  # manifest order
+    keep, relabel, unlabel = (rows["action"] == a for a in ("keep", "relabel", "unlabel"))
+    assert (rows.loc[keep, "label"] == rows.loc[keep, "given_label"]).all()
+    assert (rows.loc[relabel, "label"] != rows.loc[relabel, "given_label"]).all()
+    assert (
+        rows.loc[relabel, "label"].tolist()
+        == frame.loc[frame.action == "relabel", "clean_label"].tolist()
+    )
+    assert (rows.loc[unlabel, "label"] == "").all() and unlabel.sum() == 14
+
+
+def test_export_drop_unlabeled_parquet_and_absolute_paths(digits, tmp_path):
+    out = tmp_path / "clean.parquet"
+    r = invoke("export", digits, "-o", out, "--drop-unlabeled", "--absolute-paths")
+    assert r.exit_code == 0, r.output
+    clean = pd.read_parquet(out)
+    frame = read_report(digits).frame
+    kept = frame[frame.action != "unlabel"]
+    assert list(clean.columns) == ["path", "label"] and len(clean) == N - 14
+    assert clean["label"].tolist() == kept["clean_label"].tolist()
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in clean["path"])
+
+
+def test_export_refuses_to_overwrite_or_guess(digits, tmp_path):
+    out = tmp_path / "m.csv"
+    out.write_text("mine\n")
+    r = invoke("export", digits, "--out", out)
+    assert r.exit_code == 1 and "already exists" in r.output and out.read_text() == "mine\n"
+    assert invoke("export", digits, "--out", out, "--overwrite").exit_code == 0
+    r = invoke("export", digits, "--out", tmp_path / "m.txt")
+    assert r.exit_code == 1 and "--out" in r.output and "*.csv or *.parquet" in r.output
+    r = invoke("export", digits, "--out", digits, "--overwrite")
+    assert r.exit_code == 1 and "is the report itself" in r.output
+    assert read_report(digits).frame.shape[0] == N
+    r = invoke("export", tmp_path / "none.parquet", "--out", tmp_path / "x.csv")
+    assert r.exit_code == 1 and "none.parquet" in r.output

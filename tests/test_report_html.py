@@ -1,0 +1,392 @@
+"""The HTML report page and the summary it shows, on a realistic report over real digit images."""
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelclean.errors import OutputExistsError
+from labelclean.report.html import write_html_report
+from labelclean.report.parquet import Report, build_report_table, read_report, write_report
+from labelclean.report.summary import confusion, render_terminal, summarize
+
+# role -> (count, given trace(t), pseudo trace(t)) with t in [0, 1]: the shapes of the paper's
+# figure 1, so the mean confidences land where its figure 2 puts the clusters.
+ROLES = {
+    "CS": (40, lambda t: 1 - 0.85 * np.exp(-t * 9), lambda t: 1 - 0.85 * np.exp(-t * 9)),
+    "CH": (14, lambda t: 0.1 + 0.7 * t, lambda t: 0.1 + 0.7 * t),
+    "NS": (12, lambda t: 0.08 + 0.12 * t**3, lambda t: 0.2 + 0.75 * (1 - np.exp(-t * 4))),
+    "NHR": (7, lambda t: 0.3 + 0.05 * np.sin(9 * t), lambda t: 0.45 + 0.05 * np.cos(7 * t)),
+    "NHI": (7, lambda t: 0.08 + 0.03 * t, lambda t: 0.22 + 0.05 * np.sin(5 * t)),
+}
+N = sum(r[0] for r in ROLES.values())  # 80
+
+
+def make_digits_report(
+    folder: Path, *, class_names=None, epochs: int = 10, odd_path: str | None = None
+) -> Path:
+    """Write N real digit PNGs and a report.parquet over them with known clusters and actions.
+
+    Rows are ordered by role (CS, CH, NS, NHR, NHI); NS rows are relabeled given=(truth+1)%10 ->
+    truth, NHR/NHI rows are unlabeled, CS/CH rows keep their (true) label.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    names = list(class_names) if class_names is not None else [str(c) for c in range(10)]
+    root = folder / "images"
+    root.mkdir(parents=True)
+    paths = []
+    for i in range(N):
+        rel = f"d{i:03d}.png" if not (odd_path and i == 0) else odd_path
+        Image.fromarray((digits.images[i] / 16 * 255).astype(np.uint8)).save(root / rel)
+        paths.append(rel)
+    truth = digits.target[:N].astype(np.int64)
+    rng = np.random.default_rng(0)
+    roles = np.concatenate([[r] * k for r, (k, _, _) in ROLES.items()])
+    t = np.linspace(0, 1, epochs)
+    tg = np.stack([ROLES[r][1](t) for r in roles]) + rng.normal(0, 0.02, (N, epochs))
+    tp = np.stack([ROLES[r][2](t) for r in roles]) + rng.normal(0, 0.02, (N, epochs))
+    tg, tp = tg.clip(0, 1), tp.clip(0, 1)
+    given = truth.copy()
+    pseudo = truth.copy()
+    noisy = np.isin(roles, ["NS", "NHI"])
+    given[noisy] = (truth[noisy] + 1) % 10
+    nhi = roles == "NHI"
+    pseudo[nhi] = (truth[nhi] + 3) % 10
+    action = np.select(
+        [np.isin(roles, ["CS", "CH"]), roles == "NS"], ["keep", "relabel"], "unlabel"
+    )
+    clean = np.select([action == "keep", action == "relabel"], [given, pseudo], -1)
+    tp = np.where((pseudo == given)[:, None], tg, tp)  # my == ay: the same label, the same trace
+    joint = np.stack([tg.mean(1), tp.mean(1)], 1)
+    table = build_report_table(
+        {
+            "index": np.arange(N),
+            "path": paths,
+            "given_label": given,
+            "cluster": roles,
+            "action": action,
+            "clean_label": clean,
+            "pseudo_label": pseudo,
+            "conf_given": joint[:, 0],
+            "conf_pseudo": joint[:, 1],
+            "cluster_prob": rng.uniform(0.6, 1, N),
+            "admitted_epoch": np.select([action == "keep", action == "relabel"], [3, 5], -1),
+            "trace_given": tg,
+            "trace_pseudo": tp,
+        },
+        class_names=names,
+    )
+    gmm = {
+        "weights": [float((roles == r).mean()) for r in ROLES],
+        "means": [joint[roles == r].mean(0).tolist() for r in ROLES],
+        "covariances": [(np.cov(joint[roles == r].T) + 1e-4 * np.eye(2)).tolist() for r in ROLES],
+    }
+    metadata = {
+        "tool_version": "0.0.0-test",
+        "image_root": str(root.resolve()),
+        "class_names": names,
+        "config": {"components": 5, "note": "<b>config</b>"},
+        "seed": 0,
+        "epochs": epochs,
+        "device": "cpu",
+        "mode": "train",
+        "wall_time_s": 12.5,
+        "model": "small_cnn",
+        "gmm": gmm,
+        "cluster_names": list(ROLES),
+    }
+    return write_report(folder / "report.parquet", table, metadata, overwrite=False)
+
+
+class Page(HTMLParser):
+    """Tag balance, ids, image sources, links and script blocks of a page."""
+
+    VOID = {"img", "br", "meta", "input", "link", "hr", "source", "wbr"}
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.ids, self.imgs, self.urls, self.scripts = [], set(), [], [], {}
+        self.text_chunks, self._script = [], None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            assert attrs["id"] not in self.ids, f"duplicate id {attrs['id']}"
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.imgs.append(attrs.get("src") or "")
+        for key in ("src", "href", "action", "data", "poster"):
+            if key in attrs:
+                self.urls.append((tag, key, attrs[key] or ""))
+        if tag == "script":
+            self._script = attrs.get("id", f"inline{len(self.scripts)}")
+            self.scripts[self._script] = ""
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}>, open: {self.stack[-4:]}"
+        self.stack.pop()
+        if tag == "script":
+            self._script = None
+
+    def handle_data(self, data):
+        if self._script:
+            self.scripts[self._script] += data
+        else:
+            self.text_chunks.append(data)
+
+
+SECTIONS = {"summary", "scatter", "traces", "relabeled", "unlabeled", "classes", "samples"}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return make_digits_report(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="module")
+def page(digits, tmp_path_factory):
+    out = write_html_report(read_report(digits), tmp_path_factory.mktemp("page") / "report.html")
+    return out, out.read_text(encoding="utf-8")
+
+
+def test_summary_of_the_digits_report(digits):
+    s = summarize(read_report(digits))
+    assert s.n == N and s.n_classes == 10
+    assert s.clusters == {"CS": 40, "CH": 14, "NS": 12, "NHR": 7, "NHI": 7}
+    assert s.actions == {"keep": 54, "relabel": 12, "unlabel": 14}
+    assert s.estimated_noise == pytest.approx(26 / 80)
+
+
+def test_summary_numbers_on_a_hand_made_report():
+    rows = [  # given, cluster, action, clean
+        ("a", "CS", "keep", "a"),
+        ("a", "CH", "keep", "a"),
+        ("a", "NS", "relabel", "b"),
+        ("a", "NS", "relabel", "b"),
+        ("b", "NS", "relabel", "c"),
+        ("b", "NHR", "unlabel", None),
+        ("c", "NHI", "unlabel", None),
+        ("c", "CS", "keep", "c"),
+        ("c", "CS", "keep", "c"),
+        ("b", "CS", "keep", "b"),
+    ]
+    frame = pd.DataFrame(rows, columns=["given_label", "cluster", "action", "clean_label"])
+    frame["pseudo_label"] = frame["clean_label"].fillna("a")
+    rep = Report(frame=frame, metadata={"class_names": ["a", "b", "c", "d"], "image_root": "/"})
+    s = summarize(rep)
+    assert s.clusters == {"CS": 4, "CH": 1, "NS": 3, "NHR": 1, "NHI": 1}
+    assert s.actions == {"keep": 5, "relabel": 3, "unlabel": 2}
+    assert s.estimated_noise == 0.5
+    pc = s.per_class.set_index("class")
+    assert pc["size"].to_dict() == {"a": 4, "b": 3, "c": 3, "d": 0}
+    assert pc["flagged"].to_dict() == {"a": 2, "b": 2, "c": 1, "d": 0}
+    assert pc["relabeled_out"].to_dict() == {"a": 2, "b": 1, "c": 0, "d": 0}
+    assert pc["relabeled_in"].to_dict() == {"a": 0, "b": 2, "c": 1, "d": 0}
+    assert pc["unlabeled"].to_dict() == {"a": 0, "b": 1, "c": 1, "d": 0}
+    assert pc.loc["a", "noise_estimate"] == 0.5 and np.isnan(pc.loc["d", "noise_estimate"])
+    assert s.most_relabeled["class"].tolist() == ["a", "b"]
+    assert s.top_flips.values.tolist() == [["a", "b", 2], ["b", "c", 1]]
+    cm = confusion(rep)
+    assert cm.loc["a", "a"] == 2 and cm.loc["a", "b"] == 2 and cm.loc["b", "c"] == 1
+    assert cm.to_numpy().sum() == 8  # unlabeled rows are not in it
+    from rich.console import Console
+
+    console = Console(file=StringIO(), width=120)
+    frame.loc[0, "given_label"] = "[red]x[/red]"  # rich markup in a class name prints as is
+    render_terminal(
+        summarize(Report(frame, {"class_names": ["[red]x[/red]", "a", "b", "c"]})), console=console
+    )
+    out = console.file.getvalue()
+    assert "estimated noise 50.0%" in out and "a    " in out and "top given -> clean flips" in out
+
+
+def test_page_parses_has_every_section_and_embeds_its_images(page):
+    path, text = page
+    p = Page(text)
+    assert p.stack == [], f"unclosed tags {p.stack}"
+    assert SECTIONS | {"export", "rows", "thumbs"} <= p.ids
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in text
+    # 3 figures + 12 relabeled tiles + 7 NHR + 7 NHI tiles, every one a data URI
+    assert len(p.imgs) == 3 + 12 + 7 + 7
+    assert all(
+        src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in p.imgs
+    )
+    rows = json.loads(p.scripts["rows"])
+    thumbs = json.loads(p.scripts["thumbs"])
+    assert len(rows) == N and set(thumbs) == {r["path"] for r in rows}
+    assert all(u.startswith("data:image/") for u in thumbs.values())
+    assert path.stat().st_size < 400_000
+
+
+def test_page_makes_no_network_request(page):
+    _, text = page
+    p = Page(text)
+    for tag, key, url in p.urls:
+        assert url.startswith(("data:", "#")), f"<{tag} {key}={url[:60]}>"
+    lowered = text.lower()
+    for needle in ("http://", "https://", "//cdn", "<link", "@import", "<iframe", "<object"):
+        assert needle not in lowered, needle
+    assert not re.search(r"(?<![a-z])url\(", lowered)  # no CSS url(...) (createObjectURL is fine)
+    # the table's data is embedded, and so are its thumbnails
+    assert "fetch(" not in text and "XMLHttpRequest" not in text
+
+
+def test_table_lists_the_most_suspicious_first(page):
+    rows = json.loads(Page(page[1]).scripts["rows"])
+    actions = [r["action"] for r in rows]
+    assert set(actions[:26]) == {"relabel", "unlabel"} and set(actions[26:]) == {"keep"}
+    keep = [r["conf_given"] for r in rows[26:]]
+    assert keep == sorted(keep)
+    unl = [r for r in rows if r["action"] == "unlabel"]
+    assert all(r["clean_label"] is None for r in unl)
+
+
+def test_page_escapes_class_names_and_paths(tmp_path):
+    evil = "<script>alert(1)</script>"
+    names = [evil, "b&c", 'quote"d'] + [str(c) for c in range(3, 10)]
+    digits = make_digits_report(tmp_path, class_names=names, odd_path='x"<b>y.png')
+    text = write_html_report(read_report(digits), tmp_path / "r.html").read_text()
+    p = Page(text)
+    assert p.stack == []
+    assert set(p.scripts) == {"rows", "thumbs", "columns", "inline3"}  # no injected script
+    assert evil not in text and "<b>y" not in text and "<b>config" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "b&amp;c" in text
+    rows = json.loads(p.scripts["rows"])  # the data reaches the script intact
+    assert {r["given_label"] for r in rows} >= {evil, "b&c", 'quote"d'}
+    assert 'x"<b>y.png' in {r["path"] for r in rows}
+
+
+def test_missing_images_show_a_placeholder_and_a_note(tmp_path):
+    digits = make_digits_report(tmp_path)
+    rep = read_report(digits)
+    gone = rep.frame.loc[rep.frame["action"] == "relabel", "path"].iloc[0]
+    (rep.image_root / gone).unlink()
+    text = write_html_report(rep, tmp_path / "r.html").read_text()
+    p = Page(text)
+    assert len(p.imgs) == 3 + 12 + 7 + 7 - 1
+    assert text.count(">missing image</div>") == 1
+    assert "1 image(s) could not be read" in text and gone in text
+    assert gone not in json.loads(p.scripts["thumbs"])
+
+
+def test_page_says_what_it_sampled(digits, tmp_path):
+    text = write_html_report(
+        read_report(digits), tmp_path / "r.html", max_grid=3, table_rows=10, max_scatter=20
+    ).read_text()
+    p = Page(text)
+    assert "Sampled to keep this page light" in text
+    assert "20 of 80 samples drawn at random" in text
+    assert "relabeled grid: first 3 of 12" in text and "unlabeled NHR grid: first 3 of 7" in text
+    assert "the 10 most suspicious of 80 samples" in text
+    assert len(json.loads(p.scripts["rows"])) == 10 and len(p.imgs) == 3 + 3 * 3
+
+
+def test_many_classes_cap_the_heatmap_and_say_so(tmp_path):
+    names = [str(c) for c in range(10)] + [f"extra{c}" for c in range(35)]
+    digits = make_digits_report(tmp_path, class_names=names)
+    text = write_html_report(read_report(digits), tmp_path / "r.html").read_text()
+    assert "heatmap: the 30 classes with the most relabels of 45" in text
+
+
+def test_refuses_to_overwrite(digits, tmp_path):
+    out = tmp_path / "r.html"
+    out.write_text("keep me")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_html_report(read_report(digits), out)
+    assert out.read_text() == "keep me"
+    write_html_report(read_report(digits), out, overwrite=True)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+PROBE = """<pre id="probe-csv"></pre><script>
+(function () {
+  const $ = id => document.getElementById(id);
+  const RealBlob = window.Blob;
+  window.Blob = function (parts, opts) { $('probe-csv').textContent = parts.join(''); return new RealBlob(parts, opts); };
+  HTMLAnchorElement.prototype.click = function () {};
+  $('f-cluster').value = 'NS'; $('f-cluster').dispatchEvent(new Event('input'));
+  document.querySelector('th[data-col="conf_pseudo"]').click();
+  document.querySelector('th[data-col="conf_pseudo"]').click();  // descending
+  $('export').click();
+})();
+</script></body>"""
+
+
+def _chromium_dom(path: Path, profile: Path) -> str:
+    return subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs a headless chromium")
+def test_script_filters_sorts_pages_and_exports_in_a_real_browser(page, digits, tmp_path):
+    path, text = page
+    dom = _chromium_dom(path, tmp_path / "profile")
+    body = re.search(r'<tbody id="tbody">(.*?)</tbody>', dom, re.S).group(1)
+    assert body.count("<tr>") == 50  # first page of the 80 rows
+    assert "rows 1-50 of 80 (page 1 of 2)" in dom and "Export 80 rows as CSV" in dom
+    # filter to NS, sort by pseudo confidence (descending), export: the CSV holds exactly those rows
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE), encoding="utf-8")
+    dom = _chromium_dom(probe, tmp_path / "profile2")
+    assert "rows 1-12 of 12 (page 1 of 1)" in dom
+    csv = re.search(r'<pre id="probe-csv">(.*?)</pre>', dom, re.S).group(1)
+    got = pd.read_csv(
+        StringIO(csv), keep_default_na=False, dtype={"given_label": str, "clean_label": str}
+    )
+    assert list(got.columns) == [
+        "index",
+        "path",
+        "given_label",
+        "clean_label",
+        "pseudo_label",
+        "cluster",
+        "action",
+        "conf_given",
+        "conf_pseudo",
+        "cluster_prob",
+        "new_label",
+    ]
+    assert len(got) == 12 and set(got["cluster"]) == {"NS"} and set(got["action"]) == {"relabel"}
+    assert got["conf_pseudo"].tolist() == sorted(got["conf_pseudo"], reverse=True)
+    frame = read_report(digits).frame.set_index("index")
+    assert (
+        got["given_label"].to_numpy() == frame.loc[got["index"], "given_label"].to_numpy()
+    ).all()
