@@ -7,7 +7,7 @@ On cifar10-dev (10k train, 2k test) with injected noise, the same network and ep
     finetune                   the paper's mixed semi-training on the audited report
     CE on clean labels         the ceiling (truth labels, not available to users)
 
-Run by hand:  python benchmarks/finetune.py [--setting sym-50] [--epochs 30] [--mu 2]
+Run by hand:  python benchmarks/finetune.py [--setting sym-50] [--epochs 30] [--mu 2] [--subset N]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--audit-epochs", type=int, default=40)
     parser.add_argument("--mu", type=int, default=2, help="paper: 7; 2 keeps a CPU run short")
     parser.add_argument("--report", type=Path, default=None, help="reuse an audit report")
+    parser.add_argument("--subset", type=int, default=None, help="train on a random subset of N images")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
@@ -40,7 +41,7 @@ def main() -> None:
     from labelclean.fgcm.finetune import run_finetune, split_report
 
     with tempfile.TemporaryDirectory() as tmp:
-        images, csv, truth = noisy_cifar(Path(tmp), args.setting)
+        images, csv, truth = noisy_cifar(Path(tmp), args.setting, subset=args.subset)
         train = load_dataset(images, csv)
     test = load_dataset(CIFAR_DEV, CIFAR_DEV / "test.csv")
     names = train.manifest.class_names
@@ -78,7 +79,7 @@ def main() -> None:
     print(table)
     if not args.no_write:
         replace_section("Finetune", f"`python benchmarks/finetune.py {' '.join(sys.argv[1:])}`: "
-                        f"{args.setting} noise on cifar10-dev/train, test on cifar10-dev/test (2,000), "
+                        f"{args.setting} noise on {len(train.manifest)} cifar10-dev/train images, test on cifar10-dev/test (2,000), "
                         f"small_cnn, {args.epochs} epochs per arm; the audit took {audit_minutes:.1f} min.\n\n{table}")
 
 

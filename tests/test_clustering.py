@@ -177,7 +177,7 @@ def test_guard_caps_flags_near_the_noise_rate_at_low_noise():
     joint, given, pseudo, noise = _low_noise_population()
     codes = _codes(joint)
     before = 1 - refine(np.asarray(CLUSTER_NAMES)[codes], given, pseudo)[1].__eq__(given).mean()
-    guarded, note = apply_guard(codes, joint, given, pseudo, method="budget")
+    guarded, _, note = apply_guard(codes, joint, given, pseudo, method="budget")
     admit, labels = refine(np.asarray(CLUSTER_NAMES)[guarded], given, pseudo)
     flagged = 1 - (labels == given).mean()
     assert before > 2 * noise  # the literal split over-flags
@@ -191,19 +191,53 @@ def test_guard_leaves_the_split_alone_at_high_noise():
     roles = np.array(list(ROLES))[truth]
     given = np.zeros(len(pts), dtype=np.int64)
     pseudo = np.where(np.isin(roles, ("CS", "CH")), 0, 1)  # noisy kinds disagree
-    guarded, note = apply_guard(codes, pts, given, pseudo, method="budget")
-    assert np.array_equal(guarded, codes) and note == ""
+    guarded, rescued, note = apply_guard(codes, pts, given, pseudo, method="budget")
+    assert np.array_equal(guarded, codes) and note == "" and not rescued.any()
 
 
 def test_guard_unlabels_ns_relabels_below_the_class_threshold():
     from labelclean.fgcm.clustering import class_thresholds
 
     # class 0 samples are typically held at 0.8 confidence; two NS samples want class 0
-    joint = np.array([[0.8, 0.8]] * 6 + [[0.1, 0.9], [0.1, 0.4]], dtype=np.float32)
-    given = np.array([0] * 6 + [1, 1])
-    pseudo = np.array([0] * 6 + [0, 0])
+    # (class 1 has four clean samples too, so the class floor has nothing to do)
+    joint = np.array([[0.8, 0.8]] * 6 + [[0.1, 0.9], [0.1, 0.4]] + [[0.7, 0.7]] * 4, dtype=np.float32)
+    given = np.array([0] * 6 + [1, 1] + [1] * 4)
+    pseudo = np.array([0] * 6 + [0, 0] + [1] * 4)
     assert class_thresholds(joint, given, 2)[0] == pytest.approx(0.8)
-    codes = np.array([CLUSTER_NAMES.index("CS")] * 6 + [CLUSTER_NAMES.index("NS")] * 2)
-    guarded, note = apply_guard(codes, joint, given, pseudo, method="budget", slack=10)
+    codes = np.array([CLUSTER_NAMES.index("CS")] * 6 + [CLUSTER_NAMES.index("NS")] * 2 + [CLUSTER_NAMES.index("CS")] * 4)
+    guarded, rescued, note = apply_guard(codes, joint, given, pseudo, method="budget", slack=10)
+    assert not rescued.any()
     names = np.asarray(CLUSTER_NAMES)[guarded]
     assert names[6] == "NS" and names[7] == "NHI" and "below their class threshold" in note
+
+
+def test_class_floor_keeps_a_collapsed_class_in_t_most_confident_first():
+    from labelclean.fgcm.clustering import class_floor
+
+    # classes 0-3 keep 8 of 10; class 4 kept nothing (the network stopped predicting it)
+    given = np.repeat(np.arange(5), 10)
+    kept = np.ones(50, dtype=bool)
+    kept[[8, 9, 18, 19, 28, 29, 38, 39]] = False
+    kept[40:] = False
+    conf = np.tile(np.linspace(0.9, 0.0, 10), 5)
+    rescue = class_floor(kept, given, conf, 5)
+    # floor = half the median kept share (0.8) = 0.4 -> 4 of class 4, its most confident
+    assert np.flatnonzero(rescue).tolist() == [40, 41, 42, 43]
+    assert not class_floor(kept | (given == 4), given, conf, 5).any()  # no class below the floor
+
+
+def test_guard_rescues_a_collapsed_class_and_admission_keeps_its_given_label():
+    from labelclean.fgcm.audit import Clustering, admit_samples
+
+    given = np.repeat([0, 1, 2], 20)
+    pseudo = np.where(given == 2, 0, given)  # class 2 is never predicted
+    joint = np.column_stack([np.where(given == 2, np.linspace(0.3, 0.01, 60), 0.9),
+                             np.full(60, 0.9)]).astype(np.float32)
+    codes = np.where(given == 2, CLUSTER_NAMES.index("NHI"), CLUSTER_NAMES.index("CS"))
+    guarded, rescued, note = apply_guard(codes, joint, given, pseudo, method="budget")
+    assert rescued.sum() == 10 and (given[rescued] == 2).all() and "drops out of T" in note
+    assert (np.asarray(CLUSTER_NAMES)[guarded[rescued]] == "CH").all()
+    clustering = Clustering(guarded, np.ones(60, np.float32), None, list(CLUSTER_NAMES), note, rescued)
+    admit, labels = admit_samples(clustering, given, pseudo, 5, relabel=False)
+    assert admit[rescued].all() and (labels[rescued] == 2).all()
+    assert admit.sum() == 50 and (labels[admit] == given[admit]).all()

@@ -209,8 +209,8 @@ def audit(
     guard: Annotated[
         str,
         typer.Option(
-            help="Low-noise guard: budget (cap flags near the model's disagreement rate) or "
-            "none (the paper's literal rule).",
+            help="Guards: budget (confident relabels only, flags capped near the model's "
+            "disagreement rate, no class dropped from T) or none (the paper's literal rule).",
             rich_help_panel=_CLUSTER,
         ),
     ] = "budget",

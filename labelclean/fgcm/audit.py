@@ -66,6 +66,7 @@ class Clustering:
     gmm: GMMParams | None  #: the fit (None for k-means)
     component_names: list[str]  #: name of each component, aligned with gmm.means
     guard_note: str = ""  #: what the low-noise guard changed, if anything
+    keep_given: np.ndarray | None = None  #: bool [N], kept with the given label by the guard
 
 
 @dataclass
@@ -153,10 +154,12 @@ def cluster_samples(
         prob = post[np.arange(len(points)), assign].astype(np.float32)
         names = name_components(gmm.means)
     codes = np.array([_NAME_CODE[n] for n in names], dtype=np.int8)[assign]
-    note = ""
+    note, keep_given = "", None
     if config.guard != "none" and k >= 3:
-        codes, note = apply_guard(codes, joint, given_labels, pseudo, method=config.guard)
-    return Clustering(codes, prob, gmm, list(names), note), pseudo
+        codes, keep_given, note = apply_guard(
+            codes, joint, given_labels, pseudo, method=config.guard
+        )
+    return Clustering(codes, prob, gmm, list(names), note, keep_given), pseudo
 
 
 def admit_samples(
@@ -179,7 +182,11 @@ def admit_samples(
         return admit, np.where(admit, given_labels, -1).astype(np.int64)
     if not relabel:
         names = np.where(names == "NS", "NHI", names)
-    return refine(names, given_labels, pseudo_labels)
+    admit, labels = refine(names, given_labels, pseudo_labels)
+    if clustering.keep_given is not None:  # the guard's class floor
+        admit = admit | clustering.keep_given
+        labels = np.where(clustering.keep_given, given_labels, labels)
+    return admit, labels
 
 
 @dataclass
