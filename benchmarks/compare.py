@@ -116,7 +116,7 @@ def _embeddings(ctx: dict) -> np.ndarray:
     return ctx["embeddings"]
 
 
-def method_frozen_labelclean(ctx: dict) -> pd.DataFrame:
+def _frozen_audit(ctx: dict, **overrides) -> pd.DataFrame:
     from labelclean.config import AuditConfig
     from labelclean.fgcm.audit import run_audit
     from labelclean.fgcm.frozen import FrozenAuditRun, efficientnet_lite0_weights, frozen_config
@@ -124,9 +124,17 @@ def method_frozen_labelclean(ctx: dict) -> pd.DataFrame:
     _embeddings(ctx)  # cached: the audit below reuses it
     config = frozen_config(AuditConfig(model="tf_efficientnet_lite0", weights=str(efficientnet_lite0_weights()),
                                        seed=ctx["seed"], epochs=ctx["frozen_epochs"], warmup=ctx["frozen_epochs"] // 4,
-                                       lr=0.05), flip=True)
+                                       lr=0.05, **overrides), flip=True)
     run = FrozenAuditRun(ctx["dataset"], config)
     return run_audit(ctx["dataset"], config, run=run).to_pandas()
+
+
+def method_frozen_labelclean(ctx: dict) -> pd.DataFrame:
+    return _frozen_audit(ctx)
+
+
+def method_frozen_labelclean_loss2(ctx: dict) -> pd.DataFrame:
+    return _frozen_audit(ctx, components=2)
 
 
 def method_frozen_cleanlab(ctx: dict) -> pd.DataFrame:
@@ -148,6 +156,7 @@ METHODS: dict[str, Callable[[dict], pd.DataFrame]] = {
     "labelclean-loss2": method_labelclean_loss2,
     "cleanlab-cv": method_cleanlab_cv,
     "frozen-labelclean": method_frozen_labelclean,
+    "frozen-labelclean-loss2": method_frozen_labelclean_loss2,
     "frozen-cleanlab": method_frozen_cleanlab,
 }
 

@@ -63,7 +63,7 @@ def main() -> None:
     all_rows = np.arange(len(train.manifest))
     arms = [
         ("CE on noisy labels", all_rows, train.manifest.given_labels, np.array([], np.int64), 0),
-        ("CE on the audit's labeled set", rows_l, labels_l, np.array([], np.int64), 0),
+        ("CE on the audit's labeled set", rows_l, labels_l, rows_u, 0),  # rows_u: same steps, unused
         (f"finetune (mu={args.mu})", rows_l, labels_l, rows_u, args.mu),
         ("CE on clean labels (ceiling)", all_rows, truth_codes, np.array([], np.int64), 0),
     ]
@@ -72,7 +72,7 @@ def main() -> None:
         t1 = time.perf_counter()
         cfg = FinetuneConfig(epochs=args.epochs, mu=mu, lambda_m=1.0 if mu else 0.0, eval_every=args.epochs)
         res = run_finetune(train.cache.images, rows, labels, unlabeled, cfg, **common)
-        results.append({"arm": name, "labeled": len(rows), "unlabeled": len(unlabeled),
+        results.append({"arm": name, "labeled": len(rows), "unlabeled": len(unlabeled) if mu else 0,
                         "test accuracy": res.test_accuracy, "minutes": (time.perf_counter() - t1) / 60})
         print(results[-1], flush=True)
     table = markdown_table(results, list(results[0]))

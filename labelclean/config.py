@@ -121,7 +121,7 @@ class FinetuneConfig:
     model: str | None = None  #: --model: architecture [default: the audit's]
     pretrained: bool = False  #: --pretrained: timm downloads ImageNet weights
     weights: str | None = None  #: --weights: local state dict to start from
-    epochs: int = 30  #: --epochs: passes over the labeled set
+    epochs: int = 30  #: --epochs: each as many labeled draws as there are images
     lr: float = 0.02  #: --lr: base SGD learning rate (cosine schedule)
     momentum: float = 0.9  #: SGD momentum
     weight_decay: float = 5e-4  #: --weight-decay

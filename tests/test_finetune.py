@@ -31,6 +31,24 @@ def test_split_report_labeled_and_unlabeled():
         split_report(frame.assign(clean_label=["b", "c", None, "a"]), ["a", "b"])
 
 
+def test_cycled_order_covers_every_labeled_sample_before_repeating():
+    from labelclean.fgcm.finetune import cycled_order
+
+    order = cycled_order(5, 12, torch.Generator().manual_seed(0))
+    assert len(order) == 12 and sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
+
+
+@pytest.mark.parametrize("lambda_m", [0.0, 1.0])
+def test_an_epoch_draws_as_many_labeled_samples_as_there_are_images(lambda_m):
+    images = torch.randint(0, 255, (40, 3, 8, 8), dtype=torch.uint8).numpy()
+    steps: list[tuple[int, int]] = []
+    run_finetune(images, np.arange(5), np.array([0, 1, 0, 1, 0]), np.arange(5, 40),
+                 FinetuneConfig(epochs=1, batch_size=4, mu=1, lambda_m=lambda_m), n_classes=2,
+                 model_name="small_cnn", mean=[0.5] * 3, std=[0.25] * 3, crop_padding=1, hflip=False,
+                 progress=lambda task, done, total: steps.append((done, total)))
+    assert steps[-1] == (10, 10)  # 40 images / batch 4, not 5 labeled / 4 -> 2 steps
+
+
 def test_nothing_above_tau_gives_zero_mixed_loss():
     strong = torch.randn(6, 4, requires_grad=True)
     weak = torch.zeros(6, 4)  # uniform: confidence 0.25 everywhere
@@ -104,7 +122,7 @@ def test_finetune_on_the_audit_beats_cross_entropy_on_noisy_labels(split_digits)
     images, train_csv, test_csv, tmp = split_digits
     report = audit(images, train_csv, **DEMO_CONFIG).write(tmp / "report.parquet", overwrite=True)
     r = runner.invoke(app, ["finetune", str(report), "--out", str(tmp / "model"), "--test", str(images),
-                            "--test-labels", str(test_csv), "--epochs", "12", "--mu", "2", "--quiet"])
+                            "--test-labels", str(test_csv), "--epochs", "30", "--mu", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp / "model" / "metrics.json").read_text())
     # plain cross-entropy on the noisy labels: same model, epochs and weak augmentation
@@ -113,11 +131,12 @@ def test_finetune_on_the_audit_beats_cross_entropy_on_noisy_labels(split_digits)
     names = train.manifest.class_names
     test_labels = np.array([names.index(test.manifest.class_names[g]) for g in test.manifest.given_labels])
     base = run_finetune(train.cache.images, np.arange(1400), train.manifest.given_labels, np.array([], dtype=np.int64),
-                        FinetuneConfig(epochs=12, mu=0, lambda_m=0), n_classes=10, model_name="small_cnn",
+                        FinetuneConfig(epochs=30, mu=0, lambda_m=0), n_classes=10, model_name="small_cnn",
                         mean=list(train.cache.mean), std=list(train.cache.std), crop_padding=1, hflip=False,
                         test=(test.cache.images, test_labels))
-    # measured with seed 0 at 60% noise: finetune 0.942, cross-entropy on the noisy labels 0.866
-    assert metrics["test_accuracy"] > base.test_accuracy + 0.05, (metrics["test_accuracy"], base.test_accuracy)
+    # measured at 60% noise, 30 epochs, noise seeds 0/1/2: finetune .937/.975/.950, cross-entropy
+    # on the noisy labels .705/.688/.725 (it memorises the noise; at 12 epochs the gap was noise)
+    assert metrics["test_accuracy"] > base.test_accuracy + 0.10, (metrics["test_accuracy"], base.test_accuracy)
 
     pred = runner.invoke(app, ["predict", str(tmp / "model"), str(images), str(test_csv), "--out", str(tmp / "p.parquet")])
     assert pred.exit_code == 0, pred.output

@@ -37,7 +37,12 @@ def finetune(
         Path | None, typer.Option(help="Start from a local state dict.", rich_help_panel=_TRAIN)
     ] = None,
     epochs: Annotated[
-        int, typer.Option(help="Passes over the labeled set.", rich_help_panel=_TRAIN)
+        int,
+        typer.Option(
+            help="Epochs; each draws as many labeled samples as there are images (the labeled "
+            "set cycled), the budget of training on everything.",
+            rich_help_panel=_TRAIN,
+        ),
     ] = 30,
     lr: Annotated[float, typer.Option(help="SGD learning rate.", rich_help_panel=_TRAIN)] = 0.02,
     batch_size: Annotated[

@@ -117,6 +117,12 @@ class FinetuneResult:
     precision: str = ""
 
 
+def cycled_order(n: int, total: int, generator: torch.Generator) -> np.ndarray:
+    """``total`` indices into ``range(n)``: fresh permutations back to back, the last cut."""
+    reps = -(-total // n)
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(reps)])[:total].numpy()
+
+
 def run_finetune(
     images: np.ndarray,
     labeled_rows: np.ndarray,
@@ -184,8 +190,12 @@ def run_finetune(
     )
     scaler = precision.grad_scaler()
     b = config.batch_size
-    share = len(labeled_rows) if not active else -(-len(labeled_rows) // dist.world_size)
-    steps = max(1, math.ceil(share / b))
+    # An epoch is as many labeled draws as there are images (labeled + unlabeled), the
+    # labeled set cycled: the budget of cross-entropy on everything, however much the
+    # audit unlabeled (a pass over a small labeled set alone would undertrain).
+    world = dist.world_size if active else 1
+    per_epoch = len(labeled_rows) + len(unlabeled_rows)
+    steps = max(1, math.ceil(-(-per_epoch // world) / b))
     result = FinetuneResult(
         model,
         n_labeled=len(labeled_rows),
@@ -202,12 +212,14 @@ def run_finetune(
         torch.set_rng_state(resume_state["torch_rng"])
         result.history = list(resume_state["history"])
         first_epoch = int(resume_state["epoch"])
+    # lambda_m = 0 is cross-entropy on the labeled set: skip the mixed batch (~4x the work).
+    mixed = config.lambda_m > 0
     for epoch in range(first_epoch, config.epochs):
         start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule="cosine")
         train_model.train()
-        order = torch.randperm(len(labeled_rows), generator=generator).numpy()
+        order = cycled_order(len(labeled_rows), steps * b * world, generator)
         if active:
             order = dist.shard_training(order)
         totals = torch.zeros(3)
@@ -216,26 +228,36 @@ def run_finetune(
                 raise StepInterrupted
             pick = order[step * b : (step + 1) * b]
             x_rows, x_labels = labeled_rows[pick], labels[pick]
-            mix_l = torch.randint(0, len(labeled_rows), (len(pick),), generator=generator).numpy()
-            n_u = config.mu * len(pick) if len(unlabeled_rows) else 0
-            mix_u = torch.randint(
-                0, max(len(unlabeled_rows), 1), (n_u,), generator=generator
-            ).numpy()
-            mix_rows = np.concatenate([labeled_rows[mix_l], unlabeled_rows[mix_u]])
-            mix_labels = np.concatenate([labels[mix_l], np.full(n_u, -1)])
             y = torch.from_numpy(x_labels).to(device)
-            y_mix = torch.from_numpy(mix_labels).to(device)
-            raw_mix = batches.load(mix_rows)
-            weak_mix = batches.prepare(batches.augment(raw_mix, generator))
-            strong_mix = batches.prepare(strong_augment(raw_mix, generator=generator))
+            if mixed:
+                mix_l = torch.randint(
+                    0, len(labeled_rows), (len(pick),), generator=generator
+                ).numpy()
+                n_u = config.mu * len(pick) if len(unlabeled_rows) else 0
+                mix_u = torch.randint(
+                    0, max(len(unlabeled_rows), 1), (n_u,), generator=generator
+                ).numpy()
+                mix_rows = np.concatenate([labeled_rows[mix_l], unlabeled_rows[mix_u]])
+                mix_labels = np.concatenate([labels[mix_l], np.full(n_u, -1)])
+                y_mix = torch.from_numpy(mix_labels).to(device)
+                raw_mix = batches.load(mix_rows)
+                weak_mix = batches.prepare(batches.augment(raw_mix, generator))
+                strong_mix = batches.prepare(strong_augment(raw_mix, generator=generator))
             x = batches.prepare(batches.augment(batches.load(x_rows), generator))
             with precision.autocast():
-                with torch.no_grad():
-                    weak_logits = model(weak_mix)
-                logits = train_model(torch.cat([x, strong_mix]))
+                if mixed:
+                    with torch.no_grad():
+                        weak_logits = model(weak_mix)
+                    logits = train_model(torch.cat([x, strong_mix]))
+                else:
+                    logits = train_model(x)
                 loss_x = F.cross_entropy(logits[: len(x)].float(), y)
-                loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
-                loss = loss_x + config.lambda_m * loss_m
+                loss = loss_x
+                if mixed:
+                    loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
+                    loss = loss_x + config.lambda_m * loss_m
+                else:
+                    loss_m, mask = torch.zeros(()), torch.zeros(1, dtype=torch.bool)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
