@@ -96,6 +96,13 @@ def test_cli_audit_writes_report_log_and_refuses_overwrite(noisy_digits, tmp_pat
     assert not (tmp_path / "report.work").exists()  # checkpoints removed once the report is written
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.output
+    # the CLI leaves relabeling to the automatic rule (off for the small CPU network) unless told
+    from labelclean.report.parquet import read_report
+
+    assert read_report(out).metadata["relabel"] is False
+    told = runner.invoke(app, [*args, "--relabel", "--overwrite"])
+    assert told.exit_code == 0, told.output
+    assert read_report(out).metadata["relabel"] is True
 
 
 @pytest.mark.parametrize(

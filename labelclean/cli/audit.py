@@ -215,13 +215,15 @@ def audit(
         ),
     ] = "budget",
     relabel: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--relabel/--no-relabel",
-            help="NS samples get their pseudo label (the paper) or are unlabeled (safer with a weak network).",
+            help="NS samples get their pseudo label (the paper) or are unlabeled (safer with a weak network). "
+            "[default: relabel, except with the small CPU network]",
             rich_help_panel=_CLUSTER,
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     frozen: Annotated[
         bool,
         typer.Option(
