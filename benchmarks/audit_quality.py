@@ -35,6 +35,7 @@ VARIANTS = {
     "fgcm5-noguard": {"guard": "none"},
     "loss2": {"components": 2},
     "fgcm5-norelabel": {"relabel": False},
+    "fgcm5-record-train": {"record": "train"},
 }
 
 
