@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from labelclean.errors import ConfigError, ReportError
+from labelclean.fgcm.clustering import CLUSTER_NAMES
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -38,7 +39,6 @@ CIFAR10_ASYMMETRIC = {
 NOISE_TYPES = ("symmetric", "asymmetric")
 ACTIONS = ("keep", "relabel", "unlabel")
 UNLABELED = "(unlabeled)"
-_CLUSTER_ORDER = ("CS", "CH", "NS", "NHR", "NHI")
 _MAX_LISTED = 20
 
 
@@ -301,7 +301,7 @@ def _per_cluster(report: pd.DataFrame, noisy: np.ndarray, action: np.ndarray) ->
     """Noise rate and actions per cluster, in the paper's cluster order then by name."""
     cluster = report["cluster"].astype(str).to_numpy()
     found = set(cluster)
-    names = [k for k in _CLUSTER_ORDER if k in found] + sorted(found - set(_CLUSTER_ORDER))
+    names = [k for k in CLUSTER_NAMES if k in found] + sorted(found - set(CLUSTER_NAMES))
     codes = _codes(cluster, names)
     size = np.bincount(codes, minlength=len(names))
     bad = np.bincount(codes[noisy], minlength=len(names))

@@ -32,8 +32,11 @@ _OUT = "Output"
 
 
 def _format_epoch(line: dict[str, Any], epochs: int) -> str:
-    order = ("CS", "CH", "NS", "NHR", "NHI")
-    clusters = " ".join(f"{k} {line['clusters'][k]}" for k in order if k in line["clusters"])
+    from labelclean.fgcm.clustering import CLUSTER_NAMES
+
+    clusters = " ".join(
+        f"{k} {line['clusters'][k]}" for k in CLUSTER_NAMES if k in line["clusters"]
+    )
     return (
         f"epoch {line['epoch']:>3}/{epochs} loss {line['loss']:.3f} |T| {line['t_size']} "
         f"{clusters} {line['seconds']:.1f}s"

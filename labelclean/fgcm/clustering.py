@@ -375,11 +375,11 @@ def apply_guard(
         order = candidates[np.argsort(-joint[candidates, 0], kind="stable")]
         moved = order[:excess]
         codes[moved] = CLUSTER_NAMES.index("CH")
+        kept[moved] = True
         notes.append(
             f"the clusters flagged {flagged / len(codes):.1%} of samples but the model "
             f"disagrees with only {(~agree).mean():.1%}; kept {len(moved)} agreeing samples"
         )
-    kept = np.isin(np.asarray(CLUSTER_NAMES)[codes], ("CS", "CH")) & agree
     rescue = class_floor(kept, given_labels, joint[:, 0], n_classes)
     if rescue.any():
         codes[rescue] = CLUSTER_NAMES.index("CH")

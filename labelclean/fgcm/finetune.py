@@ -252,12 +252,11 @@ def run_finetune(
                 else:
                     logits = train_model(x)
                 loss_x = F.cross_entropy(logits[: len(x)].float(), y)
-                loss = loss_x
                 if mixed:
                     loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
                     loss = loss_x + config.lambda_m * loss_m
                 else:
-                    loss_m, mask = torch.zeros(()), torch.zeros(1, dtype=torch.bool)
+                    loss, loss_m, mask = loss_x, torch.zeros(()), torch.zeros(1, dtype=torch.bool)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

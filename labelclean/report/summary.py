@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from labelclean.fgcm.clustering import CLUSTER_NAMES
 from labelclean.report.parquet import Report
 
 if TYPE_CHECKING:  # rich is imported only when rendering
     from rich.console import Console
 
 ACTIONS = ("keep", "relabel", "unlabel")
-CLUSTER_ORDER = ("CS", "CH", "NS", "NHR", "NHI")
+CLUSTER_ORDER = CLUSTER_NAMES  # the audit's own order: CS, CH, NS, NHR, NHI
 CLUSTER_MEANING = {
     "CS": "clean, simple: kept",
     "CH": "clean, hard: kept",
