@@ -3,7 +3,7 @@
 For each noise setting the warmup epochs run once and the variants continue from a copy of
 that state, so they differ only where they are meant to (clustering and T after warmup):
 
-    fgcm5        the default audit (5 components, --t-update latest, --guard agreement)
+    fgcm5        the default audit (5 components, --t-update latest, the default guard)
     fgcm5-paper  the paper's literal rules (--t-update union --guard none)
     fgcm5-noguard  5 components, latest T, no guard
     fgcm5-norelabel  the default with --no-relabel (NS unlabeled, not relabeled)
@@ -57,13 +57,15 @@ def main() -> None:
     from labelclean.data.images import load_dataset
     from labelclean.evaluate import cleaning_metrics
     from labelclean.fgcm.audit import AuditInterrupted, run_audit
+    from labelclean.models import default_model_name
+    from labelclean.training import resolve_device
 
     base = AuditConfig(
         seed=args.seed,
         **{
             k: v for k, v in {"epochs": args.epochs, "warmup": args.warmup}.items() if v is not None
         },
-    )
+    ).resolve(default_model_name(32, resolve_device("auto")))  # CIFAR is 32 px
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:

@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--truth", type=Path)
     parser.add_argument("--subset", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=None, help="[default: the audit's, by model]")
     parser.add_argument("--frozen-epochs", type=int, default=40)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

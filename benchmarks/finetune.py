@@ -50,7 +50,7 @@ def main() -> None:
     truth_codes = np.array([code[t] for t in truth])
     t0 = time.perf_counter()
     if args.report is None:
-        frame = run_audit(train, AuditConfig(epochs=args.audit_epochs, warmup=args.audit_epochs // 4)).to_pandas()
+        frame = run_audit(train, AuditConfig(epochs=args.audit_epochs)).to_pandas()
     else:
         from labelclean.report.parquet import read_report
 

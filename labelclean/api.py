@@ -143,7 +143,7 @@ def run_checkpointed(
             payload, path = load_latest(work_dir)
             changes = resume_differences(
                 payload,
-                config=config.to_dict(),
+                config=run.config.to_dict(),
                 manifest_fingerprint=dataset.manifest.fingerprint(),
             )
             if changes and not force:

@@ -135,3 +135,12 @@ def test_relabel_is_off_by_default_only_for_the_small_cpu_network(noisy_digits):
     assert AuditRun(ds, AuditConfig(epochs=2, warmup=1, device="cpu")).relabel is False
     assert AuditRun(ds, AuditConfig(epochs=2, warmup=1, model="preact_resnet18")).relabel is True
     assert AuditRun(ds, AuditConfig(epochs=2, warmup=1, relabel=True)).relabel is True
+
+
+def test_run_fills_in_the_warmup_and_checkpoints_and_reports_it(noisy_digits):
+    from labelclean.fgcm.audit import AuditRun, AuditState, checkpoint_payload
+
+    run = AuditRun(load_dataset(*noisy_digits[:2]), AuditConfig(epochs=8, device="cpu"))
+    assert run.model_name == "small_cnn" and run.config.warmup == 6
+    state = AuditState.new(run.n_samples, run.n_classes, 8)
+    assert checkpoint_payload(state, run)["config"]["warmup"] == 6

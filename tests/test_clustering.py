@@ -7,6 +7,7 @@ from labelclean.fgcm.clustering import (
     CLUSTER_NAMES,
     GMMParams,
     apply_guard,
+    confident_noise_rate,
     fit_gmm,
     gmm_posteriors,
     name_components,
@@ -183,6 +184,47 @@ def test_guard_caps_flags_near_the_noise_rate_at_low_noise():
     assert before > 2 * noise  # the literal split over-flags
     assert flagged <= noise * 1.3 and note
     assert (labels[pseudo != given] != given[pseudo != given]).all()  # noisy ones still flagged
+
+
+def _weak_model_population(seed=0, n=4000, noise=0.05, unlearned=0.2):
+    """Two classes, 5% wrong labels the model is sure of, 20% right ones it has not learned.
+
+    Unlearned samples disagree with their label with low confidence (m ~ 0.3, a ~ 0.2), like
+    the small CPU network's; wrong ones are confidently the other class (a ~ 0.05, m ~ 0.8).
+    """
+    rng = np.random.default_rng(seed)
+    given = rng.integers(0, 2, n)
+    kind = rng.choice(3, n, p=[1 - noise - unlearned, noise, unlearned])  # 0 fit, 1 wrong, 2 unlearned
+    centers = np.array([[0.85, 0.85], [0.05, 0.8], [0.2, 0.3]])
+    joint = (centers[kind] + rng.normal(0, 0.05, (n, 2))).clip(0, 1).astype(np.float32)
+    joint[kind == 0, 1] = joint[kind == 0, 0]  # agreeing: my == ay, so m == a
+    pseudo = np.where(kind == 0, given, 1 - given)
+    return joint, given, pseudo, kind
+
+
+def test_noise_estimate_counts_only_confident_disagreements():
+    joint, given, pseudo, kind = _weak_model_population()
+    assert (pseudo != given).mean() > 0.24  # raw disagreement counts the unlearned too
+    assert confident_noise_rate(joint, given, pseudo, np.array([0.65, 0.65])) == pytest.approx(
+        (kind == 1).mean(), abs=0.005
+    )
+
+
+def test_guard_keeps_what_a_weak_model_has_not_learned_with_its_given_label():
+    from labelclean.fgcm.audit import Clustering, admit_samples
+
+    joint, given, pseudo, kind = _weak_model_population()
+    codes = _codes(joint)
+    budget, kept_budget, _ = apply_guard(codes, joint, given, pseudo, method="budget")
+    assert not kept_budget[kind == 2].any()  # budget: T holds only labels the model agrees with
+    guarded, keep_given, note = apply_guard(codes, joint, given, pseudo, method="confident")
+    admit, labels = admit_samples(Clustering(guarded, np.ones(len(given), np.float32), None,
+                                             list(CLUSTER_NAMES), note, keep_given), given, pseudo, 5)
+    flagged = ~admit | (labels != given)
+    assert flagged.mean() <= (kind == 1).mean() * 1.3 + 0.005 and "estimated" in note
+    assert flagged[kind == 1].all()  # every confident disagreement is still flagged
+    assert keep_given[kind == 2].mean() > 0.9 and not keep_given[kind == 1].any()
+    assert (labels[kind == 2][admit[kind == 2]] == given[kind == 2][admit[kind == 2]]).all()
 
 
 def test_guard_leaves_the_split_alone_at_high_noise():

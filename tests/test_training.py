@@ -103,6 +103,21 @@ def test_config_errors_name_the_flag(kwargs, flag):
         AuditConfig(**kwargs)
 
 
+def test_warmup_default_depends_on_the_model():
+    assert AuditConfig(epochs=40).resolve("small_cnn").warmup == 30  # can't memorise: fit long
+    assert AuditConfig(epochs=40).resolve("preact_resnet18").warmup == 10  # the paper's share
+    assert AuditConfig(epochs=2).resolve("small_cnn").warmup == 1  # always one clustering epoch
+    assert AuditConfig(epochs=40, warmup=5).resolve("small_cnn").warmup == 5  # the user's choice
+
+
+def test_guard_default_depends_on_the_model():
+    assert AuditConfig().resolve("small_cnn").guard == "confident"  # underfits: count only sure
+    assert AuditConfig().resolve("preact_resnet18").guard == "budget"  # fits: its disagreement
+    assert AuditConfig(guard="none").resolve("small_cnn").guard == "none"
+    with pytest.raises(ConfigError, match="--guard"):
+        AuditConfig(guard="strict")
+
+
 def test_paper_preset_and_overrides():
     c = AuditConfig.from_preset("paper", epochs=None, lr=0.1)
     assert (c.epochs, c.warmup, c.lr_schedule, c.lr_milestones, c.lr) == (

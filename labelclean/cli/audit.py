@@ -140,7 +140,9 @@ def audit(
     warmup: Annotated[
         int | None,
         typer.Option(
-            help="Epochs on all samples before clustering [default: 10].", rich_help_panel=_TRAIN
+            help="Epochs on all samples before clustering [default: 3/4 of the epochs for the "
+            "small CPU network, 1/4 for other models].",
+            rich_help_panel=_TRAIN,
         ),
     ] = None,
     lr: Annotated[
@@ -210,13 +212,16 @@ def audit(
         ),
     ] = "latest",
     guard: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Guards: budget (confident relabels only, flags capped near the model's "
-            "disagreement rate, no class dropped from T) or none (the paper's literal rule).",
+            help="Low-noise guard: budget (confident relabels only, flags capped near the "
+            "model's disagreement, no class dropped from T), confident (the cap is the "
+            "estimated share of wrong labels, unsure disagreements keep their label) or none "
+            "(the paper's literal rule) [default: confident for the small CPU network, else "
+            "budget].",
             rich_help_panel=_CLUSTER,
         ),
-    ] = "budget",
+    ] = None,
     relabel: Annotated[
         bool | None,
         typer.Option(
@@ -332,7 +337,7 @@ def audit(
         manifest = dataset.manifest
         progress.log(
             f"{len(manifest)} images, {len(manifest.class_names)} classes, "
-            f"{dataset.cache.image_size}px; {config.epochs} epochs ({config.warmup} warmup)"
+            f"{dataset.cache.image_size}px"
         )
         printer = _EpochPrinter(progress, config.epochs, log_json if dist.is_main else None)
         if frozen:
@@ -345,7 +350,8 @@ def audit(
         else:
             run = AuditRun(dataset, config, dist=dist)
         progress.log(
-            f"model {run.model_name} on {run.precision.describe()}; checkpoints in {work_dir}"
+            f"model {run.model_name} on {run.precision.describe()}; {run.config.epochs} epochs "
+            f"({run.config.warmup} warmup); checkpoints in {work_dir}"
         )
         try:
             result = run_checkpointed(

@@ -183,7 +183,7 @@ def admit_samples(
     if not relabel:
         names = np.where(names == "NS", "NHI", names)
     admit, labels = refine(names, given_labels, pseudo_labels)
-    if clustering.keep_given is not None:  # the guard's class floor
+    if clustering.keep_given is not None:  # kept by the guard: budget and class floor
         admit = admit | clustering.keep_given
         labels = np.where(clustering.keep_given, given_labels, labels)
     return admit, labels
@@ -226,7 +226,6 @@ class AuditRun:
 
     def __init__(self, dataset: Dataset, config: AuditConfig, *, dist: Dist | None = None) -> None:
         self.dataset = dataset
-        self.config = config
         manifest, cache = dataset.manifest, dataset.cache
         # The loop works in path-sorted ("canonical") order, so shuffling the manifest's rows
         # changes nothing but the report's row order; `canon[j]` is the manifest row of j.
@@ -239,6 +238,7 @@ class AuditRun:
         self.precision = Precision.choose(device, amp=config.amp)
         self.generator = seed_everything(config.seed, deterministic=config.deterministic)
         self.model_name = config.model or default_model_name(cache.image_size, device)
+        self.config = config.resolve(self.model_name)
         model = create_model(
             self.model_name,
             self.n_classes,
@@ -281,8 +281,9 @@ class AuditRun:
         """Relabel NS? ``--relabel`` decides; by default on, except for the small CPU network.
 
         Relabeling is only as good as the network's guesses: the small CNN that a CPU run
-        picks by default, trained for 40 epochs, was right on 30-46% of its NS relabels on
-        CIFAR-10 (benchmarks/RESULTS.md), so by default its NS samples are unlabeled instead.
+        picks by default was right on 30-46% of its NS relabels on CIFAR-10 with a 10-epoch
+        warmup and on 75% with the default 30 (20% noise; README "How it works"), so by
+        default its NS samples are unlabeled instead: the cleanest labels it can return.
         """
         if self.config.relabel is not None:
             return self.config.relabel
@@ -390,6 +391,7 @@ def run_audit(
     """
     start = time.perf_counter()
     run = run or AuditRun(dataset, config, dist=dist)
+    config = run.config  # with the model-dependent defaults filled in
     state = state or AuditState.new(run.n_samples, run.n_classes, config.epochs)
     given, n = run.given, run.n_samples
     all_index = np.arange(n)

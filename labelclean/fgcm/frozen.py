@@ -214,7 +214,7 @@ class FrozenAuditRun(AuditRun):
         flip = bool(config.extra.get("flip", False))
         _head(head, 1, 2)  # validate the option before the long embedding pass
         manifest = dataset.manifest
-        self.dataset, self.config = dataset, config
+        self.dataset = dataset
         self.canon = np.argsort(np.asarray(manifest.paths, dtype=object), kind="stable")
         self.given = np.asarray(manifest.given_labels, dtype=np.int64)[self.canon]
         self.n_samples, self.n_classes = len(manifest), len(manifest.class_names)
@@ -226,6 +226,7 @@ class FrozenAuditRun(AuditRun):
         )
         self.generator = seed_everything(config.seed, deterministic=config.deterministic)
         self.model_name = f"{info['backbone']} (frozen) + {head} head"
+        self.config = config.resolve(self.model_name)
         self.model = _head(head, features.shape[-1], self.n_classes).to(device)
         self.train_model = self.model
         if self.dist.active:
