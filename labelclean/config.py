@@ -63,8 +63,8 @@ class AuditConfig:
     #: --guard: low-noise guard (README "How it works"); None = chosen with the model by
     #: :meth:`AuditConfig.resolve` (confident for the small CPU network, else budget)
     guard: str | None = None
-    #: --relabel/--no-relabel: NS gets its pseudo label (paper) or is unlabeled; None = auto:
-    #: on, except with the default small CPU network (its guesses measured 30-75% right on CIFAR)
+    #: --relabel/--no-relabel: NS gets its pseudo label (paper) or is unlabeled; None = chosen
+    #: with the model by :meth:`AuditConfig.resolve` (off for the small CPU network)
     relabel: bool | None = None
     gmm_max_iter: int = 100  #: EM iterations per fit
     deterministic: bool = False  #: --deterministic: deterministic algorithms
@@ -107,17 +107,19 @@ class AuditConfig:
         return cls(preset=preset, **values)
 
     def resolve(self, model_name: str) -> AuditConfig:
-        """A copy with the model-dependent defaults filled in (``warmup``, ``guard``).
+        """A copy with the model-dependent defaults filled in (``warmup``, ``guard``, ``relabel``).
 
-        Both follow from one measured fact: the small CPU network (``small_cnn``) underfits.
-        Trained 40 epochs on all of 10,000 CIFAR-10 images at 5% noise it fitted 79% of the
-        right labels and 5% of the wrong ones: too small to memorise noise, still learning.
+        All three follow from one measured fact: the small CPU network (``small_cnn``)
+        underfits. Trained 40 epochs on all of 10,000 CIFAR-10 images at 5% noise it fitted
+        79% of the right labels and 5% of the wrong ones: too small to memorise, still learning.
 
         - Warmup ends where the network has fitted the right labels but not yet memorised the
           wrong ones: the paper's ResNet early (80 of 350 epochs; a quarter here), the small
           network late (3/4 of the epochs), since a sample left out of T is never learned.
         - Guard: ``confident`` for the small network, whose disagreement overstates the
           noise; ``budget`` for networks that fit (see ``fgcm.clustering.apply_guard``).
+        - Relabel NS: off for the small network, whose guesses were 30-75% right on CIFAR-10
+          (README "How it works"), so it returns the cleanest labels it can; on otherwise.
         """
         underfits = model_name == "small_cnn"
         values: dict[str, Any] = {}
@@ -126,6 +128,8 @@ class AuditConfig:
             values["warmup"] = min(int(self.epochs * share), self.epochs - 1)
         if self.guard is None:
             values["guard"] = "confident" if underfits else "budget"
+        if self.relabel is None:
+            values["relabel"] = not underfits
         return dataclasses.replace(self, **values) if values else self
 
     def to_dict(self) -> dict[str, Any]:

@@ -114,6 +114,8 @@ def test_guard_default_depends_on_the_model():
     assert AuditConfig().resolve("small_cnn").guard == "confident"  # underfits: count only sure
     assert AuditConfig().resolve("preact_resnet18").guard == "budget"  # fits: its disagreement
     assert AuditConfig(guard="none").resolve("small_cnn").guard == "none"
+    assert AuditConfig().resolve("small_cnn").relabel is False  # its guesses are often wrong
+    assert AuditConfig().resolve("resnet18").relabel is True
     with pytest.raises(ConfigError, match="--guard"):
         AuditConfig(guard="strict")
 

@@ -278,16 +278,8 @@ class AuditRun:
 
     @property
     def relabel(self) -> bool:
-        """Relabel NS? ``--relabel`` decides; by default on, except for the small CPU network.
-
-        Relabeling is only as good as the network's guesses: the small CNN that a CPU run
-        picks by default was right on 30-46% of its NS relabels on CIFAR-10 with a 10-epoch
-        warmup and on 75% with the default 30 (20% noise; README "How it works"), so by
-        default its NS samples are unlabeled instead: the cleanest labels it can return.
-        """
-        if self.config.relabel is not None:
-            return self.config.relabel
-        return self.model_name != "small_cnn"
+        """Relabel NS? ``--relabel`` decides; by default off for the small CPU network only."""
+        return bool(self.config.relabel)
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, loss scaler and RNG states (tensors and plain values only)."""
