@@ -103,3 +103,13 @@ def test_export_refuses_to_overwrite_or_guess(digits, tmp_path):
     assert read_report(digits).frame.shape[0] == N
     r = invoke("export", tmp_path / "none.parquet", "--out", tmp_path / "x.csv")
     assert r.exit_code == 1 and "none.parquet" in r.output
+
+
+@pytest.mark.parametrize(
+    "command,shown",
+    [("audit", "[default: 40]"), ("finetune", "[default: the audit's]"), ("evaluate", "[default:")],
+)
+def test_help_shows_defaults_written_in_brackets(command, shown):
+    # rich reads "[default: 40]" as a markup tag and drops it unless the bracket is escaped
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and shown in r.output

@@ -47,21 +47,21 @@ MaxBadFractionOpt = Annotated[
 MaxPixelsOpt = Annotated[
     int | None,
     typer.Option(
-        help="Refuse larger images as decompression bombs [default: 89.5M].",
+        help="Refuse larger images as decompression bombs \\[default: 89.5M].",
         rich_help_panel=_DATA,
     ),
 ]
 ImageSizeOpt = Annotated[
     int | None,
     typer.Option(
-        help="Square size images are resized to [default: inferred, e.g. 32 for CIFAR].",
+        help="Square size images are resized to \\[default: inferred, e.g. 32 for CIFAR].",
         rich_help_panel=_DATA,
     ),
 ]
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option(
-        help="Decoded-image cache [default: $LABELCLEAN_CACHE_DIR or ~/.cache/labelclean].",
+        help="Decoded-image cache \\[default: $LABELCLEAN_CACHE_DIR or ~/.cache/labelclean].",
         rich_help_panel=_DATA,
     ),
 ]

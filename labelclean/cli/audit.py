@@ -110,7 +110,7 @@ def audit(
         str | None,
         typer.Option(
             help="small_cnn, preact_resnet18 or any timm model name "
-            "[default: chosen from image size and device].",
+            "\\[default: chosen from image size and device].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
@@ -135,12 +135,12 @@ def audit(
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Total epochs [default: 40].", rich_help_panel=_TRAIN)
+        int | None, typer.Option(help="Total epochs \\[default: 40].", rich_help_panel=_TRAIN)
     ] = None,
     warmup: Annotated[
         int | None,
         typer.Option(
-            help="Epochs on all samples before clustering [default: 3/4 of the epochs for the "
+            help="Epochs on all samples before clustering \\[default: 3/4 of the epochs for the "
             "small CPU network, 1/4 for other models].",
             rich_help_panel=_TRAIN,
         ),
@@ -148,24 +148,24 @@ def audit(
     lr: Annotated[
         float | None,
         typer.Option(
-            help="SGD learning rate [default: 0.02; the paper preset uses 0.06].",
+            help="SGD learning rate \\[default: 0.02; the paper preset uses 0.06].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,
     lr_schedule: Annotated[
         str | None,
         typer.Option(
-            help="cosine, step (paper) or constant [default: cosine].", rich_help_panel=_TRAIN
+            help="cosine, step (paper) or constant \\[default: cosine].", rich_help_panel=_TRAIN
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Batch size [default: 128].", rich_help_panel=_TRAIN)
+        int | None, typer.Option(help="Batch size \\[default: 128].", rich_help_panel=_TRAIN)
     ] = None,
     hflip: Annotated[
         bool | None,
         typer.Option(
             "--hflip/--no-hflip",
-            help="Random horizontal flips [default: on].",
+            help="Random horizontal flips \\[default: on].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,
@@ -217,7 +217,7 @@ def audit(
             help="Low-noise guard: budget (confident relabels only, flags capped near the "
             "model's disagreement, no class dropped from T), confident (the cap is the "
             "estimated share of wrong labels, unsure disagreements keep their label) or none "
-            "(the paper's literal rule) [default: confident for the small CPU network, else "
+            "(the paper's literal rule) \\[default: confident for the small CPU network, else "
             "budget].",
             rich_help_panel=_CLUSTER,
         ),
@@ -227,7 +227,7 @@ def audit(
         typer.Option(
             "--relabel/--no-relabel",
             help="NS samples get their pseudo label (the paper) or are unlabeled (safer with a weak network). "
-            "[default: relabel, except with the small CPU network]",
+            "\\[default: relabel, except with the small CPU network]",
             rich_help_panel=_CLUSTER,
             show_default=False,
         ),
@@ -251,7 +251,7 @@ def audit(
     work_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoints go here after every epoch [default: <out>.work].",
+            help="Checkpoints go here after every epoch \\[default: <out>.work].",
             rich_help_panel=_OUT,
         ),
     ] = None,

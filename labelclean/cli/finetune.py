@@ -28,7 +28,7 @@ def finetune(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Architecture [default: the audit's].", rich_help_panel=_TRAIN),
+        typer.Option(help="Architecture \\[default: the audit's].", rich_help_panel=_TRAIN),
     ] = None,
     pretrained: Annotated[
         bool, typer.Option(help="Start from timm's pretrained weights.", rich_help_panel=_TRAIN)
@@ -73,7 +73,7 @@ def finetune(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     work_dir: Annotated[
-        Path | None, typer.Option(help="Checkpoints after every epoch [default: <out>.work].")
+        Path | None, typer.Option(help="Checkpoints after every epoch \\[default: <out>.work].")
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue from the newest good checkpoint in --work-dir.")
