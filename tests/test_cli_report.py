@@ -107,9 +107,14 @@ def test_export_refuses_to_overwrite_or_guess(digits, tmp_path):
 
 @pytest.mark.parametrize(
     "command,shown",
-    [("audit", "[default: 40]"), ("finetune", "[default: the audit's]"), ("evaluate", "[default:")],
+    [
+        ("audit", "[default: 40]"),
+        ("finetune", "[default: the audit's]"),
+        ("evaluate", "[default: true_label if present, else label]"),
+        ("corrupt", "[default: the manifest's folder]"),
+    ],
 )
 def test_help_shows_defaults_written_in_brackets(command, shown):
     # rich reads "[default: 40]" as a markup tag and drops it unless the bracket is escaped
     r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
-    assert r.exit_code == 0 and shown in r.output
+    assert r.exit_code == 0 and shown in r.output and "\\[" not in r.output

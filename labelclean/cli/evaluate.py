@@ -108,7 +108,7 @@ def corrupt(
         str | None,
         typer.Option(
             "--map",
-            help='Asymmetric pairs as JSON or a JSON file, e.g. \'{"cat": "dog"}\' \\\\[default: the paper\'s CIFAR-10 pairs for CIFAR-10 class names, else each class to the next].',
+            help='Asymmetric pairs as JSON or a JSON file, e.g. \'{"cat": "dog"}\' \\[default: the paper\'s CIFAR-10 pairs for CIFAR-10 class names, else each class to the next].',
             rich_help_panel=_NOISE,
         ),
     ] = None,
@@ -122,7 +122,7 @@ def corrupt(
     images: Annotated[
         Path | None,
         typer.Option(
-            help="Folder the manifest's paths are relative to \\\\[default: the manifest's folder].",
+            help="Folder the manifest's paths are relative to \\[default: the manifest's folder].",
             rich_help_panel="Data",
         ),
     ] = None,
@@ -301,7 +301,7 @@ def evaluate(
     truth_label_column: Annotated[
         str | None,
         typer.Option(
-            help="Truth column with the true labels \\\\[default: true_label if present, else label].",
+            help="Truth column with the true labels \\[default: true_label if present, else label].",
             rich_help_panel=_TRUTH,
         ),
     ] = None,
