@@ -176,6 +176,21 @@ def test_corrupt_rejects_unknown_output_format(tmp_path, labels_csv):
     assert list(tmp_path.glob("n.json*")) == []
 
 
+def _metadata(tmp_path, names, epochs):
+    """The report metadata evaluate needs (no audit ran)."""
+    return {
+        "tool_version": "0.1.0",
+        "image_root": str(tmp_path),
+        "class_names": names,
+        "config": {},
+        "seed": 0,
+        "epochs": epochs,
+        "device": "cpu",
+        "mode": "train",
+        "wall_time_s": 0.1,
+    }
+
+
 def write_hand_report(tmp_path):
     """The hand-built report of test_evaluate (detection P = R = .75, label P .75, R .6)."""
     names = ["a", "b", "c"]
@@ -200,18 +215,7 @@ def write_hand_report(tmp_path):
         },
         class_names=names,
     )
-    meta = {
-        "tool_version": "0.1.0",
-        "image_root": str(tmp_path),
-        "class_names": names,
-        "config": {},
-        "seed": 0,
-        "epochs": 2,
-        "device": "cpu",
-        "mode": "train",
-        "wall_time_s": 0.1,
-    }
-    path = write_report(tmp_path / "report.parquet", table, meta, overwrite=False)
+    path = write_report(tmp_path / "report.parquet", table, _metadata(tmp_path, names, 2), overwrite=False)
     truth = pd.DataFrame(
         {
             "path": [f"./img/{i}.png" for i in range(10)],
@@ -315,18 +319,7 @@ def test_corrupt_then_evaluate_round_trip(tmp_path, labels_csv):
         },
         class_names=names,
     )
-    meta = {
-        "tool_version": "0.1.0",
-        "image_root": str(tmp_path),
-        "class_names": names,
-        "config": {},
-        "seed": 0,
-        "epochs": 1,
-        "device": "cpu",
-        "mode": "train",
-        "wall_time_s": 0.1,
-    }
-    write_report(tmp_path / "r.parquet", table, meta, overwrite=False)
+    write_report(tmp_path / "r.parquet", table, _metadata(tmp_path, names, 1), overwrite=False)
     m = json.loads(
         invoke(
             "evaluate", tmp_path / "r.parquet", "--truth", tmp_path / "noisy.csv", "--json"
