@@ -283,3 +283,60 @@ def test_guard_rescues_a_collapsed_class_and_admission_keeps_its_given_label():
     admit, labels = admit_samples(clustering, given, pseudo, 5, relabel=False)
     assert admit[rescued].all() and (labels[rescued] == 2).all()
     assert admit.sum() == 50 and (labels[admit] == given[admit]).all()
+
+
+def _two_live_blobs(n_per=300, seed=0):
+    """A CS blob and an NS blob only (no CH, NHR, NHI samples at all)."""
+    rng = np.random.default_rng(seed)
+    cs = rng.normal(ROLES["CS"], 0.02, (n_per, 2))
+    ns = rng.normal(ROLES["NS"], 0.02, (n_per, 2))
+    return np.concatenate([cs, ns]).astype(np.float32), np.repeat(["CS", "NS"], n_per)
+
+
+def test_an_emptied_component_is_dropped_and_never_named():
+    pts, truth = _two_live_blobs()
+    # warm start from a fit whose CH/NHR/NHI components sit where no point is left
+    init = GMMParams(
+        np.full(5, 0.2),
+        np.array([ROLES["CS"], (0.6, 0.6), ROLES["NS"], (0.4, 0.45), (0.3, 0.2)]),
+        np.tile(np.eye(2) * 1e-4, (5, 1, 1)),
+    )
+    params = fit_gmm(pts, n_components=5, init=init)
+    assert len(params.weights) == 2 and params.weights.sum() == pytest.approx(1)
+    assert (np.abs(params.means).sum(1) > 0.5).all()  # no component collapsed onto (0, 0)
+    names = np.array(name_components(params.means))
+    assigned = names[gmm_posteriors(pts, params).argmax(1)]
+    assert (assigned == truth).all()  # the NS blob is NS (relabeled), not CH (dropped)
+
+
+def test_naming_fewer_live_components_uses_the_rule_for_their_number():
+    assert name_components(np.array([[0.1, 0.8], [0.95, 0.95]])) == ["NS", "CS"]  # 2-D
+    assert name_components(np.array([[0.2], [0.9]])) == ["NHI", "CS"]  # 1-D: by a alone
+    assert name_components(np.array([[0.9, 0.9]])) == ["CS"]
+
+
+def test_fewer_points_or_distinct_values_than_components_fit_fewer_components():
+    three = np.array([[0.9, 0.9], [0.1, 0.8], [0.2, 0.3]], dtype=np.float32)
+    params = fit_gmm(three, n_components=5)
+    assert len(params.weights) == 3 and sorted(name_components(params.means)) == ["CS", "NHI", "NS"]
+    two_values = np.repeat(np.array([[0.9, 0.9], [0.1, 0.8]], dtype=np.float32), 50, axis=0)
+    params = fit_gmm(two_values, n_components=5)
+    assert len(params.weights) == 2 and np.isfinite(params.means).all()
+    from labelclean.fgcm.clustering import fit_kmeans
+
+    assign, centers = fit_kmeans(two_values, n_components=5)
+    assert len(centers) == 2 and set(assign) == {0, 1}
+
+
+def test_a_non_finite_point_is_an_error_not_a_silent_nan_fit():
+    pts, _ = _blobs(n_per=50)
+    warm = fit_gmm(pts[:200], n_components=5)
+    pts[17, 1] = np.nan
+    with pytest.raises(ValueError, match="not finite.*row 17"):
+        fit_gmm(pts, n_components=5)
+    with pytest.raises(ValueError, match="not finite.*row 17"):  # warm: was every parameter NaN
+        fit_gmm(pts, n_components=5, init=warm)
+    with pytest.raises(ValueError, match="not finite"):
+        gmm_posteriors(pts, fit_gmm(pts[:16], n_components=2))
+    with pytest.raises(ValueError, match="zero points"):
+        fit_gmm(np.zeros((0, 2), np.float32))

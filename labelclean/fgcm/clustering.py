@@ -7,6 +7,7 @@ without training anything.
   samples (float32 for the N-sized arrays), warm-started from the previous epoch's fit. It
   replaces scikit-learn's GaussianMixture (the reference the tests compare against), which
   takes seconds per fit at 1M points.
+  A component that loses its points is dropped, so every component returned holds data.
 - :func:`name_components`: CS, CH, NS, NHR, NHI from the component means (a, m).
 - :func:`refine` (paper 3.2) and :func:`update_training_set` (Algorithm 1, lines 17-20).
 - :func:`apply_guard` and :func:`class_floor`: our guards (deviations, see their docstrings).
@@ -14,6 +15,7 @@ without training anything.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,17 +96,75 @@ def _m_step(points: np.ndarray, resp: np.ndarray, reg_covar: float) -> GMMParams
     return GMMParams(nk / nk.sum(), means, covs)
 
 
-def _cold_start(points: np.ndarray, n_components: int, seed: int, reg_covar: float) -> GMMParams:
-    """k-means initial responsibilities, as scikit-learn's default ``init_params='kmeans'``."""
-    from sklearn.cluster import KMeans
+def _as_points(points: np.ndarray) -> np.ndarray:
+    """``[N, D]`` float32 points (``[N]`` -> ``[N, 1]``); refuses empty or non-finite input.
 
+    One NaN would otherwise turn every mixture parameter NaN without a word.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim == 1:
+        points = points[:, None]
+    if len(points) == 0:
+        raise ValueError("cannot cluster zero points")
+    finite = np.isfinite(points).all(1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{len(bad)} of {len(points)} points to cluster are not finite (NaN or inf), "
+            f"the first at row {int(bad[0])}"
+        )
+    return points
+
+
+def _n_distinct(points: np.ndarray, at_most: int) -> int:
+    """How many distinct rows ``points`` has, up to ``at_most`` (a prefix usually decides)."""
+    if len(np.unique(points[:10_000], axis=0)) >= at_most:
+        return at_most
+    return min(at_most, len(np.unique(points, axis=0)))
+
+
+def _drop_empty(params: GMMParams, counts: np.ndarray, min_count: float) -> GMMParams:
+    """Without the components whose responsibilities sum to less than ``min_count`` points.
+
+    An emptied component's mean collapses to (0, 0) (its sums are ~0 over a ~0 count); named
+    by that mean, it would take a role such as CH from a live blob. Dropped, it is never
+    named, and the live components are named by the rule for their number.
+    """
+    live = counts >= min_count
+    if live.all() or not live.any():
+        return params
+    weights = params.weights[live]
+    return GMMParams(weights / weights.sum(), params.means[live], params.covariances[live])
+
+
+def _cold_start(points: np.ndarray, n_components: int, seed: int, reg_covar: float) -> GMMParams:
+    """k-means initial responsibilities, as scikit-learn's default ``init_params='kmeans'``.
+
+    At most as many components as there are distinct points, and only the k-means
+    clusters that got points (near-duplicate points can leave some empty).
+    """
     rng = np.random.default_rng(seed)
     sample = points if len(points) <= 50_000 else points[rng.choice(len(points), 50_000, False)]
-    km = KMeans(n_components, n_init=1, random_state=seed).fit(sample)
-    labels = km.predict(points)
-    resp = np.zeros((len(points), n_components), dtype=np.float32)
+    km = _kmeans(sample, n_components, n_init=1, seed=seed)
+    used, labels = np.unique(km.predict(points), return_inverse=True)
+    resp = np.zeros((len(points), len(used)), dtype=np.float32)
     resp[np.arange(len(points)), labels] = 1
     return _m_step(points, resp, reg_covar)
+
+
+def _kmeans(points: np.ndarray, n_components: int, *, n_init: int, seed: int) -> Any:
+    """scikit-learn's KMeans fitted with at most as many centers as distinct points.
+
+    Its warning that fewer distinct clusters were found is silenced: the callers use only
+    the clusters that got points.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    k = _n_distinct(points, n_components)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return KMeans(k, n_init=n_init, random_state=seed).fit(points)
 
 
 def fit_gmm(
@@ -117,8 +177,13 @@ def fit_gmm(
     reg_covar: float = 1e-6,
     seed: int = 0,
     max_fit_points: int = 200_000,
+    min_count: float = 1.0,
 ) -> GMMParams:
     """Fit a full-covariance GMM to ``points`` ``[N, D]`` by EM.
+
+    May return fewer than ``n_components`` components: never more than the points have
+    distinct values, and a component whose responsibilities sum to less than ``min_count``
+    points after an M-step is dropped (scikit-learn keeps it, with its mean at ~0).
 
     Args:
         points: The joint confidences (D = 2), or the given-label confidence alone (D = 1).
@@ -130,10 +195,12 @@ def fit_gmm(
         seed: For the k-means start and the subsample.
         max_fit_points: Above this, fit on a seeded random subsample (the assignment pass
             over all points is :func:`gmm_posteriors`).
+        min_count: Components holding less than this many points are dropped.
+
+    Raises:
+        ValueError: No points, or a point that is not finite.
     """
-    points = np.asarray(points, dtype=np.float32)
-    if points.ndim == 1:
-        points = points[:, None]
+    points = _as_points(points)
     if len(points) > max_fit_points:
         rng = np.random.default_rng(seed)
         points = points[rng.choice(len(points), max_fit_points, replace=False)]
@@ -146,7 +213,7 @@ def fit_gmm(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
         resp, lower = _responsibilities(points, params)
-        params = _m_step(points, resp, reg_covar)
+        params = _drop_empty(_m_step(points, resp, reg_covar), resp.sum(0), min_count)
         if abs(lower - previous) < tol:
             converged = True
             break
@@ -157,9 +224,7 @@ def fit_gmm(
 
 def gmm_posteriors(points: np.ndarray, params: GMMParams, *, chunk: int = 1 << 18) -> np.ndarray:
     """Posterior of each component for every point, float32 ``[N, K]``, in chunks."""
-    points = np.asarray(points, dtype=np.float32)
-    if points.ndim == 1:
-        points = points[:, None]
+    points = _as_points(points)
     out = np.empty((len(points), len(params.weights)), dtype=np.float32)
     for start in range(0, len(points), chunk):
         out[start : start + chunk] = _responsibilities(points[start : start + chunk], params)[0]
@@ -169,14 +234,14 @@ def gmm_posteriors(points: np.ndarray, params: GMMParams, *, chunk: int = 1 << 1
 def fit_kmeans(
     points: np.ndarray, *, n_components: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """k-means instead of a GMM (the paper's ablation): ``(assignments [N], centers [K, D])``."""
-    from sklearn.cluster import KMeans
+    """k-means instead of a GMM (the paper's ablation): ``(assignments [N], centers [K, D])``.
 
-    points = np.asarray(points, dtype=np.float32)
-    if points.ndim == 1:
-        points = points[:, None]
-    km = KMeans(n_components, n_init=3, random_state=seed).fit(points)
-    return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float64)
+    At most as many centers as there are distinct points, and only those that got points.
+    """
+    points = _as_points(points)
+    km = _kmeans(points, n_components, n_init=3, seed=seed)
+    used, labels = np.unique(km.labels_, return_inverse=True)
+    return labels.astype(np.int64), km.cluster_centers_[used].astype(np.float64)
 
 
 def name_components(means: np.ndarray) -> list[str]:
@@ -184,18 +249,24 @@ def name_components(means: np.ndarray) -> list[str]:
 
     K = 5, DESIGN.md's rule: CS = highest a; CH = second-highest a; of the other three NS =
     largest m - a; of the last two NHR = the higher a, NHI = the other. Ablations: K = 4 ->
-    CS, CH, NS, NHI; K = 3 -> CS, NS, NHI; K = 2 -> CS, NHI (by a alone).
+    CS, CH, NS, NHI; K = 3 -> CS, NS, NHI; K = 2 -> CS, NHI (1-D, by a alone).
+
+    Fewer live components than asked for (:func:`fit_gmm` drops emptied ones) are named by
+    the rule for their number, so a role never goes to a component without points. Two 2-D
+    components are CS and NS: the clean diagonal and the blob furthest above it, the two
+    groups the paper's refinement treats differently (keep vs relabel). One is CS.
     """
     means = np.asarray(means, dtype=np.float64)
     k = len(means)
     a = means[:, 0]
-    gap = means[:, 1] - a if means.shape[1] > 1 else np.zeros(k)
+    two_d = means.shape[1] > 1
+    gap = means[:, 1] - a if two_d else np.zeros(k)
     names = [""] * k
     order = list(np.argsort(-a, kind="stable"))
     names[order.pop(0)] = "CS"
     if k >= 4:
         names[order.pop(0)] = "CH"
-    if k >= 3:
+    if k >= 3 or (k == 2 and two_d):
         ns = max(order, key=lambda j: gap[j])
         names[ns] = "NS"
         order.remove(ns)
