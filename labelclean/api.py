@@ -104,9 +104,12 @@ def run_checkpointed(
 ) -> AuditResult:
     """Run the audit loop with a checkpoint after every epoch (issue 8) when ``work_dir`` is set.
 
-    Only the main rank writes; every rank reads the same checkpoint on resume.
+    Only the main rank writes; every rank reads the same checkpoint on resume. A large run
+    keeps its confidence traces in ``work_dir/traces`` and checkpoints them by reference
+    (:mod:`labelclean.fgcm.history`).
     """
     from labelclean.checkpoint import (
+        TRACE_DIR,
         WorkDirLock,
         load_latest,
         resume_differences,
@@ -120,9 +123,7 @@ def run_checkpointed(
         restore_state,
         run_audit,
     )
-
-    def run_state_new(r: AuditRun) -> AuditState:
-        return AuditState.new(r.n_samples, r.n_classes, r.config.epochs)
+    from labelclean.fgcm.history import traces_on_disk
 
     run = run or AuditRun(dataset, config)
     if work_dir is None:
@@ -136,7 +137,7 @@ def run_checkpointed(
             on_epoch=on_epoch,
             should_stop=should_stop,
         )
-    state = None
+    trace_dir = work_dir / TRACE_DIR
     lock = WorkDirLock(work_dir)
     with lock.held() if run.dist.is_main else contextlib.nullcontext():
         if resume:
@@ -152,16 +153,23 @@ def run_checkpointed(
                     + "; ".join(changes)
                     + ". Pass --force to resume anyway, or start fresh without --resume"
                 )
-            state = restore_state(payload, run)
+            state = restore_state(payload, run, trace_dir=trace_dir)
             logger.info("resuming from %s (epoch %d)", path, state.epoch)
         elif run.dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
             raise CheckpointError(
                 f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
                 "or remove the directory / choose another --work-dir to start fresh"
             )
-
-        elif run.dist.is_main:  # epoch 0: even a first epoch cut short can be resumed
-            save_checkpoint(work_dir, checkpoint_payload(run_state_new(run), run))
+        else:
+            on_disk = traces_on_disk(run.n_samples, run.config.epochs)
+            state = AuditState.new(
+                run.n_samples,
+                run.n_classes,
+                run.config.epochs,
+                trace_dir=trace_dir if on_disk and run.dist.is_main else None,
+            )
+            if run.dist.is_main:  # epoch 0: even a first epoch cut short can be resumed
+                save_checkpoint(work_dir, checkpoint_payload(state, run))
 
         def checkpoint_then_report(audit_state: Any, line: dict[str, Any]) -> None:
             if run.dist.is_main:

@@ -5,6 +5,8 @@ Layout of a work directory (``--work-dir``, by default ``<out>.work`` beside the
     lock                    pid of the run using it; a second run refuses to start
     checkpoint-00012.pt     the newest complete checkpoint (epoch 12)
     checkpoint-00011.pt     the previous one, kept until the newest is complete
+    traces/                 a large audit's confidence traces (memory-mapped .npy files),
+                            which its checkpoints refer to instead of copying them
 
 A checkpoint holds only tensors and plain values, so it loads with
 ``torch.load(weights_only=True)``. It is written to a unique temp file in the same
@@ -30,11 +32,14 @@ import torch
 from labelclean._faults import maybe_fail
 from labelclean._version import __version__
 from labelclean.errors import CheckpointError
+from labelclean.fgcm.history import TRACE_FILES
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
+#: Sub-folder of the work directory holding the trace files (labelclean.fgcm.history).
+TRACE_DIR = "traces"
 #: Config fields that may change on resume without changing the result's meaning.
 RESUME_SAFE_FIELDS = frozenset({"device", "amp", "deterministic"})
 
@@ -117,12 +122,14 @@ def load_latest(work_dir: Path) -> tuple[dict[str, Any], Path]:
 
 
 def clear_checkpoints(work_dir: Path) -> None:
-    """Delete this tool's checkpoints (nothing else) and the folder if that leaves it empty."""
-    for path in _checkpoint_files(work_dir):
+    """Delete this tool's checkpoints and trace files (nothing else), then empty folders."""
+    traces = work_dir / TRACE_DIR
+    for path in [*_checkpoint_files(work_dir), *(traces / name for name in TRACE_FILES)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    with contextlib.suppress(OSError):
-        work_dir.rmdir()
+    for folder in (traces, work_dir):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def resume_differences(

@@ -6,6 +6,7 @@ Messages from ``__post_init__`` name the CLI flag, so the CLI can pass them stra
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,32 @@ PAPER_PRESET: dict[str, Any] = {
 def _check_choice(value: str, choices: tuple[str, ...], flag: str) -> None:
     if value not in choices:
         raise ConfigError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
+
+
+def _check_number(
+    value: float,
+    flag: str,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """A finite number from ``low`` to ``high`` (open ends excluded), or ConfigError naming it.
+
+    ``nan`` and ``inf`` parse as floats; unchecked they ran a whole training into NaN.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} {value!r}: expected a number") from None
+    above = number > low if low_open else number >= low
+    below = number < high if high_open else number <= high
+    if not math.isfinite(number) or not (above and below):
+        bounds = [f"{'>' if low_open else '>='} {low:g}"]
+        if math.isfinite(high):
+            bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        raise ConfigError(f"{flag} {value}: expected a finite number {' and '.join(bounds)}")
 
 
 @dataclass
@@ -79,8 +106,7 @@ class AuditConfig:
                 f"--warmup {self.warmup}: must be at least 0 and below --epochs {self.epochs} "
                 "(the audit needs at least one clustering epoch)"
             )
-        if self.lr <= 0:
-            raise ConfigError(f"--lr {self.lr}: must be positive")
+        _check_training_numbers(self)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
         if not 2 <= self.components <= 5:
@@ -117,7 +143,7 @@ class AuditConfig:
           wrong ones: the paper's ResNet early (80 of 350 epochs; a quarter here), the small
           network late (3/4 of the epochs), since a sample left out of T is never learned.
         - Guard: ``confident`` for the small network, whose disagreement overstates the
-          noise; ``budget`` for networks that fit (see ``fgcm.clustering.apply_guard``).
+          noise; ``budget`` for networks that fit (see ``fgcm.guard.flag_budget``).
         - Relabel NS: off for the small network, whose guesses were 30-75% right on CIFAR-10
           (README "How it works"), so it returns the cleanest labels it can; on otherwise.
         """
@@ -168,19 +194,28 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs}: must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr {self.lr}: must be positive")
+        _check_training_numbers(self)
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.mu < 0:
             raise ConfigError(f"--mu {self.mu}: must be 0 or more")
-        if not 0 <= self.tau <= 1:
-            raise ConfigError(f"--tau {self.tau}: expected a confidence in [0, 1]")
-        if self.lambda_m < 0:
-            raise ConfigError(f"--lambda-m {self.lambda_m}: must be 0 or more")
+        _check_number(self.tau, "--tau", high=1.0)
+        _check_number(self.lambda_m, "--lambda-m")
         if self.eval_every < 1:
             raise ConfigError(f"--eval-every {self.eval_every}: must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return dataclasses.asdict(self)
+
+
+def _check_training_numbers(config: AuditConfig | FinetuneConfig) -> None:
+    """The SGD settings both configs share: finite, and where SGD can work at all.
+
+    The learning rate has no upper limit here: how large is too large depends on the
+    network; a run that diverges stops at the epoch with an error (labelclean.fgcm.health).
+    Momentum 1 or more never converges; negative weight decay grows the weights.
+    """
+    _check_number(config.lr, "--lr", low_open=True)
+    _check_number(config.momentum, "--momentum", high=1.0, high_open=True)
+    _check_number(config.weight_decay, "--weight-decay")

@@ -47,6 +47,17 @@ class Dist:
             order = np.concatenate([order, order[:pad]])
         return order[self.rank :: self.world_size]
 
+    def rank_generator(self, seed: int, epoch: int) -> torch.Generator:
+        """A CPU generator of this rank's own for ``epoch``, for what ranks must draw apart.
+
+        Shuffled orders come from the generator every rank shares (they are sharded);
+        augmentations and sampled batches come from here, or every rank would draw the
+        same. Derived from ``(seed, rank, epoch)`` alone, so a run is reproducible and a
+        resumed one draws the same without checkpointing every rank's generator.
+        """
+        entropy = np.random.SeedSequence([seed % 2**64, self.rank, epoch])
+        return torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0]))
+
     def record_range(self, n: int) -> tuple[int, int]:
         """Contiguous, non-overlapping slice of ``range(n)`` for this rank's recording pass."""
         return n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size

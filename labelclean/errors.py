@@ -36,3 +36,7 @@ class OutputExistsError(LabelcleanError):
 
 class MissingExtraError(LabelcleanError):
     """An optional dependency is not installed; the message says what to install."""
+
+
+class DivergedError(LabelcleanError):
+    """Training diverged (non-finite loss or probabilities); the message names the epoch."""

@@ -161,6 +161,7 @@ def train_epoch(
     progress: Progress | None = None,
     shard: Callable[[np.ndarray], np.ndarray] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    augment_generator: torch.Generator | None = None,
 ) -> EpochResult:
     """One epoch of cross-entropy on ``(index, labels)`` with the batches' weak augmentation.
 
@@ -179,6 +180,8 @@ def train_epoch(
         shard: Optional function selecting this rank's share of the shuffled order (DDP).
         should_stop: Checked before every step; True raises :class:`StepInterrupted`, so a
             Ctrl-C does not wait for the end of a long epoch.
+        augment_generator: Draws the augmentations instead of ``generator`` (each DDP rank
+            its own, while the shuffled order stays shared and sharded).
     """
     model.train()
     device = batches.precision.device
@@ -196,7 +199,7 @@ def train_epoch(
             raise StepInterrupted
         idx = order[start : start + batch_size]
         x = batches.load(idx)
-        x = batches.prepare(batches.augment(x, generator))
+        x = batches.prepare(batches.augment(x, augment_generator or generator))
         y = torch.from_numpy(label_of[idx]).to(device, non_blocking=True)
         with batches.precision.autocast():
             logits = model(x)

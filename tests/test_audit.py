@@ -144,3 +144,54 @@ def test_run_fills_in_the_warmup_and_checkpoints_and_reports_it(noisy_digits):
     assert run.model_name == "small_cnn" and run.config.warmup == 6
     state = AuditState.new(run.n_samples, run.n_classes, 8)
     assert checkpoint_payload(state, run)["config"]["warmup"] == 6
+
+
+def test_the_guard_is_visible_per_epoch_in_the_summary_the_report_and_its_metadata(small_digits_csv, tmp_path):
+    """Issue 14.15: on clean digits the flag budget moves samples back; every output says so."""
+    images, labels = small_digits_csv
+    out, log = tmp_path / "r.parquet", tmp_path / "log.jsonl"
+    args = ["audit", str(images), str(labels), "--out", str(out), "--epochs", "8", "--warmup", "4",
+            "--no-hflip", "--log-json", str(log)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    epoch_lines = [x for x in result.output.splitlines() if x.startswith("epoch")]
+    assert any("guard: " in x for x in epoch_lines[4:]) and not any("guard" in x for x in epoch_lines[:4])
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert "guard" in logged[-1] and "guard" not in logged[0]
+    report = read_report(out)
+    moved = report.frame["guard"].value_counts()
+    assert moved.get("budget", 0) > 0 and set(moved.index) <= {"unsure_relabel", "budget", "class_floor"}
+    assert report.metadata["guard_note"].startswith("guard: ")
+    assert f"moved by the guard: {'  '.join(f'{k} {v}' for k, v in moved.items())}" in result.output
+    budget = report.frame["guard"] == "budget"
+    assert (report.frame.loc[budget, "cluster"] == "CH").all()  # moved back to CH, label kept
+    assert (report.frame.loc[budget, "action"] == "keep").all()
+    summary = runner.invoke(app, ["report", str(out)])
+    assert summary.exit_code == 0 and "moved by a guard" in summary.output
+    assert "budget" in summary.output and str(int(moved["budget"])) in summary.output
+
+
+def test_probabilities_that_turn_nan_stop_the_run_and_keep_the_previous_checkpoint(small_digits_csv, tmp_path, monkeypatch):
+    """Issue 14.5: epoch 3 records NaN; checkpoint 2 is the newest, and nothing of epoch 3 is kept."""
+    from labelclean.api import run_checkpointed
+    from labelclean.checkpoint import load_latest
+    from labelclean.errors import DivergedError
+    from labelclean.fgcm import audit as audit_mod
+
+    real, calls = audit_mod._record, []
+
+    def record_nan_at_epoch_3(run, result, progress):
+        probs = real(run, result, progress)
+        calls.append(1)
+        if len(calls) == 3:
+            probs[5] = np.nan
+        return probs
+
+    monkeypatch.setattr(audit_mod, "_record", record_nan_at_epoch_3)
+    dataset = load_dataset(*small_digits_csv)
+    with pytest.raises(DivergedError, match="audit epoch 3/4: the recorded probabilities of 1 of 300"):
+        run_checkpointed(dataset, AuditConfig(epochs=4, warmup=1, hflip=False), work_dir=tmp_path / "w")
+    payload, path = load_latest(tmp_path / "w")
+    assert payload["epoch"] == 2 and path.name == "checkpoint-00002.pt"
+    assert payload["audit"]["history"]["epochs_recorded"] == 2
+    assert not (tmp_path / "w" / "lock").exists()  # the lock is released: --resume may follow

@@ -137,7 +137,7 @@ def test_memmap_traces_and_memory_budget(tmp_path):
     h = ConfidenceHistory(10, 3, 4, trace_dir=tmp_path)
     h.update(np.full((10, 3), 1 / 3, dtype=np.float32), np.zeros(10, dtype=int))
     assert isinstance(h.trace_given, np.memmap) and (tmp_path / "trace_pseudo.npy").exists()
-    assert np.allclose(np.load(tmp_path / "trace_given.npy")[:, 0], 1 / 3, atol=1e-3)
+    assert np.allclose(np.load(tmp_path / "trace_given.npy")[0], 1 / 3, atol=1e-3)  # [E, N]
     n, c, e = 1_000_000, 10, 20
     assert ConfidenceHistory.memory_bytes(n, c, e) < (c + e) * 8 * n  # issue 9
     small = ConfidenceHistory(100, 10, 20)
@@ -153,3 +153,86 @@ def test_shape_mismatch_and_overflow_are_refused():
     h.update(np.full((2, 2), 0.5), np.zeros(2, dtype=int))
     with pytest.raises(ValueError, match="full"):
         h.update(np.full((2, 2), 0.5), np.zeros(2, dtype=int))
+
+
+def _filled(n, c, e, k, trace_dir=None, seed=3):
+    rng = np.random.default_rng(seed)
+    given = rng.integers(0, c, n)
+    probs = [_random_probs(rng, n, c) for _ in range(e)]
+    h = ConfidenceHistory(n, c, e, trace_dir=trace_dir)
+    for p in probs[:k]:
+        h.update(p, given)
+    return h, given, probs
+
+
+def test_traces_on_disk_are_checkpointed_by_reference(tmp_path):
+    h, given, probs = _filled(40, 3, 6, 3, trace_dir=tmp_path / "traces")
+    state = h.state_dict()
+    assert "trace_given" not in state and state["trace_files"]["epochs"] == 3
+    torch.save(state, tmp_path / "h.pt")
+    assert (tmp_path / "h.pt").stat().st_size < 40 * 3 * 6 + 4096  # sums and counts only
+    resumed = ConfidenceHistory(40, 3, 6, trace_dir=tmp_path / "traces")
+    resumed.load_state_dict(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert np.array_equal(resumed.traces()[0], h.traces()[0])
+    for p in probs[3:]:
+        h.update(p, given)
+        resumed.update(p, given)
+    assert np.array_equal(resumed.traces()[1], h.traces()[1]) and resumed.traces()[0].shape == (40, 6)
+
+
+def test_an_epoch_written_after_the_last_checkpoint_does_not_corrupt_resume(tmp_path):
+    """kill -9 between epoch k's trace column and checkpoint k: resume from k-1 rewrites it."""
+    traces = tmp_path / "traces"
+    h, given, probs = _filled(30, 4, 5, 2, trace_dir=traces)
+    checkpoint = h.state_dict()  # after epoch 2 (traces flushed first)
+    rng = np.random.default_rng(9)
+    h.update(_random_probs(rng, 30, 4), given)  # epoch 3 of the run that is then killed
+    del h
+    resumed = ConfidenceHistory(30, 4, 5, trace_dir=traces)
+    resumed.load_state_dict(checkpoint)
+    reference, _, _ = _filled(30, 4, 5, 2)
+    assert resumed.epochs_recorded == 2
+    for p in probs[2:]:  # the resumed run records its own epoch 3 onwards
+        resumed.update(p, given)
+        reference.update(p, given)
+    for ours, theirs in zip(resumed.traces(), reference.traces()):
+        assert np.array_equal(ours, theirs)
+
+
+def test_missing_trace_files_refuse_to_resume_and_other_ranks_read_them(tmp_path):
+    h, given, _ = _filled(10, 3, 4, 2, trace_dir=tmp_path / "traces")
+    state = h.state_dict()
+    with pytest.raises(CheckpointError, match="trace"):
+        ConfidenceHistory(10, 3, 4, trace_dir=tmp_path / "elsewhere").load_state_dict(state)
+    with pytest.raises(CheckpointError, match="trace"):
+        ConfidenceHistory(10, 3, 4).load_state_dict(state)
+    in_memory = ConfidenceHistory(10, 3, 4)  # a rank that does not write the files
+    in_memory.load_state_dict(state, trace_source=tmp_path / "traces")
+    assert np.array_equal(in_memory.traces()[0], h.traces()[0])
+
+
+def test_more_epochs_on_a_forced_resume_keep_the_columns_on_disk(tmp_path):
+    h, given, _ = _filled(12, 3, 4, 3, trace_dir=tmp_path / "traces")
+    state = h.state_dict()
+    longer = ConfidenceHistory(12, 3, 8, trace_dir=tmp_path / "traces")
+    longer.load_state_dict(state)
+    assert longer.trace_given.shape == (8, 12)  # [E, N]
+    assert np.array_equal(longer.traces()[0], h.traces()[0])
+
+
+def test_traces_go_to_disk_above_the_memory_threshold(monkeypatch):
+    from labelclean.fgcm.history import TRACE_MEMMAP_BYTES, traces_on_disk
+
+    assert not traces_on_disk(10_000, 40)  # 1.6 MB: in memory
+    assert traces_on_disk(1_000_000, 350)  # 1.4 GB: on disk
+    assert TRACE_MEMMAP_BYTES < 4 * 1_000_000 * 350
+    monkeypatch.setenv("LABELCLEAN_TRACE_MEMMAP_BYTES", "0")
+    assert traces_on_disk(10, 2)
+
+
+def test_traces_in_a_given_sample_order_and_one_contiguous_row_per_epoch(tmp_path):
+    h, given, _ = _filled(20, 3, 5, 4, trace_dir=tmp_path)
+    order = np.random.default_rng(0).permutation(20)
+    for ordered, plain in zip(h.traces(order=order), h.traces()):
+        assert ordered.shape == (20, 4) and np.array_equal(ordered, plain[order])
+    assert h.trace_given[3].flags["C_CONTIGUOUS"]  # epoch 3's trace is one row of the file

@@ -171,3 +171,27 @@ def test_cli_report_and_export(tmp_path):
     assert clean["label"].tolist() == rep.loc[rep.action != "unlabel", "clean_label"].tolist()
     missing = runner.invoke(app, ["report", str(tmp_path / "none.parquet")])
     assert missing.exit_code == 1 and "none.parquet" in missing.output
+
+
+def test_summary_counts_the_guard_column_and_says_when_a_report_predates_it(tmp_path):
+    from rich.console import Console
+
+    from labelclean.report.parquet import Report
+
+    rep = read_report(make_report(tmp_path))
+    assert summarize(rep).guard is None  # written without guard_note: an earlier version
+    frame = rep.frame.copy()
+    frame.loc[[0, 5], "guard"] = "budget"
+    frame.loc[3, "guard"] = "class_floor"
+    moved = Report(frame, {**rep.metadata, "guard_note": "guard: ...", "warnings": ["predictions collapsed"]})
+    summary = summarize(moved)
+    assert summary.guard == {"unsure_relabel": 0, "budget": 2, "class_floor": 1}
+    from labelclean.report.summary import render_terminal
+
+    console = Console(record=True, width=120)
+    render_terminal(summary, console=console)
+    text = console.export_text()
+    assert "moved by a guard" in text and "class_floor" in text and "warning: predictions collapsed" in text
+    console = Console(record=True, width=120)
+    render_terminal(summarize(rep), console=console)
+    assert "guard: not recorded" in console.export_text()

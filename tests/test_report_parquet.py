@@ -38,6 +38,7 @@ def columns(n=5, epochs=3):
         "conf_pseudo": np.linspace(0.9, 0.1, n),
         "cluster_prob": np.full(n, 0.75),
         "admitted_epoch": np.array([2, -1, 3, 2, -1][:n]),
+        "guard": np.array([None, "unsure_relabel", None, "budget", None][:n], dtype=object),
         "trace_given": trace,
         "trace_pseudo": 1 - trace,
     }
@@ -80,13 +81,14 @@ def test_schema_is_designs_columns_in_order():
         "conf_pseudo",
         "cluster_prob",
         "admitted_epoch",
+        "guard",
         "trace_given",
         "trace_pseudo",
     ]
     types = {f.name: f.type for f in REPORT_SCHEMA}
     assert types["index"] == pa.int64() and types["admitted_epoch"] == pa.int32()
     assert types["conf_given"] == pa.float32() and types["trace_pseudo"] == pa.list_(pa.float32())
-    assert [f.name for f in REPORT_SCHEMA if f.nullable] == ["clean_label", "admitted_epoch"]
+    assert [f.name for f in REPORT_SCHEMA if f.nullable] == ["clean_label", "admitted_epoch", "guard"]
 
 
 def test_round_trip_values_nulls_traces_and_metadata(tmp_path):
@@ -103,6 +105,8 @@ def test_round_trip_values_nulls_traces_and_metadata(tmp_path):
     assert str(f["admitted_epoch"].dtype) == "Int32"
     assert f["admitted_epoch"].isna().tolist() == [False, True, False, False, True]
     assert f["admitted_epoch"][2] == 3
+    assert f["guard"].isna().tolist() == [True, False, True, False, True]
+    assert f["guard"][1] == "unsure_relabel" and f["guard"][3] == "budget"
     assert f["conf_given"].dtype == np.float32
     np.testing.assert_array_equal(np.stack(f["trace_given"]), columns()["trace_given"])
     np.testing.assert_array_equal(np.stack(f["trace_pseudo"]), 1 - columns()["trace_given"])
@@ -281,3 +285,24 @@ def test_other_version_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="labelclean.report.parquet"):
         read_report(write(tmp_path))
     assert caplog.text == ""
+
+
+def test_a_report_written_before_the_guard_column_still_reads(tmp_path):
+    """Reports of earlier versions lack ``guard``: they read back with it all null."""
+    table = build_report_table(columns(), class_names=NAMES).drop_columns(["guard"])
+    blob = json.dumps({**metadata(), "seed": 7, "wall_time_s": 1.5}).encode()
+    path = tmp_path / "old.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: blob}), path)
+    rep = read_report(path)
+    assert rep.frame.columns.tolist() == REPORT_SCHEMA.names
+    assert rep.frame["guard"].isna().all() and len(rep.frame) == 5
+    assert read_report(path, columns=["path", "guard"]).frame.columns.tolist() == ["path", "guard"]
+
+
+def test_guard_column_is_optional_to_build_and_checked():
+    cols = columns()
+    del cols["guard"]
+    assert build_report_table(cols, class_names=NAMES)["guard"].null_count == 5
+    cols["guard"] = np.array(["budget", "oops", None, None, None], dtype=object)
+    with pytest.raises(ValueError, match="guard.*oops"):
+        build_report_table(cols, class_names=NAMES)

@@ -22,10 +22,12 @@ def data(tmp_path_factory):
     return write_digits(tmp_path_factory.mktemp("d"), n_per_class=25)
 
 
-def _audit(data, out, *extra, fault=None, cache):
+def _audit(data, out, *extra, fault=None, cache, traces_on_disk=False):
     images, labels = data
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LABELCLEAN_CACHE_DIR": str(cache)}
     env.pop("LABELCLEAN_FAULT", None)
+    if traces_on_disk:  # as a large run would: traces memory-mapped, checkpointed by reference
+        env["LABELCLEAN_TRACE_MEMMAP_BYTES"] = "0"
     if fault:
         env["LABELCLEAN_FAULT"] = fault
     cmd = [sys.executable, "-m", "labelclean", "audit", str(images), str(labels), "--out", str(out),
@@ -60,6 +62,22 @@ def test_killed_then_resumed_equals_unbroken(data, reference, tmp_path, fault, c
     second = _audit(data, out, "--resume", cache=tmp_path / "cache")
     assert second.returncode == 0, second.stderr
     _same(pd.read_parquet(out), reference)
+
+
+@pytest.mark.parametrize("fault", ["checkpoint_write:3:KILL", "train_step:3:KILL"])
+def test_traces_on_disk_are_checkpointed_by_reference_and_resume_exactly(data, reference, tmp_path, fault):
+    """kill -9 after epoch 4's trace column is written but before (or while) its checkpoint is."""
+    out, work = tmp_path / "r.parquet", tmp_path / "r.work"
+    first = _audit(data, out, fault=fault, cache=tmp_path / "cache", traces_on_disk=True)
+    assert first.returncode == -9, first.stderr
+    payload, _ = load_latest(work)
+    history = payload["audit"]["history"]
+    assert payload["epoch"] == 3 and history["trace_files"]["epochs"] == 3
+    assert "trace_given" not in history and (work / "traces" / "trace_given.npy").is_file()
+    second = _audit(data, out, "--resume", cache=tmp_path / "cache", traces_on_disk=True)
+    assert second.returncode == 0, second.stderr
+    _same(pd.read_parquet(out), reference)
+    assert not work.exists()  # checkpoints and trace files go once the report is written
 
 
 def test_two_deterministic_runs_hash_the_same(data, reference, tmp_path):

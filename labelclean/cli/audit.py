@@ -37,9 +37,10 @@ def _format_epoch(line: dict[str, Any], epochs: int) -> str:
     clusters = " ".join(
         f"{k} {line['clusters'][k]}" for k in CLUSTER_NAMES if k in line["clusters"]
     )
+    guard = f"; {line['guard']}" if line.get("guard") else ""
     return (
         f"epoch {line['epoch']:>3}/{epochs} loss {line['loss']:.3f} |T| {line['t_size']} "
-        f"{clusters} {line['seconds']:.1f}s"
+        f"{clusters} {line['seconds']:.1f}s{guard}"
     )
 
 
@@ -73,6 +74,9 @@ def _print_outcome(frame: Any, out: Path, quiet: bool) -> None:
             p=flagged / max(n, 1),
         )
     )
+    moved = frame["guard"].value_counts()
+    if len(moved):
+        typer.echo("moved by the guard: " + "  ".join(f"{k} {v}" for k, v in moved.items()))
     if not quiet:
         clusters = frame["cluster"].value_counts().to_dict()
         typer.echo("clusters: " + "  ".join(f"{k} {v}" for k, v in sorted(clusters.items())))

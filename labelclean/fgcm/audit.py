@@ -30,7 +30,6 @@ from labelclean.distributed import Dist
 from labelclean.fgcm.clustering import (
     CLUSTER_NAMES,
     GMMParams,
-    apply_guard,
     fit_gmm,
     fit_kmeans,
     gmm_posteriors,
@@ -38,6 +37,8 @@ from labelclean.fgcm.clustering import (
     refine,
     update_training_set,
 )
+from labelclean.fgcm.guard import GUARD_REASONS, apply_guard
+from labelclean.fgcm.health import check_finite, check_finite_weights, collapse_warning
 from labelclean.fgcm.history import ConfidenceHistory
 from labelclean.models import create_model, default_model_name
 from labelclean.training import (
@@ -67,6 +68,7 @@ class Clustering:
     component_names: list[str]  #: name of each component, aligned with gmm.means
     guard_note: str = ""  #: what the low-noise guard changed, if anything
     keep_given: np.ndarray | None = None  #: bool [N], kept with the given label by the guard
+    guard_reason: np.ndarray | None = None  #: int8 [N], index into GUARD_REASONS (0: none)
 
 
 @dataclass
@@ -79,21 +81,26 @@ class AuditState:
     admitted_epoch: np.ndarray  #: int32 [N], epoch it first entered T (-1 never)
     cluster: np.ndarray  #: int8 [N], latest cluster (-1 before the first clustering)
     cluster_prob: np.ndarray  #: float32 [N]
+    guard: np.ndarray  #: int8 [N], the guard that moved it in the latest clustering (0: none)
     epoch: int = 0  #: epochs completed
     gmm: GMMParams | None = None
     component_names: list[str] = field(default_factory=list)
     epoch_log: list[dict[str, Any]] = field(default_factory=list)
+    guard_note: str = ""  #: what the guard did in the latest clustering
 
     @classmethod
-    def new(cls, n_samples: int, n_classes: int, epochs: int) -> AuditState:
-        """Fresh state: empty history, T empty, no clustering yet."""
+    def new(
+        cls, n_samples: int, n_classes: int, epochs: int, *, trace_dir: Path | None = None
+    ) -> AuditState:
+        """Fresh state: empty history (traces in ``trace_dir`` if given), T empty, no clusters."""
         return cls(
-            history=ConfidenceHistory(n_samples, n_classes, epochs),
+            history=ConfidenceHistory(n_samples, n_classes, epochs, trace_dir=trace_dir),
             in_t=np.zeros(n_samples, dtype=bool),
             t_labels=np.full(n_samples, -1, dtype=np.int64),
             admitted_epoch=np.full(n_samples, -1, dtype=np.int32),
             cluster=np.full(n_samples, -1, dtype=np.int8),
             cluster_prob=np.zeros(n_samples, dtype=np.float32),
+            guard=np.zeros(n_samples, dtype=np.int8),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -105,17 +112,21 @@ class AuditState:
             "admitted_epoch": torch.from_numpy(self.admitted_epoch.copy()),
             "cluster": torch.from_numpy(self.cluster.copy()),
             "cluster_prob": torch.from_numpy(self.cluster_prob.copy()),
+            "guard": torch.from_numpy(self.guard.copy()),
+            "guard_note": self.guard_note,
             "epoch": self.epoch,
             "gmm": None if self.gmm is None else self.gmm.to_dict(),
             "component_names": list(self.component_names),
             "epoch_log": list(self.epoch_log),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
-        self.history.load_state_dict(state["history"])
-        for key in ("in_t", "t_labels", "admitted_epoch", "cluster", "cluster_prob"):
-            setattr(self, key, state[key].numpy().copy())
+    def load_state_dict(self, state: dict[str, Any], *, trace_source: Path | None = None) -> None:
+        """Restore from :meth:`state_dict` (``trace_source``: see ConfidenceHistory)."""
+        self.history.load_state_dict(state["history"], trace_source=trace_source)
+        for key in ("in_t", "t_labels", "admitted_epoch", "cluster", "cluster_prob", "guard"):
+            if key in state:  # "guard": not in checkpoints of earlier versions
+                setattr(self, key, state[key].numpy().copy())
+        self.guard_note = str(state.get("guard_note", ""))
         self.epoch = int(state["epoch"])
         self.gmm = None if state["gmm"] is None else GMMParams.from_dict(state["gmm"])
         self.component_names = list(state["component_names"])
@@ -154,12 +165,14 @@ def cluster_samples(
         prob = post[np.arange(len(points)), assign].astype(np.float32)
         names = name_components(gmm.means)
     codes = np.array([_NAME_CODE[n] for n in names], dtype=np.int8)[assign]
-    note, keep_given = "", None
+    clustering = Clustering(codes, prob, gmm, list(names))
     if config.guard != "none" and k >= 3:
-        codes, keep_given, note = apply_guard(
-            codes, joint, given_labels, pseudo, method=config.guard
+        guarded = apply_guard(
+            codes, joint, given_labels, pseudo, n_classes=history.n_classes, method=config.guard
         )
-    return Clustering(codes, prob, gmm, list(names), note, keep_given), pseudo
+        clustering.cluster, clustering.guard_note = guarded.codes, guarded.note
+        clustering.keep_given, clustering.guard_reason = guarded.keep_given, guarded.reason
+    return clustering, pseudo
 
 
 def admit_samples(
@@ -338,11 +351,23 @@ def checkpoint_payload(state: AuditState, run: AuditRun) -> dict[str, Any]:
     }
 
 
-def restore_state(payload: dict[str, Any], run: AuditRun) -> AuditState:
-    """Load a checkpoint's run and audit state; returns the state to continue from."""
+def restore_state(
+    payload: dict[str, Any], run: AuditRun, *, trace_dir: Path | None = None
+) -> AuditState:
+    """Load a checkpoint's run and audit state; returns the state to continue from.
+
+    ``trace_dir``: the work directory's trace folder, used when the checkpoint refers to
+    trace files. Only the main rank writes there; other ranks read it into memory.
+    """
     run.load_state_dict(payload["run"])
-    state = AuditState.new(run.n_samples, run.n_classes, run.config.epochs)
-    state.load_state_dict(payload["audit"])
+    on_disk = "trace_files" in payload["audit"]["history"]
+    state = AuditState.new(
+        run.n_samples,
+        run.n_classes,
+        run.config.epochs,
+        trace_dir=trace_dir if on_disk and run.dist.is_main else None,
+    )
+    state.load_state_dict(payload["audit"], trace_source=trace_dir)
     return state
 
 
@@ -419,8 +444,12 @@ def run_audit(
             result = _train(run, train_index, train_labels, epoch, keep, progress, stop_or_fault)
         except StepInterrupted:
             raise AuditInterrupted(state, run) from None
+        health = {"epoch": epoch, "epochs": config.epochs, "lr": config.lr, "task": "audit"}
+        check_finite(result.loss, what="the training loss", **health)
+        check_finite_weights(run.model, **health)
         maybe_fail("record", epoch)
         probs = _record(run, result, progress)
+        check_finite(probs, what="the recorded probabilities", **health)
         state.history.update(probs, given)
         state.epoch = epoch + 1
         line = _epoch_line(state, epoch, result.loss, lr, time.perf_counter() - epoch_start)
@@ -458,6 +487,9 @@ def _train(
         progress=progress if run.dist.is_main else None,
         shard=run.dist.shard_training if run.dist.active else None,
         should_stop=should_stop,
+        augment_generator=(
+            run.dist.rank_generator(run.config.seed, epoch) if run.dist.active else None
+        ),
     )
 
 
@@ -501,11 +533,13 @@ def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
         admit, labels = admit_samples(
             clustering, run.given, pseudo, config.components, relabel=run.relabel
         )
+        reason = clustering.guard_reason
         arrays = {
             "cluster": clustering.cluster,
             "cluster_prob": clustering.cluster_prob,
             "admit": admit,
             "labels": labels,
+            "guard": np.zeros(run.n_samples, np.int8) if reason is None else reason,
         }
         meta = (clustering.gmm, clustering.component_names, clustering.guard_note)
     else:
@@ -515,11 +549,13 @@ def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
             "cluster_prob": np.zeros(n, np.float32),
             "admit": np.zeros(n, bool),
             "labels": np.zeros(n, np.int64),
+            "guard": np.zeros(n, np.int8),
         }
         meta = None
     arrays = run.dist.broadcast_arrays(arrays)
     gmm, names, note = run.dist.broadcast_object(meta)  # type: ignore[misc]
     state.cluster, state.cluster_prob = arrays["cluster"], arrays["cluster_prob"]
+    state.guard, state.guard_note = arrays["guard"], note
     state.gmm, state.component_names = gmm, list(names)
     state.in_t, state.t_labels, state.admitted_epoch = update_training_set(
         state.in_t,
@@ -530,19 +566,20 @@ def _update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
         epoch=epoch,
         rule=config.t_update,
     )
-    if note:
-        logger.info("epoch %d: %s", epoch, note)
 
 
 def _epoch_line(
     state: AuditState, epoch: int, loss: float, lr: float, seconds: float
 ) -> dict[str, Any]:
-    """The per-epoch log record (printed by the CLI, written by --log-json)."""
+    """The per-epoch log record (printed by the CLI, written by --log-json).
+
+    ``guard``: what the guard did in this epoch's clustering, when it did anything.
+    """
     counts = {}
     if (state.cluster >= 0).any():
         codes, freq = np.unique(state.cluster, return_counts=True)
         counts = {CLUSTER_NAMES[c]: int(f) for c, f in zip(codes, freq) if c >= 0}
-    return {
+    line = {
         "epoch": epoch + 1,
         "loss": round(loss, 5),
         "lr": lr,
@@ -550,6 +587,9 @@ def _epoch_line(
         "clusters": counts,
         "seconds": round(seconds, 3),
     }
+    if state.guard_note:
+        line["guard"] = state.guard_note
+    return line
 
 
 def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
@@ -564,7 +604,7 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     pseudo = state.history.pseudo_labels()
     clean = np.where(state.in_t, state.t_labels, -1)
     action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
-    trace_given, trace_pseudo = state.history.traces()
+    trace_given, trace_pseudo = state.history.traces(order=back)  # already in manifest order
     canonical = {
         "given_label": given,
         "cluster": np.asarray(CLUSTER_NAMES)[state.cluster],
@@ -575,15 +615,19 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "conf_pseudo": joint[:, 1],
         "cluster_prob": state.cluster_prob,
         "admitted_epoch": state.admitted_epoch,
-        "trace_given": trace_given,
-        "trace_pseudo": trace_pseudo,
+        "guard": np.asarray(GUARD_REASONS, dtype=object)[state.guard],  # 0 -> None
     }
     columns = {
         "index": np.asarray(manifest.rows, dtype=np.int64),
         "path": list(manifest.paths),
         **{name: np.asarray(values)[back] for name, values in canonical.items()},
+        "trace_given": trace_given,
+        "trace_pseudo": trace_pseudo,
     }
     table = build_report_table(columns, class_names=list(manifest.class_names))
+    warnings = [w for w in [collapse_warning(pseudo, given, manifest.class_names)] if w]
+    for warning in warnings if run.dist.is_main else []:
+        logger.warning(warning)
     metadata = {
         "tool_version": __version__,
         "image_root": str(Path(manifest.root).resolve()),
@@ -606,5 +650,7 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "rejected": len(run.dataset.rejections),
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
         "epoch_log": state.epoch_log,
+        "guard_note": state.guard_note,
+        "warnings": warnings,
     }
     return AuditResult(table=table, metadata=metadata)

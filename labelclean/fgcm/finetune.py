@@ -28,6 +28,7 @@ from labelclean._progress import Progress, report
 from labelclean.config import FinetuneConfig
 from labelclean.data.strong_augment import strong_augment
 from labelclean.errors import ReportError
+from labelclean.fgcm.health import check_finite, check_finite_weights
 from labelclean.models import create_model
 from labelclean.training import (
     ImageBatches,
@@ -121,6 +122,26 @@ def cycled_order(n: int, total: int, generator: torch.Generator) -> np.ndarray:
     """``total`` indices into ``range(n)``: fresh permutations back to back, the last cut."""
     reps = -(-total // n)
     return torch.cat([torch.randperm(n, generator=generator) for _ in range(reps)])[:total].numpy()
+
+
+def draw_mixed_batch(
+    labeled_rows: np.ndarray,
+    labels: np.ndarray,
+    unlabeled_rows: np.ndarray,
+    n_labeled: int,
+    *,
+    mu: int,
+    generator: torch.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mixed batch's rows and targets: ``n_labeled`` labeled + ``mu * n_labeled`` unlabeled.
+
+    Drawn with replacement; unlabeled rows get the target -1 (pseudo-labeled later).
+    """
+    mix_l = torch.randint(0, len(labeled_rows), (n_labeled,), generator=generator).numpy()
+    n_u = mu * n_labeled if len(unlabeled_rows) else 0
+    mix_u = torch.randint(0, max(len(unlabeled_rows), 1), (n_u,), generator=generator).numpy()
+    rows = np.concatenate([labeled_rows[mix_l], unlabeled_rows[mix_u]])
+    return rows, np.concatenate([labels[mix_l], np.full(n_u, -1)])
 
 
 def run_finetune(
@@ -219,9 +240,13 @@ def run_finetune(
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule="cosine")
         train_model.train()
+        # One labeled order for all ranks, each takes its shard; the mixed batches and the
+        # augmentations come from the rank's own stream (otherwise every rank draws the same).
         order = cycled_order(len(labeled_rows), steps * b * world, generator)
+        draw = generator
         if active:
             order = dist.shard_training(order)
+            draw = dist.rank_generator(config.seed, epoch)
         totals = torch.zeros(3)
         for step in range(steps):
             if should_stop is not None and should_stop():
@@ -230,20 +255,14 @@ def run_finetune(
             x_rows, x_labels = labeled_rows[pick], labels[pick]
             y = torch.from_numpy(x_labels).to(device)
             if mixed:
-                mix_l = torch.randint(
-                    0, len(labeled_rows), (len(pick),), generator=generator
-                ).numpy()
-                n_u = config.mu * len(pick) if len(unlabeled_rows) else 0
-                mix_u = torch.randint(
-                    0, max(len(unlabeled_rows), 1), (n_u,), generator=generator
-                ).numpy()
-                mix_rows = np.concatenate([labeled_rows[mix_l], unlabeled_rows[mix_u]])
-                mix_labels = np.concatenate([labels[mix_l], np.full(n_u, -1)])
+                mix_rows, mix_labels = draw_mixed_batch(
+                    labeled_rows, labels, unlabeled_rows, len(pick), mu=config.mu, generator=draw
+                )
                 y_mix = torch.from_numpy(mix_labels).to(device)
                 raw_mix = batches.load(mix_rows)
-                weak_mix = batches.prepare(batches.augment(raw_mix, generator))
-                strong_mix = batches.prepare(strong_augment(raw_mix, generator=generator))
-            x = batches.prepare(batches.augment(batches.load(x_rows), generator))
+                weak_mix = batches.prepare(batches.augment(raw_mix, draw))
+                strong_mix = batches.prepare(strong_augment(raw_mix, generator=draw))
+            x = batches.prepare(batches.augment(batches.load(x_rows), draw))
             with precision.autocast():
                 if mixed:
                     with torch.no_grad():
@@ -265,6 +284,9 @@ def run_finetune(
                 [loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()]
             )
             report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
+        health = {"epoch": epoch, "epochs": config.epochs, "lr": config.lr, "task": "finetune"}
+        check_finite(float(totals[0] + totals[1]), what="the loss", **health)
+        check_finite_weights(model, **health)
         line: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss_x": round(float(totals[0]) / steps, 5),

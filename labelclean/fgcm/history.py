@@ -6,26 +6,80 @@ Both follow exactly from a running sum ``S[i] += p_i^k`` and argmax counts
 ``cnt[i, argmax p_i^k] += 1``, so that is all we keep (DESIGN.md "The audit, pinned down"),
 plus the two per-epoch traces the report shows (given label, and the then max-repeating
 label), in float16 and on disk when N is large (issue 9).
+
+The traces are stored epoch-major (``[E, N]``), so recording an epoch writes one contiguous
+row (2N bytes per trace) instead of touching every page of an ``[N, E]`` array. Traces on
+disk are checkpointed by reference: a checkpoint records the trace files and the number of
+epochs written, not the arrays (1.4 GB at 1M samples and 350 epochs). That is safe under
+``kill -9`` because of the order of writes: row ``k`` is written only while epoch ``k`` is
+recorded, the files are flushed before a checkpoint stating ``epochs_recorded = k + 1`` is
+written, and a run resumed from an older checkpoint never reads a row it has not rewritten
+itself (``traces()`` stops at ``epochs_recorded``). A row written after the last complete
+checkpoint is simply overwritten by the resumed run.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from labelclean.errors import CheckpointError
+from labelclean.errors import CheckpointError, ConfigError
 
 # int16, not uint16: torch < 2.3 cannot convert uint16 arrays, and 32,767 epochs is plenty.
 _COUNT_DTYPE = np.int16
 _SUM_DTYPE = np.float32
 _TRACE_DTYPE = np.float16
+TRACE_FILES = ("trace_given.npy", "trace_pseudo.npy")
+#: Traces larger than this live in memory-mapped files in the work directory
+#: (``$LABELCLEAN_TRACE_MEMMAP_BYTES`` overrides; 0 puts every run's traces on disk).
+TRACE_MEMMAP_BYTES = 256 << 20
+
+
+def traces_on_disk(n_samples: int, max_epochs: int) -> bool:
+    """Whether a checkpointed run of this size keeps its traces in files (see the module doc)."""
+    raw = os.environ.get("LABELCLEAN_TRACE_MEMMAP_BYTES", str(TRACE_MEMMAP_BYTES))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"$LABELCLEAN_TRACE_MEMMAP_BYTES {raw!r}: expected a number of bytes"
+        ) from None
+    return 2 * n_samples * max_epochs * np.dtype(_TRACE_DTYPE).itemsize > limit
+
+
+def _open_trace(path: Path, shape: tuple[int, int]) -> tuple[np.memmap, bool]:
+    """The ``[E, N]`` trace file at ``path`` opened for update, created when absent.
+
+    Returns ``(array, existed)``. An existing file of another epoch count (``--epochs``
+    changed on a forced resume) is copied into one of the new shape, its common epochs kept.
+    """
+    old = None
+    if path.is_file():
+        try:
+            old = np.load(path, mmap_mode="r+")
+        except (OSError, ValueError):  # cut short while being created: nothing referred to it
+            old = None
+    if old is not None and old.dtype == _TRACE_DTYPE and old.shape == shape:
+        return old, True
+    if old is not None and old.dtype == _TRACE_DTYPE and old.ndim == 2 and old.shape[1] == shape[1]:
+        tmp = path.with_name(path.name + ".resize")
+        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=_TRACE_DTYPE, shape=shape)
+        common = min(len(old), shape[0])
+        new[:common] = old[:common]
+        new.flush()
+        del old
+        os.replace(tmp, path)
+        return new, True
+    del old
+    return np.lib.format.open_memmap(path, mode="w+", dtype=_TRACE_DTYPE, shape=shape), False
 
 
 class ConfidenceHistory:
-    """Running sums ``[N, C]``, argmax counts ``[N, C]`` and two traces ``[N, E]``.
+    """Running sums ``[N, C]``, argmax counts ``[N, C]`` and two traces (stored ``[E, N]``).
 
     Memory: 4C (float32 sums) + 2C (int16 counts) + 2 * 2E (float16 traces) bytes per
     sample, under the (C + E) * 8 budget of issue 9. Precision: each float32 addition to a
@@ -52,16 +106,16 @@ class ConfidenceHistory:
         self.n_samples, self.n_classes, self.max_epochs = n_samples, n_classes, max_epochs
         self.sums = np.zeros((n_samples, n_classes), dtype=_SUM_DTYPE)
         self.counts = np.zeros((n_samples, n_classes), dtype=_COUNT_DTYPE)
-        shape = (n_samples, max_epochs)
-        if trace_dir is not None:  # large N: traces live on disk, paged in as written
-            trace_dir = Path(trace_dir)
-            trace_dir.mkdir(parents=True, exist_ok=True)
-            self.trace_given = np.lib.format.open_memmap(
-                trace_dir / "trace_given.npy", mode="w+", dtype=_TRACE_DTYPE, shape=shape
+        shape = (max_epochs, n_samples)  # epoch-major: one contiguous row per epoch
+        #: Folder of the memory-mapped trace files, or None when the traces are in memory.
+        self.trace_dir = Path(trace_dir) if trace_dir is not None else None
+        self._traces_existed = False
+        if self.trace_dir is not None:  # large N: traces live on disk, paged in as written
+            self.trace_dir.mkdir(parents=True, exist_ok=True)
+            (self.trace_given, given_existed), (self.trace_pseudo, pseudo_existed) = (
+                _open_trace(self.trace_dir / name, shape) for name in TRACE_FILES
             )
-            self.trace_pseudo = np.lib.format.open_memmap(
-                trace_dir / "trace_pseudo.npy", mode="w+", dtype=_TRACE_DTYPE, shape=shape
-            )
+            self._traces_existed = given_existed and pseudo_existed
         else:
             self.trace_given = np.zeros(shape, dtype=_TRACE_DTYPE)
             self.trace_pseudo = np.zeros(shape, dtype=_TRACE_DTYPE)
@@ -94,8 +148,8 @@ class ConfidenceHistory:
         self.sums += probs
         self.counts[rows, probs.argmax(1)] += 1  # one index per row: no repeated indices
         k = self.epochs_recorded
-        self.trace_given[:, k] = probs[rows, given_labels]
-        self.trace_pseudo[:, k] = probs[rows, self.pseudo_labels()]
+        self.trace_given[k] = probs[rows, given_labels]
+        self.trace_pseudo[k] = probs[rows, self.pseudo_labels()]
         self.epochs_recorded += 1
 
     def pseudo_labels(self) -> np.ndarray:
@@ -131,31 +185,63 @@ class ConfidenceHistory:
         out[:, 1] = self.sums[rows, pseudo_labels] / k
         return out
 
-    def traces(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-epoch confidence of ``ay`` and of the then ``my``: two ``[N, E_recorded]`` views."""
+    def traces(self, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-epoch confidence of ``ay`` and of the then ``my``: two ``[N, E_recorded]``.
+
+        Views of the storage; with ``order`` (sample indices), copies with the samples in
+        that order, gathered epoch by epoch (contiguous reads even from disk).
+        """
         k = self.epochs_recorded
-        return self.trace_given[:, :k], self.trace_pseudo[:, :k]
+        given, pseudo = self.trace_given[:k], self.trace_pseudo[:k]
+        if order is not None:
+            given, pseudo = given[:, order], pseudo[:, order]
+        return given.T, pseudo.T
 
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and ints only, so ``torch.load(weights_only=True)`` reads it back."""
+        """Tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back.
+
+        In-memory traces are copied in; traces on disk are flushed and referred to
+        (``trace_files``: folder and epochs written), see the module docstring.
+        """
         k = self.epochs_recorded
-        return {
+        state: dict[str, Any] = {
             "sums": torch.from_numpy(self.sums.copy()),
             "counts": torch.from_numpy(self.counts.copy()),
-            "trace_given": torch.from_numpy(np.ascontiguousarray(self.trace_given[:, :k])),
-            "trace_pseudo": torch.from_numpy(np.ascontiguousarray(self.trace_pseudo[:, :k])),
             "epochs_recorded": k,
         }
+        if self.trace_dir is not None:
+            for trace in (self.trace_given, self.trace_pseudo):
+                trace.flush()  # durable before the checkpoint that says they are written
+            state["trace_files"] = {"dir": str(self.trace_dir), "epochs": k}
+        else:
+            given, pseudo = (np.ascontiguousarray(t) for t in self.traces())  # [N, k]
+            state["trace_given"], state["trace_pseudo"] = map(torch.from_numpy, (given, pseudo))
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; a checkpoint of other sizes is refused."""
+    def load_state_dict(self, state: dict[str, Any], *, trace_source: Path | None = None) -> None:
+        """Restore from :meth:`state_dict`; a checkpoint of other sizes is refused.
+
+        A checkpoint whose traces are on disk needs this history to have opened the same
+        files (the work directory's), already holding the epochs the checkpoint counts; an
+        in-memory history (another rank's) reads them from ``trace_source`` instead.
+        """
         try:
             sums = state["sums"].numpy()
             counts = state["counts"].numpy()
             k = int(state["epochs_recorded"])
-            trace_given = state["trace_given"].numpy()
-            trace_pseudo = state["trace_pseudo"].numpy()
-        except (KeyError, AttributeError, TypeError) as exc:
+            on_disk = "trace_files" in state
+            if on_disk and self.trace_dir is None and trace_source is not None:
+                trace_given, trace_pseudo = (
+                    np.load(Path(trace_source) / name, mmap_mode="r")[:k].T for name in TRACE_FILES
+                )
+                on_disk = False  # copied into memory below
+            elif on_disk:  # by reference: the files already hold the epochs counted
+                self._check_trace_files(state["trace_files"], k)
+                trace_given = trace_pseudo = self.trace_given[: min(k, self.max_epochs)].T
+            else:
+                trace_given = state["trace_given"].numpy()
+                trace_pseudo = state["trace_pseudo"].numpy()
+        except (KeyError, AttributeError, TypeError, OSError, ValueError) as exc:
             raise CheckpointError(
                 f"the checkpoint's confidence history is incomplete ({exc!r}); "
                 "start a fresh audit in a new work directory"
@@ -172,6 +258,20 @@ class ConfidenceHistory:
             )
         self.sums[...] = sums
         self.counts[...] = counts
-        self.trace_given[:, :k] = trace_given
-        self.trace_pseudo[:, :k] = trace_pseudo
+        if not on_disk:
+            self.trace_given[:k] = trace_given.T
+            self.trace_pseudo[:k] = trace_pseudo.T
         self.epochs_recorded = k
+
+    def _check_trace_files(self, ref: dict[str, Any], k: int) -> None:
+        """The checkpoint's on-disk traces must be the files this history opened."""
+        where = ref["dir"]
+        if self.trace_dir is None or not self._traces_existed:
+            found = "no trace files" if self.trace_dir is None else f"none in {self.trace_dir}"
+            raise CheckpointError(
+                f"the checkpoint keeps its confidence traces in files ({where}), but there are "
+                f"{found}: resume in the work directory the checkpoint was written to, with "
+                "its traces/ folder, or start a fresh audit"
+            )
+        if int(ref["epochs"]) != k:
+            raise CheckpointError(f"the checkpoint's trace reference ({ref}) does not match it")

@@ -5,8 +5,9 @@ run (tool version, image root, class names, config, GMM, ...) are one JSON value
 the ``labelclean`` key of the Parquet schema metadata, so ``finetune`` and ``report`` need
 nothing but this file and the images.
 
-Only ``clean_label`` and ``admitted_epoch`` may be null (DESIGN.md marks them so); the other
-columns are declared non-nullable, which Parquet stores as ``required``.
+Only ``clean_label``, ``admitted_epoch`` and ``guard`` may be null (DESIGN.md marks them
+so); the other columns are declared non-nullable, which Parquet stores as ``required``.
+``guard`` came in a later version: a report without it reads back with it all null.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ import pyarrow.parquet as pq
 from labelclean._io import atomic_path, check_writable
 from labelclean._version import __version__
 from labelclean.errors import ReportError
+from labelclean.fgcm.guard import GUARD_REASONS
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = b"labelclean"
 ACTIONS = ("keep", "relabel", "unlabel")
-NULLABLE = ("clean_label", "admitted_epoch")
+NULLABLE = ("clean_label", "admitted_epoch", "guard")
+#: Columns older reports may lack; read back as all null.
+ADDED_COLUMNS = ("guard",)
 REPORT_SCHEMA = pa.schema(
     [
         pa.field("index", pa.int64(), nullable=False),
@@ -47,6 +51,7 @@ REPORT_SCHEMA = pa.schema(
         pa.field("conf_pseudo", pa.float32(), nullable=False),
         pa.field("cluster_prob", pa.float32(), nullable=False),
         pa.field("admitted_epoch", pa.int32(), nullable=True),
+        pa.field("guard", pa.string(), nullable=True),
         pa.field("trace_given", pa.list_(pa.float32()), nullable=False),
         pa.field("trace_pseudo", pa.list_(pa.float32()), nullable=False),
     ]
@@ -158,7 +163,9 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
             ``[N]`` into ``class_names``; ``clean_label``: codes with ``-1`` for null (exactly
             the ``unlabel`` rows); ``admitted_epoch``: ``[N]`` ints, ``-1`` for null;
             ``cluster``/``action``: strings ``[N]``; ``trace_given``/``trace_pseudo``:
-            ``[N, E]`` floats; the rest ``[N]``.
+            ``[N, E]`` floats; ``guard`` (optional, all null when left out): the reason
+            code (GUARD_REASONS) of the guard that moved each sample, None where none did;
+            the rest ``[N]``.
         class_names: Names of the label codes.
 
     Raises:
@@ -168,7 +175,7 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
     Example:
         >>> table = build_report_table(columns, class_names=["cat", "dog"])  # doctest: +SKIP
     """
-    missing = [f for f in REPORT_SCHEMA.names if f not in columns]
+    missing = [f for f in REPORT_SCHEMA.names if f not in columns and f not in ADDED_COLUMNS]
     unknown = [f for f in columns if f not in REPORT_SCHEMA.names]
     if missing or unknown:
         raise ValueError(f"report columns: missing {missing}, unknown {unknown}")
@@ -184,12 +191,17 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
     if clean.shape == (n,) and ((clean < 0) != (action == "unlabel")).any():
         raise ValueError("report column clean_label: must be -1 exactly on the unlabel rows")
     admitted = _column("admitted_epoch", columns["admitted_epoch"], n, np.int32)
+    guard = _column("guard", columns.get("guard", np.full(n, None)), n, object)
+    unknown_guard = set(guard.tolist()) - set(GUARD_REASONS)
+    if unknown_guard:
+        raise ValueError(f"report column guard: {sorted(map(str, unknown_guard))} unknown")
     arrays = {
         "index": pa.array(_column("index", columns["index"], n, np.int64)),
         "path": pa.array(_column("path", columns["path"], n, object), type=pa.string()),
         "cluster": pa.array(_column("cluster", columns["cluster"], n, str), type=pa.string()),
         "action": pa.array(action, type=pa.string()),
         "admitted_epoch": pa.array(admitted, mask=admitted < 0),
+        "guard": pa.array(guard, type=pa.string()),
     }
     for name in _LABEL_COLUMNS:
         arrays[name] = _labels(name, columns[name], n, names, nullable=name == "clean_label")
@@ -316,13 +328,15 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
             f"{path}: a Parquet file, but not a labelclean report (no labelclean metadata); "
             "make one with `labelclean audit`"
         )
-    missing = [f.name for f in REPORT_SCHEMA if f.name not in schema.names]
+    missing = [
+        f.name for f in REPORT_SCHEMA if f.name not in schema.names and f.name not in ADDED_COLUMNS
+    ]
     if missing:
         raise ReportError(f"{path}: report lacks the column(s) {', '.join(missing)}")
     wrong = [
         f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
         for f in REPORT_SCHEMA
-        if not schema.field(f.name).type.equals(f.type)
+        if f.name in schema.names and not schema.field(f.name).type.equals(f.type)
     ]
     if wrong:
         raise ReportError(f"{path}: report columns have the wrong type: {'; '.join(wrong)}")
@@ -349,11 +363,15 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
                 f"{path}: no column(s) {', '.join(unknown)}; a report has "
                 f"{', '.join(REPORT_SCHEMA.names)}"
             )
+    wanted = list(columns) if columns is not None else REPORT_SCHEMA.names
     try:
-        table = pf.read(columns=list(columns) if columns is not None else REPORT_SCHEMA.names)
+        table = pf.read(columns=[c for c in wanted if c in schema.names])
     except (OSError, pa.ArrowException) as err:
         raise ReportError(f"{path}: cannot be read, the file may be truncated ({err})") from err
     frame = table.to_pandas()
+    for name in wanted:
+        if name not in frame:  # a column added since this report was written: all null
+            frame.insert(wanted.index(name), name, pd.Series([None] * len(frame), dtype=object))
     if "admitted_epoch" in frame:
         frame["admitted_epoch"] = frame["admitted_epoch"].astype("Int32")
     return Report(frame=frame, metadata=metadata, path=path)

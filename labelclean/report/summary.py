@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from labelclean.fgcm.clustering import CLUSTER_NAMES
+from labelclean.fgcm.guard import GUARD_REASONS
 from labelclean.report.parquet import Report
 
 if TYPE_CHECKING:  # rich is imported only when rendering
@@ -29,6 +30,11 @@ CLUSTER_MEANING = {
     "NS": "noisy, simple: relabeled",
     "NHR": "noisy, hard, relevant label: unlabeled",
     "NHI": "noisy, hard, irrelevant label: unlabeled",
+}
+GUARD_MEANING = {
+    "unsure_relabel": "NS, but not sure of the new label: unlabeled instead of relabeled",
+    "budget": "over the flag budget: kept with the given label (CH)",
+    "class_floor": "its class would drop out of T: kept with the given label (CH)",
 }
 PER_CLASS_COLUMNS = (
     "class",
@@ -53,6 +59,9 @@ class Summary:
     per_class: pd.DataFrame  #: one row per class in class order, :data:`PER_CLASS_COLUMNS`
     most_relabeled: pd.DataFrame  #: per_class rows with relabels out, most first
     top_flips: pd.DataFrame  #: given, clean, count over relabel rows, most first
+    #: samples each guard moved in the last clustering (reason -> count, zeros included);
+    #: None for a report written before the ``guard`` column existed
+    guard: dict[str, int] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,6 +77,18 @@ def action_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Samples per action (keep, relabel, unlabel; zeros included)."""
     counts = frame["action"].value_counts()
     return {a: int(counts.get(a, 0)) for a in ACTIONS}
+
+
+def guard_counts(frame: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, int] | None:
+    """Samples each guard moved (``guard`` column), zeros included; None for older reports.
+
+    A report of an earlier version reads back with an all-null ``guard`` column, like one
+    where no guard acted; its metadata then lacks ``guard_note``, which tells them apart.
+    """
+    if "guard" not in frame or "guard_note" not in metadata:
+        return None
+    counts = frame["guard"].value_counts()
+    return {r: int(counts.get(r, 0)) for r in GUARD_REASONS[1:]}
 
 
 def estimated_noise(frame: pd.DataFrame) -> float:
@@ -146,6 +167,7 @@ def summarize(report: Report, *, top: int = 10) -> Summary:
         per_class=per_class,
         most_relabeled=most.head(top).reset_index(drop=True),
         top_flips=top_flips(f, top=top),
+        guard=guard_counts(f, report.metadata),
         metadata=report.metadata,
     )
 
@@ -209,21 +231,17 @@ def render_terminal(summary: Summary, *, console: Console | None = None) -> None
         f"estimated noise [bold]{summary.estimated_noise:.1%}[/] "
         f"(relabel + unlabel over all samples)"
     )
-    t = Table(title="clusters")
-    t.add_column("cluster")
-    t.add_column("samples", justify="right")
-    t.add_column("share", justify="right")
-    t.add_column("meaning")
-    for c, k in summary.clusters.items():
-        t.add_row(escape(c), str(k), f"{k / n:.1%}", CLUSTER_MEANING.get(c, ""))
-    console.print(t)
-    a = Table(title="actions")
-    a.add_column("action")
-    a.add_column("samples", justify="right")
-    a.add_column("share", justify="right")
-    for name, k in summary.actions.items():
-        a.add_row(name, str(k), f"{k / n:.1%}")
-    console.print(a)
+    for warning in md.get("warnings") or []:
+        console.print(f"[bold red]warning:[/] {escape(str(warning))}")
+    console.print(_share_table("clusters", "cluster", summary.clusters, n, CLUSTER_MEANING))
+    console.print(_share_table("actions", "action", summary.actions, n))
+    if summary.guard is None:
+        console.print("guard: not recorded (a report from an earlier labelclean version)")
+    elif not any(summary.guard.values()):
+        console.print("guard: no sample was moved by a guard")
+    else:
+        title = "moved by a guard (last clustering)"
+        console.print(_share_table(title, "guard", summary.guard, n, GUARD_MEANING))
     if len(summary.most_relabeled):
         pc = Table(title="classes with the most relabels")
         for col in ("class", "size", "noise est.", "relabeled out", "relabeled in", "unlabeled"):
@@ -248,3 +266,22 @@ def render_terminal(summary: Summary, *, console: Console | None = None) -> None
         for r in summary.top_flips.to_dict("records"):
             fl.add_row(escape(str(r["given"])), escape(str(r["clean"])), str(r["count"]))
         console.print(fl)
+
+
+def _share_table(
+    title: str, column: str, counts: dict[str, int], n: int, meaning: dict[str, str] | None = None
+) -> Any:
+    """A rich table of ``name, samples, share`` (and ``meaning``) rows; names are escaped."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column(column)
+    table.add_column("samples", justify="right")
+    table.add_column("share", justify="right")
+    if meaning is not None:
+        table.add_column("meaning")
+    for name, k in counts.items():
+        cells = [escape(name), str(k), f"{k / n:.1%}"]
+        table.add_row(*cells, *([meaning.get(name, "")] if meaning is not None else []))
+    return table
