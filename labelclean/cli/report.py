@@ -128,6 +128,23 @@ def export(
         bool,
         typer.Option("--overwrite", help="Replace an existing --out.", rich_help_panel="Output"),
     ] = False,
+    format: Annotated[  # noqa: A002 - the option's name
+        str,
+        typer.Option(
+            "--format",
+            help="manifest (.csv/.parquet by --out), or label-studio: import tasks (.json) with "
+            "the suggestion as a pre-annotation, and their labeling config beside them.",
+            rich_help_panel="Output",
+        ),
+    ] = "manifest",
+    document_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="label-studio: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, which "
+            "image URLs are relative to \\[default: the image folder's parent].",
+            rich_help_panel="Output",
+        ),
+    ] = None,
 ) -> None:
     """Write the cleaned manifest (path,label) for any training pipeline.
 
@@ -142,6 +159,13 @@ def export(
     from labelclean.report.parquet import read_report
     from labelclean.report.summary import cleaned_manifest
 
+    if format not in ("manifest", "label-studio"):
+        raise ConfigError(f"--format {format!r}: choose manifest or label-studio")
+    if format == "label-studio":
+        from labelclean.cli.review import export_label_studio
+
+        export_label_studio(report_path, out, document_root=document_root, overwrite=overwrite)
+        return
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
         raise ConfigError(
