@@ -56,6 +56,11 @@ class ApplySummary:
         return out
 
 
+def _names(column: pd.Series) -> np.ndarray:
+    """Label strings ``[N]`` as objects with None (not NaN) where missing."""
+    return column.to_numpy(dtype=object, na_value=None)
+
+
 def final_labels(
     frame: pd.DataFrame, decisions: Mapping[str, Decision], *, only_reviewed: bool = False
 ) -> FinalLabels:
@@ -64,7 +69,7 @@ def final_labels(
     decision = paths.map({p: d.decision for p, d in decisions.items()}).fillna("").to_numpy(object)
     chosen = paths.map({p: d.label for p, d in decisions.items()}).to_numpy(object)
     base = frame["given_label"] if only_reviewed else frame["clean_label"]
-    labels = base.astype(object).where(base.notna(), None).to_numpy(object)
+    labels = _names(base)
     labels = np.where(decision == "accept", frame["pseudo_label"].to_numpy(object), labels)
     labels = np.where(decision == "keep", frame["given_label"].to_numpy(object), labels)
     labels = np.where(decision == "relabel", chosen, labels)
@@ -90,7 +95,7 @@ def apply_decisions(
     has_label = np.array([x is not None for x in fin.labels], dtype=bool)
     keep = ~fin.dropped & (has_label | (not drop_unlabeled))
     table = pd.DataFrame({"path": f["path"].to_numpy()[keep], "label": fin.labels[keep]})
-    audit = f["clean_label"].astype(object).where(f["clean_label"].notna(), None).to_numpy(object)
+    audit = _names(f["clean_label"])
     decided = fin.decision != ""
     differs = np.array([a != b for a, b in zip(fin.labels, audit)], dtype=bool) | fin.dropped
     given = f["given_label"].to_numpy(object)
