@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from test_report_html import make_digits_report

@@ -84,7 +84,9 @@ def review(
     try:
         server = ReviewServer(state, host, port)
     except OSError as err:
-        raise ConfigError(f"--host {host} --port {port}: cannot serve there ({err.strerror})") from None
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot serve there ({err.strerror})"
+        ) from None
     if host not in LOOPBACK:
         typer.echo(f"warning: serving on {host}: anyone who reaches it can decide labels", err=True)
     typer.echo(f"serving at {server.url}")
@@ -119,7 +121,9 @@ def apply_(
     report_path: ReportArg,
     decisions: Annotated[
         Path,
-        typer.Argument(help="Decisions: the CSV of `labelclean review`, or a Label Studio JSON export."),
+        typer.Argument(
+            help="Decisions: the CSV of `labelclean review`, or a Label Studio JSON export."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Final labels: .csv or .parquet.")],
     only_reviewed: Annotated[
@@ -135,7 +139,9 @@ def apply_(
             "--drop-unlabeled", help="Leave out the images left without a label (as export)."
         ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out.")
+    ] = False,
 ) -> None:
     """Write the final path,label file: reviewer decisions first, the audit's outcome for the rest.
 
@@ -170,7 +176,9 @@ def apply_(
         typer.echo(line)
 
 
-def export_label_studio(report_path: Path, out: Path, *, document_root: Path | None, overwrite: bool) -> None:
+def export_label_studio(
+    report_path: Path, out: Path, *, document_root: Path | None, overwrite: bool
+) -> None:
     """``export --format label-studio``: the import tasks and their labeling config."""
     import json
 

@@ -82,7 +82,8 @@ def export_tasks(report: Report, *, document_root: Path, fingerprint: str) -> li
             "action": str(row["action"]),
             "conf_given": round(float(row["conf_given"]), 4),
             "conf_pseudo": round(float(row["conf_pseudo"]), 4),
-            "info": f"given {given}, suggested {suggested} ({row['cluster']}, audit: {row['action']})",
+            "info": f"given {given}, suggested {suggested} "
+            f"({row['cluster']}, audit: {row['action']})",
             "labelclean_report": fingerprint,
         }
         result = {
@@ -137,7 +138,9 @@ def _annotation(task: dict[str, Any]) -> tuple[str | None, bool, str] | None:
     """The last non-cancelled annotation of a task as ``(label, dropped, time)``, or None."""
     if "annotations" in task:
         done = [
-            a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")
+            a
+            for a in task.get("annotations") or []
+            if isinstance(a, dict) and not a.get("was_cancelled")
         ]
         if not done:
             return None
@@ -148,7 +151,9 @@ def _annotation(task: dict[str, Any]) -> tuple[str | None, bool, str] | None:
     if isinstance(raw, dict):
         raw = (raw.get("choices") or [None])[0]
     review = task.get(REVIEW)
-    dropped = review == "drop" or (isinstance(review, dict) and "drop" in (review.get("choices") or []))
+    dropped = review == "drop" or (
+        isinstance(review, dict) and "drop" in (review.get("choices") or [])
+    )
     if raw is None and not dropped:
         return None
     return (str(raw) if raw is not None else None), dropped, str(task.get("updated_at") or "")
@@ -186,8 +191,16 @@ def read_label_studio_export(
         if dropped:
             out.append(Decision(where, "drop", None, time, k))
         elif label is not None:
-            kind = "accept" if label == suggested.get(where) else "keep" if label == given.get(where) else "relabel"
+            kind = (
+                "accept"
+                if label == suggested.get(where)
+                else "keep"
+                if label == given.get(where)
+                else "relabel"
+            )
             out.append(Decision(where, kind, label, time, k))
     if len(fingerprints) > 1:
-        raise DecisionError(f"{path}: its tasks were made for {len(fingerprints)} different reports")
+        raise DecisionError(
+            f"{path}: its tasks were made for {len(fingerprints)} different reports"
+        )
     return out, next(iter(fingerprints), None)

@@ -97,7 +97,9 @@ def scatter(
                     ellipse = Ellipse(
                         (a, m), w, h, angle=angle, fill=False, ec=color, lw=1.6, ls="--", zorder=4
                     )
-                    ellipse.set_path_effects([patheffects.withStroke(linewidth=3.2, foreground="white")])
+                    ellipse.set_path_effects(
+                        [patheffects.withStroke(linewidth=3.2, foreground="white")]
+                    )
                     ax.add_patch(ellipse)
                 ax.scatter([a], [m], marker="X", s=110, c=color, edgecolors="black", zorder=5)
                 ax.annotate(
@@ -132,7 +134,9 @@ def _typical(part: pd.DataFrame, k: int) -> pd.DataFrame:
     return part.iloc[order[:k]]
 
 
-def traces(frame: pd.DataFrame, thumbs: Thumbnails, *, per_cluster: int = 3) -> dict[str, Any] | None:
+def traces(
+    frame: pd.DataFrame, thumbs: Thumbnails, *, per_cluster: int = 3
+) -> dict[str, Any] | None:
     """Figure 1: per cluster, typical images and their confidence over epochs."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -202,5 +206,3 @@ def traces(frame: pd.DataFrame, thumbs: Thumbnails, *, per_cluster: int = 3) -> 
         handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False
     )
     return png(fig, tight=False)
-
-

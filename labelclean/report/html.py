@@ -90,9 +90,20 @@ def write_html_report(
         report_progress(progress, "html report", k, steps)
         context = section.build(page)
         if context is not None:
-            sections.append({"id": section.id, "title": section.title, "template": section.template, "c": context})
+            sections.append(
+                {
+                    "id": section.id,
+                    "title": section.title,
+                    "template": section.template,
+                    "c": context,
+                }
+            )
     md = report.metadata
-    facts = [f"{k} {md[k]}" for k in ("model", "epochs", "mode", "device", "seed") if md.get(k) is not None]
+    facts = [
+        f"{k} {md[k]}"
+        for k in ("model", "epochs", "mode", "device", "seed")
+        if md.get(k) is not None
+    ]
     if isinstance(md.get("wall_time_s"), int | float):
         facts.append(f"{md['wall_time_s']:.0f} s")
     text = render(

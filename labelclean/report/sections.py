@@ -20,7 +20,7 @@ import pandas as pd
 from labelclean.report import figures
 from labelclean.report.heat import heat_table
 from labelclean.report.parquet import Report
-from labelclean.report.summary import CLUSTER_MEANING, CLUSTER_ORDER, Summary
+from labelclean.report.summary import CLUSTER_MEANING, Summary
 from labelclean.report.thumbs import Thumbnails
 
 TABLE_COLUMNS = (
@@ -98,14 +98,20 @@ def _present(clusters: pd.Series, order: tuple[str, ...]) -> list[str]:
 def build_summary(page: PageData) -> dict[str, Any]:
     """Headline cards, clusters, top flips, the most relabeled classes, the settings."""
     s, n = page.summary, max(page.summary.n, 1)
-    cards = [("samples", s.n), ("classes", s.n_classes), ("estimated noise", f"{s.estimated_noise:.1%}")]
+    cards = [
+        ("samples", s.n),
+        ("classes", s.n_classes),
+        ("estimated noise", f"{s.estimated_noise:.1%}"),
+    ]
     cards += [(a, f"{k} ({k / n:.0%})") for a, k in s.actions.items()]
     return {
         "cards": cards,
         "clusters": [(c, k, k / n, CLUSTER_MEANING.get(c, "")) for c, k in s.clusters.items()],
         "flips": s.top_flips.to_dict("records"),
         "most": s.most_relabeled.head(5).to_dict("records"),
-        "config": json.dumps(page.report.metadata.get("config", {}), indent=1, sort_keys=True, default=str),
+        "config": json.dumps(
+            page.report.metadata.get("config", {}), indent=1, sort_keys=True, default=str
+        ),
     }
 
 
@@ -158,7 +164,9 @@ def build_unlabeled(page: PageData) -> dict[str, Any]:
         if len(part) > page.max_grid:
             page.sampled.append(f"unlabeled {c} grid: first {page.max_grid} of {len(part)}")
         tiles = [_tile(r, page.thumbs) for _, r in part.head(page.max_grid).iterrows()]
-        groups.append({"cluster": c, "reason": UNLABEL_REASON.get(c, ""), "tiles": tiles, "total": len(part)})
+        groups.append(
+            {"cluster": c, "reason": UNLABEL_REASON.get(c, ""), "tiles": tiles, "total": len(part)}
+        )
     return {"groups": groups, "total": len(rows), "size": page.thumbs.size}
 
 
@@ -202,7 +210,8 @@ def build_samples(page: PageData) -> dict[str, Any]:
     kept_total, kept_shown = int(kept.sum()), int(min(kept.sum(), page.table_rows))
     if kept_shown < kept_total:
         page.sampled.append(
-            f"table: every flagged sample and the {kept_shown} most suspicious of {kept_total} kept ones"
+            f"table: every flagged sample and the {kept_shown} most suspicious of "
+            f"{kept_total} kept ones"
         )
     paths = list(dict.fromkeys(rows["path"].astype(str)))
     if len(paths) > MAX_TABLE_THUMBS:
@@ -234,4 +243,3 @@ SECTIONS: list[Section] = [
     Section("classes", "Classes", build_classes),
     Section("samples", "Samples", build_samples),
 ]
-

@@ -37,7 +37,7 @@ def asset_names() -> list[str]:
     return sorted(p.name for p in ASSETS.iterdir() if p.suffix in ASSET_TYPES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def asset(name: str) -> str:
     """The text of one asset file."""
     if name not in asset_names():

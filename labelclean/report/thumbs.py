@@ -16,7 +16,7 @@ from typing import Any
 
 
 class Thumbnails:
-    """Thumbnails of ``root / path`` fitting ``size`` pixels; reasons for failures in ``missing``."""
+    """Thumbnails of ``root / path`` fitting ``size`` pixels; failures' reasons in ``missing``."""
 
     def __init__(self, root: Path, size: int, missing: dict[str, str] | None = None) -> None:
         self.root, self.size = root, size

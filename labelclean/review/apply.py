@@ -88,7 +88,8 @@ def apply_decisions(
     """The final ``path,label`` table (dropped images left out) and what changed.
 
     Example:
-        >>> table, summary = apply_decisions(rep, load_decisions(p, rep, fingerprint=fp).by_path)  # doctest: +SKIP
+        >>> found = load_decisions("report.decisions.csv", rep, fingerprint=fp)  # doctest: +SKIP
+        >>> table, summary = apply_decisions(rep, found.by_path)  # doctest: +SKIP
     """
     f = report.frame
     fin = final_labels(f, decisions, only_reviewed=only_reviewed)
@@ -126,5 +127,7 @@ def reviewed_frame(
     has_label = np.array([x is not None for x in fin.labels], dtype=bool)
     given = f["given_label"].to_numpy(object)
     out["clean_label"] = pd.Series(fin.labels, index=f.index, dtype=object)
-    out["action"] = np.where(~has_label, "unlabel", np.where(fin.labels == given, "keep", "relabel"))
+    out["action"] = np.where(
+        ~has_label, "unlabel", np.where(fin.labels == given, "keep", "relabel")
+    )
     return out[~fin.dropped].reset_index(drop=True)

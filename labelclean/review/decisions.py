@@ -155,17 +155,27 @@ def read_decisions_csv(path: str | os.PathLike[str]) -> tuple[list[Decision], st
     """The rows of a decisions CSV (unchecked) and the fingerprint it carries."""
     path = Path(path)
     if not path.is_file():
-        raise DecisionError(f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else ""))
+        raise DecisionError(
+            f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else "")
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DecisionError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+        raise DecisionError(
+            f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})"
+        ) from None
     if "\x00" in text:
         raise DecisionError(f"{path}: a binary file, not a decisions CSV")
     rows, fingerprint = _rows(text, path)
     out = [
-        Decision(r.get("path", ""), r.get("decision", ""), r.get("label") or None, r.get("time", ""), line)
+        Decision(
+            r.get("path", ""),
+            r.get("decision", ""),
+            r.get("label") or None,
+            r.get("time", ""),
+            line,
+        )
         for line, r in rows
     ]
     return out, fingerprint
@@ -194,12 +204,16 @@ def load_decisions(
             f"{name} has {fingerprint[:12]}...); use the decisions file of this report"
         )
     if carried is None and rows:
-        logger.warning("%s has no report fingerprint; cannot check it was made for this report", path)
+        logger.warning(
+            "%s has no report fingerprint; cannot check it was made for this report", path
+        )
     labels = suggested_labels(report)
     classes = set(report.class_names)
     out = DecisionSet(fingerprint=carried, source=path)
     for d in rows:
-        where = f"{path} line {d.line}" if path.suffix.lower() != ".json" else f"{path} task {d.line}"
+        where = (
+            f"{path} line {d.line}" if path.suffix.lower() != ".json" else f"{path} task {d.line}"
+        )
         checked = check_decision(d, where, labels=labels, classes=classes)
         out.by_path.pop(checked.path, None)  # keep dict order = order of the last decisions
         out.by_path[checked.path] = checked
