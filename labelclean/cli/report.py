@@ -59,7 +59,9 @@ def report(
     table_rows: Annotated[
         int,
         typer.Option(
-            min=1, help="Most suspicious samples in the page's table.", rich_help_panel="Page"
+            min=1,
+            help="Kept samples in the page's table, the most suspicious (every flagged one is in it).",
+            rich_help_panel="Page",
         ),
     ] = 500,
     thumb_size: Annotated[
@@ -72,7 +74,8 @@ def report(
     The page shows the paper's figures for your data: the joint-confidence clusters, the
     confidence of typical samples over the epochs, the relabeled and unlabeled images, a
     per-class table with a given->clean heatmap, and a filterable table of the most
-    suspicious samples whose selection exports as CSV for re-annotation.
+    suspicious samples whose selection exports as CSV for re-annotation. To decide on the
+    suggestions, use `labelclean review`.
     """
     from labelclean._io import check_writable
     from labelclean.report.html import write_html_report
@@ -153,6 +156,7 @@ def export(
     filter; samples the audit unlabeled have an empty label (use them as unlabeled data).
     With --drop-unlabeled they are left out and only path,label is written. Paths are as
     in your manifest (relative to the image folder) unless --absolute-paths.
+    --format label-studio writes Label Studio import tasks instead (see README).
     """
     from labelclean._io import atomic_write_with, check_writable
     from labelclean.errors import ConfigError
