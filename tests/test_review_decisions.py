@@ -237,3 +237,20 @@ def test_cli_apply_and_export_label_studio(digits, rep, tmp_path):
     assert "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=" in r.output
     r = invoke("export", digits, "--format", "label-studio", "--out", tmp_path / "t.csv")
     assert r.exit_code == 1 and "name the file *.json" in r.output
+
+
+def test_finetune_trains_on_the_reviewed_labels(tmp_path):
+    report = make_digits_report(tmp_path)
+    rep = read_report(report)
+    nhr, nhi = rows_of(rep, "NHR"), rows_of(rep, "NHI").iloc[0]
+    lines = [f"{p},accept,," for p in nhr["path"]] + [f"{nhi.path},drop,,"]
+    dec = write(tmp_path / "d.csv", "path,decision,label,time\n" + "\n".join(lines) + "\n")
+    r = invoke("finetune", report, "--decisions", dec, "--out", tmp_path / "m", "--epochs", 1,
+               "--mu", 1, "--batch-size", 16, "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    # 66 kept or relabeled + the 7 accepted NHR; the other 6 NHI unlabeled; one dropped
+    assert (metrics["n_labeled"], metrics["n_unlabeled"]) == (66 + 7, 6)
+    bad = write(tmp_path / "bad.csv", "path,decision,label,time\nzz.png,drop,,\n")
+    r = invoke("finetune", report, "--decisions", bad, "--out", tmp_path / "m2", "--epochs", 1, "--quiet")
+    assert r.exit_code == 1 and "line 2: path 'zz.png'" in r.output

@@ -206,3 +206,17 @@ def test_cli_refuses_bad_decisions_files_and_wildcard_hosts(tmp_path):
         r = runner.invoke(app, ["review", str(report), "--no-browser", *map(str, args)])
         assert r.exit_code == 1 and message in r.output, (args, r.output)
     assert other.read_text().count("\n") == 2  # left as it was
+
+
+def test_a_guard_column_reaches_the_cards_when_the_report_has_one(tmp_path):
+    """Reports of the guard's version have a `guard` column; older ones do not."""
+    report = make_digits_report(tmp_path)
+    rep = read_report(report)
+    fp = report_fingerprint(report)
+    old = ReviewState(rep, tmp_path / "d.csv", fingerprint=fp)
+    assert "guard" not in old.rows("queue") and old.meta()["has_guard"] is False
+    rep.frame["guard"] = ["class floor" if c == "CH" else None for c in rep.frame["cluster"]]
+    new = ReviewState(rep, tmp_path / "d.csv", fingerprint=fp)
+    rows = new.rows("queue")
+    clusters = [new.cluster_names[k] for k in rows["cluster"]]
+    assert new.meta()["has_guard"] and all((g == "class floor") == (c == "CH") for g, c in zip(rows["guard"], clusters))
