@@ -27,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
+
 from labelclean._version import __version__
 from labelclean.report.parquet import Report
 from labelclean.review.decisions import Decision, DecisionError
@@ -66,28 +68,34 @@ def label_config(class_names: list[str]) -> str:
 def export_tasks(report: Report, *, document_root: Path, fingerprint: str) -> list[dict[str, Any]]:
     """One import task per image, flagged clusters first, the suggestion pre-annotated."""
     f = report.frame
-    root = report.image_root
+    root, doc = report.image_root, document_root.resolve()
     rank = {c: i for i, c in enumerate(_QUEUE)}
-    order = sorted(range(len(f)), key=lambda i: (rank.get(f["cluster"].iat[i], len(rank)), i))
+    cols = {
+        c: f[c].astype(str).tolist()
+        for c in ("path", "given_label", "pseudo_label", "cluster", "action")
+    }
+    conf_given = f["conf_given"].to_numpy(np.float64).round(4).tolist()
+    conf_pseudo = f["conf_pseudo"].to_numpy(np.float64).round(4).tolist()
+    index = f["index"].to_numpy(np.int64).tolist()
+    order = sorted(range(len(f)), key=lambda i: (rank.get(cols["cluster"][i], len(rank)), i))
     tasks = []
     for i in order:
-        row = f.iloc[i]
-        path, given, suggested = str(row["path"]), str(row["given_label"]), str(row["pseudo_label"])
+        path, given, suggested = cols["path"][i], cols["given_label"][i], cols["pseudo_label"][i]
+        cluster, action = cols["cluster"][i], cols["action"][i]
         data = {
-            IMAGE: image_url((root / path).resolve(), document_root.resolve()),
+            IMAGE: image_url((root / path).resolve(), doc),
             "path": path,
             "given_label": given,
             "suggested_label": suggested,
-            "cluster": str(row["cluster"]),
-            "action": str(row["action"]),
-            "conf_given": round(float(row["conf_given"]), 4),
-            "conf_pseudo": round(float(row["conf_pseudo"]), 4),
-            "info": f"given {given}, suggested {suggested} "
-            f"({row['cluster']}, audit: {row['action']})",
+            "cluster": cluster,
+            "action": action,
+            "conf_given": conf_given[i],
+            "conf_pseudo": conf_pseudo[i],
+            "info": f"given {given}, suggested {suggested} ({cluster}, audit: {action})",
             "labelclean_report": fingerprint,
         }
         result = {
-            "id": f"s{int(row['index'])}",
+            "id": f"s{index[i]}",
             "from_name": LABEL,
             "to_name": IMAGE,
             "type": "choices",
@@ -95,7 +103,7 @@ def export_tasks(report: Report, *, document_root: Path, fingerprint: str) -> li
         }
         prediction = {
             "model_version": f"labelclean {__version__}",
-            "score": data["conf_pseudo"],
+            "score": conf_pseudo[i],
             "result": [result],
         }
         tasks.append({"data": data, "predictions": [prediction]})

@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _row(self, text: str) -> int | None:
         n = len(self.server.state.paths)
-        return int(text) if text.isdigit() and int(text) < n else None
+        return int(text) if text.isascii() and text.isdigit() and int(text) < n else None
 
     # -- methods ---------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - the base class's naming
