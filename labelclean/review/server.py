@@ -62,7 +62,9 @@ class ReviewServer(ThreadingHTTPServer):
             token=self.token,
             meta=state.meta(),
             heat=heat if len(queue) else None,
-            heat_note=heat_note or "The queue is empty.",
+            heat_note=(f"Heatmap: {heat_note}." if heat_note else "")
+            if len(queue)
+            else "The queue is empty.",
             report_name=state.report.path.name if state.report.path else "report",
             version=__version__,
         ).encode("utf-8")
