@@ -1,4 +1,4 @@
-"""Hostile but realistic runs of the training commands (issue 14, items 5, 12 and 15).
+"""Hostile but realistic numbers and data for the training commands (issue 14, items 5, 12).
 
 Options that cannot work are refused before any work; a run that diverges stops naming the
 epoch and keeps the last good checkpoint; a collapsed network is reported, not passed off
