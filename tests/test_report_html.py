@@ -30,12 +30,14 @@ N = sum(r[0] for r in ROLES.values())  # 80
 
 
 def make_digits_report(
-    folder: Path, *, class_names=None, epochs: int = 10, odd_path: str | None = None
+    folder: Path, *, class_names=None, epochs: int = 10, odd_path: str | None = None, guard: bool = False
 ) -> Path:
     """Write N real digit PNGs and a report.parquet over them with known clusters and actions.
 
     Rows are ordered by role (CS, CH, NS, NHR, NHI); NS rows are relabeled given=(truth+1)%10 ->
-    truth, NHR/NHI rows are unlabeled, CS/CH rows keep their (true) label.
+    truth, NHR/NHI rows are unlabeled, CS/CH rows keep their (true) label. With ``guard``, the
+    report records the guard as an audit does: the first 4 CH rows were moved there by the
+    flag budget (column ``guard`` and metadata ``guard_note``); without, it predates the guard.
     """
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -83,6 +85,7 @@ def make_digits_report(
             "admitted_epoch": np.select([action == "keep", action == "relabel"], [3, 5], -1),
             "trace_given": tg,
             "trace_pseudo": tp,
+            **({"guard": np.where(np.isin(np.arange(N) - ROLES["CS"][0], range(4)), "budget", None)} if guard else {}),
         },
         class_names=names,
     )
@@ -104,6 +107,7 @@ def make_digits_report(
         "model": "small_cnn",
         "gmm": gmm,
         "cluster_names": list(ROLES),
+        **({"guard_note": "guard: budget kept 4 flagged samples with their labels (CH)"} if guard else {}),
     }
     return write_report(folder / "report.parquet", table, metadata, overwrite=False)
 
@@ -489,3 +493,23 @@ def test_page_says_so_where_a_filter_reaches_the_sampled_kept_rows(digits, tmp_p
     frame = read_report(digits).frame
     n = int(((frame["given_label"] == "4") & (frame["clean_label"] == "3")).sum())
     assert f'data-pair="rows 1-{n} of {n} (page 1 of 1)"' in dom
+
+
+def test_page_shows_what_the_guard_moved_and_the_warnings_when_the_report_records_them(tmp_path):
+    """Issue 14.15: a guard column in the table and counts in the summary; none for older reports."""
+    report = read_report(make_digits_report(tmp_path / "new", guard=True))
+    report.metadata["warnings"] = ["predictions collapsed onto <1> class"]
+    text = write_html_report(report, tmp_path / "new.html").read_text(encoding="utf-8")
+    p = Page(text)
+    rows = json.loads(p.scripts["rows"])
+    assert "guard" in json.loads(p.scripts["columns"])
+    assert sorted(r["path"] for r in rows if r["guard"] == "budget") == [f"d{i:03d}.png" for i in range(40, 44)]
+    assert all(r["guard"] is None for r in rows if r["path"] not in {f"d{i:03d}.png" for i in range(40, 44)})
+    moves = re.search(r'<div id="guard-moves">(.*?)</div>', text, re.S).group(1)
+    assert re.search(r"<td class=\"text\">budget</td><td>4</td><td>5\.0%</td>", moves)
+    assert "<td class=\"text\">class_floor</td><td>0</td>" in moves and "guard: budget kept 4" in moves
+    assert "<b>warning:</b> predictions collapsed onto &lt;1&gt; class" in text
+    old = write_html_report(read_report(make_digits_report(tmp_path / "old")), tmp_path / "old.html")
+    old_text = old.read_text(encoding="utf-8")
+    assert "guard" not in json.loads(Page(old_text).scripts["columns"]) and "warning:" not in old_text
+    assert "Not recorded: a report from an earlier labelclean version." in old_text

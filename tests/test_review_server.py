@@ -209,14 +209,13 @@ def test_cli_refuses_bad_decisions_files_and_wildcard_hosts(tmp_path):
 
 
 def test_a_guard_column_reaches_the_cards_when_the_report_has_one(tmp_path):
-    """Reports of the guard's version have a `guard` column; older ones do not."""
-    report = make_digits_report(tmp_path)
-    rep = read_report(report)
-    fp = report_fingerprint(report)
-    old = ReviewState(rep, tmp_path / "d.csv", fingerprint=fp)
+    """Reports that record the guard (issue 14.15) show it on the cards; older ones do not."""
+    report = make_digits_report(tmp_path / "old")
+    old = ReviewState(read_report(report), tmp_path / "d.csv", fingerprint=report_fingerprint(report))
     assert "guard" not in old.rows("queue") and old.meta()["has_guard"] is False
-    rep.frame["guard"] = ["class floor" if c == "CH" else None for c in rep.frame["cluster"]]
-    new = ReviewState(rep, tmp_path / "d.csv", fingerprint=fp)
+    report = make_digits_report(tmp_path / "new", guard=True)
+    new = ReviewState(read_report(report), tmp_path / "e.csv", fingerprint=report_fingerprint(report))
     rows = new.rows("queue")
-    clusters = [new.cluster_names[k] for k in rows["cluster"]]
-    assert new.meta()["has_guard"] and all((g == "class floor") == (c == "CH") for g, c in zip(rows["guard"], clusters))
+    moved = {p for p, g in zip(rows["path"], rows["guard"]) if g == "budget"}
+    assert new.meta()["has_guard"] and moved == {f"d{i:03d}.png" for i in range(40, 44)}  # CH rows
+    assert all(g in (None, "budget") for g in rows["guard"])

@@ -20,7 +20,7 @@ import pandas as pd
 from labelclean.report import figures
 from labelclean.report.heat import heat_table
 from labelclean.report.parquet import Report
-from labelclean.report.summary import CLUSTER_MEANING, Summary
+from labelclean.report.summary import CLUSTER_MEANING, GUARD_MEANING, Summary
 from labelclean.report.thumbs import Thumbnails
 
 TABLE_COLUMNS = (
@@ -96,8 +96,12 @@ def _present(clusters: pd.Series, order: tuple[str, ...]) -> list[str]:
 
 
 def build_summary(page: PageData) -> dict[str, Any]:
-    """Headline cards, clusters, top flips, the most relabeled classes, the settings."""
+    """Headline cards, warnings, clusters, what the guards moved, top flips, the settings.
+
+    ``guard`` is None for a report written before the guard was recorded (nothing to show).
+    """
     s, n = page.summary, max(page.summary.n, 1)
+    md = page.report.metadata
     cards = [
         ("samples", s.n),
         ("classes", s.n_classes),
@@ -106,7 +110,12 @@ def build_summary(page: PageData) -> dict[str, Any]:
     cards += [(a, f"{k} ({k / n:.0%})") for a, k in s.actions.items()]
     return {
         "cards": cards,
+        "warnings": [str(w) for w in md.get("warnings") or []],
         "clusters": [(c, k, k / n, CLUSTER_MEANING.get(c, "")) for c, k in s.clusters.items()],
+        "guard": None
+        if s.guard is None
+        else [(g, k, k / n, GUARD_MEANING.get(g, "")) for g, k in s.guard.items()],
+        "guard_note": str(md.get("guard_note") or ""),
         "flips": s.top_flips.to_dict("records"),
         "most": s.most_relabeled.head(5).to_dict("records"),
         "config": json.dumps(
@@ -190,8 +199,7 @@ def suspicious_order(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
-def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    cols = list(TABLE_COLUMNS)
+def _records(rows: pd.DataFrame, cols: list[str]) -> list[dict[str, Any]]:
     out = rows[cols].astype(object).where(rows[cols].notna(), None)
     out["index"] = rows["index"].astype(np.int64).tolist()
     for col in ("conf_given", "conf_pseudo", "cluster_prob"):
@@ -201,8 +209,12 @@ def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def build_samples(page: PageData) -> dict[str, Any]:
-    """Every flagged sample and the most suspicious kept ones, with the first page as HTML."""
+    """Every flagged sample and the most suspicious kept ones, with the first page as HTML.
+
+    The ``guard`` column (which guard moved a sample) is shown when the report records it.
+    """
     f = page.frame
+    columns = [*TABLE_COLUMNS, *(["guard"] if page.summary.guard is not None else [])]
     order = suspicious_order(f)
     kept = f["action"].to_numpy()[order] == "keep"
     chosen = np.concatenate([order[~kept], order[kept][: page.table_rows]])
@@ -217,12 +229,12 @@ def build_samples(page: PageData) -> dict[str, Any]:
     if len(paths) > MAX_TABLE_THUMBS:
         page.sampled.append(f"table thumbnails: the first {MAX_TABLE_THUMBS} of {len(paths)} rows")
     thumbs = {p: u for p in paths[:MAX_TABLE_THUMBS] if (u := page.table_thumbs.uri(p))}
-    records = _records(rows)
+    records = _records(rows, columns)
     return {
         "records": records,
         "first_page": records[:PER_PAGE],
         "thumbs": thumbs,
-        "columns": list(TABLE_COLUMNS),
+        "columns": columns,
         "numeric": NUMERIC,
         "flagged": int((~kept).sum()),
         "kept_total": kept_total,

@@ -16,7 +16,7 @@ import numpy as np
 
 from labelclean.data.manifest import IMAGE_SUFFIXES
 from labelclean.report.parquet import Report
-from labelclean.report.summary import CLUSTER_MEANING
+from labelclean.report.summary import CLUSTER_MEANING, guard_counts
 from labelclean.report.thumbs import Thumbnails
 from labelclean.review.decisions import (
     DECISIONS,
@@ -44,6 +44,8 @@ class ReviewState:
         self.paths = f["path"].astype(str).tolist()
         self.row_of = {p: i for i, p in enumerate(self.paths)}
         self.classes = report.class_names
+        #: Whether the report records which guard moved a sample (older ones do not).
+        self.has_guard = guard_counts(f, report.metadata) is not None
         self._labels = suggested_labels(report)
         self._lock = threading.Lock()
         self.decisions: dict[str, Decision] = {}
@@ -70,7 +72,7 @@ class ReviewState:
             "queue_size": len(self.queue),
             "more_size": len(self.more),
             "more_cluster": ON_DEMAND,
-            "has_guard": "guard" in self.report.frame.columns,
+            "has_guard": self.has_guard,
             "decisions_file": str(self.path),
         }
 
@@ -90,7 +92,7 @@ class ReviewState:
             "conf_given": np.round(f["conf_given"].to_numpy(np.float64), 3).tolist(),
             "conf_pseudo": np.round(f["conf_pseudo"].to_numpy(np.float64), 3).tolist(),
         }
-        if "guard" in f.columns:
+        if self.has_guard:
             out["guard"] = [None if g is None or g != g else str(g) for g in f["guard"]]
         ids = set(out["id"])
         with self._lock:
