@@ -14,9 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelclean._io import MARKER, check_output_dir, marker_text
 from labelclean._progress import Progress
 from labelclean.config import AuditConfig
+from labelclean.errors import ConfigError
 from labelclean.fgcm.audit import EpochHook
+
+#: What the demo writes in its folder (and may replace there on the next run).
+DEMO_FILES = ("images", "labels.csv", "truth.csv", "report.parquet", "report.html", "report.work")
 
 
 @dataclass
@@ -46,12 +51,20 @@ DEMO_CONFIG = {
 def write_demo_data(
     folder: Path, *, noise_rate: float = 0.3, seed: int = 0
 ) -> tuple[Path, Path, Path]:
-    """Write the digits as PNGs, a noisy ``labels.csv`` and the clean ``truth.csv``."""
+    """Write the digits as PNGs, a noisy ``labels.csv`` and the clean ``truth.csv``.
+
+    ``folder`` must be new, empty or an earlier demo's (it carries the demo marker): the
+    demo replaces its own files and never a folder the user owns.
+    """
     from labelclean.data.digits import write_digits
     from labelclean.data.manifest import read_manifest
     from labelclean.evaluate import corrupt_labels
 
+    if not 0 <= noise_rate < 1:  # before writing a single image
+        raise ConfigError(f"--noise {noise_rate}: expected a fraction in [0, 1), e.g. 0.3")
+    check_output_dir(folder, overwrite=True, kind="demo", files=DEMO_FILES)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(marker_text("demo"))
     images, clean_csv = write_digits(folder / "images", layout="csv", seed=seed)
     assert clean_csv is not None  # layout="csv" always writes one
     manifest = read_manifest(images, clean_csv)

@@ -30,9 +30,21 @@ class CheckpointError(LabelcleanError):
     """A checkpoint or work directory cannot be used to resume."""
 
 
-class OutputExistsError(LabelcleanError):
+class OutputError(LabelcleanError):
+    """An output cannot go where asked: an input, a folder the user owns, a full disk, ..."""
+
+
+class OutputExistsError(OutputError):
     """An output already exists and --overwrite was not given."""
+
+
+class ModelError(LabelcleanError):
+    """An exported model folder is incomplete, corrupt or inconsistent."""
 
 
 class MissingExtraError(LabelcleanError):
     """An optional dependency is not installed; the message says what to install."""
+
+
+class Interrupted(Exception):  # noqa: N818 - the user's stop request, not an error
+    """Ctrl-C or SIGTERM stopped the work before anything was written; the CLI exits 130/143."""

@@ -99,7 +99,7 @@ def test_export_refuses_to_overwrite_or_guess(digits, tmp_path):
     r = invoke("export", digits, "--out", tmp_path / "m.txt")
     assert r.exit_code == 1 and "--out" in r.output and "*.csv or *.parquet" in r.output
     r = invoke("export", digits, "--out", digits, "--overwrite")
-    assert r.exit_code == 1 and "is the report itself" in r.output
+    assert r.exit_code == 1 and "is the same file as REPORT" in r.output
     assert read_report(digits).frame.shape[0] == N
     r = invoke("export", tmp_path / "none.parquet", "--out", tmp_path / "x.csv")
     assert r.exit_code == 1 and "none.parquet" in r.output

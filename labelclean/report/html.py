@@ -805,7 +805,7 @@ to <input id="f-max" type="number" step="0.05" min="0" max="1" value="1" style="
 <script>{_SCRIPT}</script>
 </body></html>
 """
-    out = atomic_write_text(path, page, overwrite=overwrite)
+    out = atomic_write_text(path, page, overwrite=overwrite, flag="--html")
     if missing:
         logger.warning("%d image(s) under %s could not be read for the page", len(missing), root)
     report_progress(progress, "html report", _STEPS, _STEPS)
