@@ -114,8 +114,6 @@ def finetune(
         WorkDirLock,
         clear_checkpoints,
         default_work_dir,
-        load_latest,
-        resume_differences,
         save_checkpoint,
     )
     from labelclean.cli._signals import StopRequest, resume_command
@@ -212,19 +210,11 @@ def finetune(
         labeled_rows, labels, unlabeled_rows = split_report(frame, names)
         report_hash = hashlib.sha256(Path(report_path).read_bytes())
         report_hash.update(np.asarray([r.row for r in data.rejections], np.int64).tobytes())
-        resume_state = None
-        if resume:
-            payload, ckpt = load_latest(work_dir)
-            changes = resume_differences(
-                payload, config=config.to_dict(), manifest_fingerprint=report_hash.hexdigest()
-            )
-            if changes and not force:
-                raise CheckpointError(
-                    f"--resume: {ckpt} was made by a different run: "
-                    + "; ".join(changes)
-                    + ". Pass --force to resume anyway, or start fresh without --resume"
-                )
-            resume_state = payload["state"]
+        resume_state = (
+            _resume_state(work_dir, config.to_dict(), report_hash.hexdigest(), force=force)
+            if resume
+            else None
+        )
         test_data = None
         if test is not None:
             test_data = _load_test(test, test_labels, names, size, cache_dir, progress)
@@ -296,6 +286,22 @@ def finetune(
     typer.echo(f"model: {out}")
     if result.test_accuracy is not None:
         typer.echo(f"test accuracy {result.test_accuracy:.4f}")
+
+
+def _resume_state(work_dir: Path, config: dict, fingerprint: str, *, force: bool) -> dict:
+    """The training state of the newest checkpoint, if it was made by this same run."""
+    from labelclean.checkpoint import load_latest, resume_differences
+    from labelclean.errors import CheckpointError
+
+    payload, ckpt = load_latest(work_dir)
+    changes = resume_differences(payload, config=config, manifest_fingerprint=fingerprint)
+    if changes and not force:
+        raise CheckpointError(
+            f"--resume: {ckpt} was made by a different run: "
+            + "; ".join(changes)
+            + ". Pass --force to resume anyway, or start fresh without --resume"
+        )
+    return payload["state"]
 
 
 def _image_root(rep, report_path: Path, image_root: Path | None) -> Path:  # noqa: ANN001
