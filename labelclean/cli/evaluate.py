@@ -334,7 +334,11 @@ def evaluate(
     needed = ["path", "given_label", "cluster", "action", "clean_label", "pseudo_label"]
     rep = read_report(report, columns=needed)  # the traces are not needed
     labels = read_truth(
-        truth, rep.frame, path_column=truth_path_column, label_column=truth_label_column
+        truth,
+        rep.frame,
+        path_column=truth_path_column,
+        label_column=truth_label_column,
+        class_names=rep.class_names,
     )
     metrics = cleaning_metrics(rep.frame, labels)
     if as_json:
