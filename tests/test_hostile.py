@@ -255,6 +255,25 @@ def test_an_unwritable_folder_is_one_line_before_the_work(world, no_work, tmp_pa
     assert list(locked.iterdir()) == []
 
 
+def test_an_unusable_cache_dir_is_refused_before_decoding(world, tmp_path, monkeypatch):
+    import labelclean.data.images as images
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).is_relative_to(locked):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(images, "decode_image", lambda *a, **k: pytest.fail("decoding started"))
+    for cache, reason in ((locked / "cache", "read-only file system"), (tmp_path / LONG, "file name too long")):
+        refused(run("check", world.images, world.labels, "--cache-dir", cache), "--cache-dir", reason)
+    assert list(locked.iterdir()) == []
+
+
 @pytest.mark.skipif(ROOT, reason="root writes through chmod; the probe test above covers it")
 def test_a_chmod_read_only_folder_is_refused(world, no_work, tmp_path):
     locked = tmp_path / "locked"

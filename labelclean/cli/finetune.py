@@ -131,7 +131,7 @@ def finetune(
     root = _image_root(rep, report_path, image_root)
     inputs = {
         "REPORT": report_path,
-        "image folder": root,
+        "the report's image folder": root,
         "--test": test,
         "--test-labels": test_labels,
         "--weights": weights,

@@ -250,7 +250,11 @@ def load_images(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = _cache_key(manifest, size, max_pixels)
     array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if array_path.is_file() and meta_path.is_file():
+    try:
+        hit = array_path.is_file() and meta_path.is_file()
+    except OSError:  # a name too long, ...: the check below says so, naming --cache-dir
+        hit = False
+    if hit:
         try:
             return _reuse(
                 manifest,
