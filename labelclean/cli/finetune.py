@@ -102,6 +102,13 @@ def finetune(
     force: Annotated[
         bool, typer.Option(help="With --resume: continue even if the report or options changed.")
     ] = False,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train on the reviewed labels: a decisions file of `labelclean review` (or a "
+            "Label Studio export); dropped images are left out."
+        ),
+    ] = None,
 ) -> None:
     """Train a model on the cleaned labels plus the unlabeled rest (paper 3.3) and export it."""
     import hashlib
@@ -135,6 +142,7 @@ def finetune(
         "--test": test,
         "--test-labels": test_labels,
         "--weights": weights,
+        "--decisions": decisions,
     }
     _check_out_dir(out, overwrite, inputs=inputs)
     work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
@@ -156,6 +164,14 @@ def finetune(
         eval_every=eval_every,
     )
     md, frame = rep.metadata, rep.frame
+    report_hash = hashlib.sha256(Path(report_path).read_bytes())
+    if decisions is not None:
+        from labelclean.review.apply import reviewed_frame
+        from labelclean.review.decisions import load_decisions
+
+        found = load_decisions(decisions, rep, fingerprint=report_hash.hexdigest())
+        frame = reviewed_frame(rep, found.by_path)
+        report_hash.update(b":" + hashlib.sha256(Path(decisions).read_bytes()).digest())
     if not resume and dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
         raise CheckpointError(
             f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
@@ -208,7 +224,6 @@ def finetune(
             frame = frame.reset_index(drop=True)
             progress.log(f"skipped {len(data.rejections)} unreadable image(s) of the report")
         labeled_rows, labels, unlabeled_rows = split_report(frame, names)
-        report_hash = hashlib.sha256(Path(report_path).read_bytes())
         report_hash.update(np.asarray([r.row for r in data.rejections], np.int64).tobytes())
         resume_state = (
             _resume_state(work_dir, config.to_dict(), report_hash.hexdigest(), force=force)
