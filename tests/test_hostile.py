@@ -71,8 +71,13 @@ def world(tmp_path_factory):
     r = run("finetune", report, "--out", model, "--epochs", 1, "--mu", 1, "--batch-size", 32,
             "--quiet", "--cache-dir", cache)
     assert r.exit_code == 0, r.output
+    from labelclean.review.decisions import Decision, report_fingerprint, write_decisions
+
+    decisions = base / "ds" / "report.decisions.csv"
+    write_decisions(decisions, [Decision("digit_0000.png", "drop")], fingerprint=report_fingerprint(report),
+                    report_name=report.name)
     return SimpleNamespace(ds=base / "ds", images=images, labels=labels, report=report,
-                           model=model, cache=cache)
+                           model=model, cache=cache, decisions=decisions)
 
 
 @pytest.fixture
@@ -82,7 +87,7 @@ def ds(world, tmp_path):
     shutil.copytree(world.ds, folder)
     retarget(world.report, folder / "images", folder / "report.parquet")
     return SimpleNamespace(folder=folder, images=folder / "images", labels=folder / "images" / "labels.csv",
-                           report=folder / "report.parquet")
+                           report=folder / "report.parquet", decisions=folder / "report.decisions.csv")
 
 
 @pytest.fixture
@@ -90,11 +95,14 @@ def no_work(monkeypatch):
     """Any command that starts decoding, training or rendering fails the test."""
     import labelclean.data.images as images
     import labelclean.report.html as html
+    import labelclean.review.apply as apply
+    import labelclean.review.server as server
 
     def boom(*args, **kwargs):
         raise AssertionError("the work started before the outputs were checked")
 
-    for module, name in ((images, "load_dataset"), (images, "load_images"), (html, "write_html_report")):
+    for module, name in ((images, "load_dataset"), (images, "load_images"), (html, "write_html_report"),
+                         (server, "ReviewServer"), (apply, "apply_decisions")):
         monkeypatch.setattr(module, name, boom)
 
 
@@ -148,6 +156,9 @@ def test_file_outputs_never_replace_a_folder(world, no_work, tmp_path):
         ["export", world.report, "--out", folder, "--overwrite"],
         ["predict", world.model, world.images, "--out", folder, "--overwrite"],
         ["corrupt", world.labels, "--out", folder, "--overwrite"],
+        ["apply", world.report, world.decisions, "--out", folder, "--overwrite"],
+        ["export", world.report, "--format", "label-studio", "--out", folder, "--overwrite"],
+        ["review", world.report, "--decisions", folder, "--no-browser"],
     ):
         refused(run(*args), folder, "is a folder")
     assert (folder / "keep").is_dir()
@@ -165,6 +176,8 @@ def test_demo_never_writes_into_a_users_folder(ds, no_work):
 
 def test_no_output_may_be_an_input(ds, world, no_work):
     (ds.folder / "link.csv").symlink_to(ds.labels)
+    for name in ("rep.json", "rep.csv"):  # another name for the report
+        (ds.folder / name).symlink_to(ds.report)
     spelled = ds.folder / "images" / ".." / "images" / "labels.csv"
     before = listing(ds.folder)
     cases = [
@@ -183,6 +196,12 @@ def test_no_output_may_be_an_input(ds, world, no_work):
         (["predict", world.model, ds.images, ds.labels, "--out", ds.labels, "--overwrite"], "LABELS"),
         (["predict", world.model, ds.images, "--out", world.model / "config.json", "--overwrite"], "the model's config.json"),
         (["finetune", ds.report, "--out", ds.folder / "m", "--work-dir", ds.images], "image folder"),
+        (["finetune", ds.report, "--out", ds.decisions, "--decisions", ds.decisions, "--overwrite"], "--decisions"),
+        (["apply", ds.report, ds.decisions, "--out", ds.decisions, "--overwrite"], "DECISIONS"),
+        (["apply", ds.report, ds.decisions, "--out", ds.folder / "." / "report.parquet", "--overwrite"], "REPORT"),
+        (["export", ds.report, "--format", "label-studio", "--out", ds.folder / "rep.json", "--overwrite"], "REPORT"),
+        (["review", ds.report, "--decisions", ds.folder / "rep.csv"], "REPORT"),
+        (["review", ds.report, "--decisions", ds.images / "digit_0000.png"], "an image in the report's image folder"),
     ]
     for args, name in cases:
         refused(run(*args), name)
@@ -227,6 +246,9 @@ def _every_output(world, where):
         (["finetune", world.report, "--out", where / "model"], "--out"),
         (["finetune", world.report, "--out", where.parent / "m", "--work-dir", where / "work"], "--work-dir"),
         (["predict", world.model, world.images, "--out", where / "p.parquet"], "--out"),
+        (["apply", world.report, world.decisions, "--out", where / "final.csv"], "--out"),
+        (["export", world.report, "--format", "label-studio", "--out", where / "t.json"], "--out"),
+        (["review", world.report, "--decisions", where / "d.csv", "--no-browser"], "--decisions"),
     ]
 
 
@@ -310,6 +332,8 @@ FULL_DISK = {  # output: (arguments, a name in the file written, the option name
     "report": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], "r.parquet", "--out"),
     "checkpoint": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], ".checkpoint-", "--work-dir"),
     "log-json": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", "--log-json", t / "l.jsonl", *_TRAIN], "l.jsonl", "--log-json"),
+    "apply": (lambda w, t: ["apply", w.report, w.decisions, "--out", t / "old.csv", "--overwrite"], "old.csv", "--out"),
+    "label-studio": (lambda w, t: ["export", w.report, "--format", "label-studio", "--out", t / "t.json"], "t.json", "--out"),
     "model": (lambda w, t: ["finetune", w.report, "--out", t / "m", "--epochs", 1, "--mu", 1, "--quiet"], "model.safetensors", "--out"),
 }
 
@@ -334,6 +358,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(world, full_dis
     assert leftovers == []
     if output == "log-json":
         assert (tmp_path / "l.jsonl").read_text() == ""  # the failed line was cut back out
+    if output == "label-studio":
+        assert not (tmp_path / "t.label-config.xml").exists()  # no config without its tasks
 
 
 def _namespace(script):
