@@ -48,6 +48,12 @@ DEMO_CONFIG = {
 }
 
 
+def check_noise_rate(noise_rate: float) -> None:
+    """Refuse a noise rate that is not a fraction, before anything is written."""
+    if not 0 <= noise_rate < 1:
+        raise ConfigError(f"--noise {noise_rate}: expected a fraction in [0, 1), e.g. 0.3")
+
+
 def write_demo_data(
     folder: Path, *, noise_rate: float = 0.3, seed: int = 0
 ) -> tuple[Path, Path, Path]:
@@ -60,8 +66,7 @@ def write_demo_data(
     from labelclean.data.manifest import read_manifest
     from labelclean.evaluate import corrupt_labels
 
-    if not 0 <= noise_rate < 1:  # before writing a single image
-        raise ConfigError(f"--noise {noise_rate}: expected a fraction in [0, 1), e.g. 0.3")
+    check_noise_rate(noise_rate)  # before writing a single image
     check_output_dir(folder, overwrite=True, kind="demo", files=DEMO_FILES)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text(marker_text("demo"))
@@ -96,8 +101,8 @@ def run_demo(
     from labelclean.evaluate import cleaning_metrics, read_truth
 
     folder = Path(folder)
+    config = AuditConfig(**{**DEMO_CONFIG, "seed": seed, **config_overrides})  # before writing
     images, labels_csv, truth_csv = write_demo_data(folder, noise_rate=noise_rate, seed=seed)
-    config = AuditConfig(**{**DEMO_CONFIG, "seed": seed, **config_overrides})
     result = audit(images, labels_csv, config=config, progress=progress, on_epoch=on_epoch)
     report = result.write(folder / "report.parquet", overwrite=overwrite)
     frame = result.to_pandas()

@@ -512,7 +512,10 @@ def test_check_twice_with_skip_names_its_own_option(ds):
 
 
 def test_demo_refuses_a_bad_noise_before_writing(tmp_path):
-    refused(run("demo", "--out", tmp_path / "d", "--noise", 1.5), "--noise 1.5")
+    r = run("demo", "--out", tmp_path / "d", "--noise", 1.5)
+    refused(r, "--noise 1.5")
+    assert "writing" not in r.output  # not even announced
+    assert run("demo", "--out", tmp_path / "d", "--epochs", -1).exit_code == 2
     assert not (tmp_path / "d").exists()
 
 

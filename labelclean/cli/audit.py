@@ -404,15 +404,16 @@ def demo(
     ] = Path("labelclean-demo"),
     noise: Annotated[float, typer.Option(help="Fraction of labels to flip.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the demo's epochs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """The built-in example: digits with 30% wrong labels, audited and scored against truth.
 
     --out must be a new or empty folder, or one an earlier demo wrote (its files are replaced).
     """
-    from labelclean.demo import DEMO_CONFIG, run_demo
+    from labelclean.demo import DEMO_CONFIG, check_noise_rate, run_demo
 
+    check_noise_rate(noise)
     n_epochs = epochs or DEMO_CONFIG["epochs"]
     overrides = {"epochs": epochs} if epochs else {}
     if epochs and epochs <= DEMO_CONFIG["warmup"]:
