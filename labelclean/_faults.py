@@ -2,7 +2,8 @@
 
 ``LABELCLEAN_FAULT=point:epoch:SIGNAL`` makes the process send itself SIGNAL (KILL, INT or
 TERM) when it reaches ``point`` (``train_step``, ``record``, ``checkpoint_write``,
-``epoch_end``) in 0-based ``epoch``. Only the tests set it.
+``epoch_end``) in 0-based ``epoch``, or ``decode`` at a block of images (issue 14). Only the
+tests set it.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ def audit(
     elif options:
         raise TypeError("pass either config= or individual options, not both")
     data_options = dict(data_options or {})
+    data_options.setdefault("should_stop", should_stop)
     dataset = load_dataset(images, labels, progress=progress, **data_options)
     run = None
     if frozen:

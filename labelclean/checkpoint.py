@@ -18,10 +18,10 @@ previous one (and saying so) when the newest is truncated.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from labelclean._faults import maybe_fail
+from labelclean._io import atomic_path
 from labelclean._version import __version__
 from labelclean.errors import CheckpointError
 from labelclean.fgcm.history import TRACE_FILES
@@ -50,33 +51,21 @@ def default_work_dir(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name.split(".")[0] + ".work")
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(work_dir: Path, payload: dict[str, Any], *, keep: int = 2) -> Path:
-    """Write ``payload`` (which must hold an int ``epoch``) as the newest checkpoint."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``payload`` (which must hold an int ``epoch``) as the newest checkpoint.
+
+    A full disk or read-only folder is an OutputError naming ``--work-dir``; the previous
+    checkpoints are untouched.
+    """
     epoch = int(payload["epoch"])
     target = work_dir / f"checkpoint-{epoch:05d}.pt"
-    fd, tmp_name = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=work_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **payload}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(target, flag="--work-dir") as tmp:
+        try:
+            torch.save({"format": FORMAT, **payload}, tmp)
+        except RuntimeError as err:  # torch reports a failed write as its own error
+            full = os.statvfs(work_dir).f_bavail == 0
+            raise OSError(errno.ENOSPC if full else errno.EIO, str(err)) from None
         maybe_fail("checkpoint_write", epoch - 1)  # the epoch whose end this checkpoint saves
-        os.replace(tmp, target)
-        _fsync_dir(work_dir)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     for old in _checkpoint_files(work_dir)[keep:]:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()

@@ -14,9 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelclean._io import MARKER, check_output_dir, marker_text
 from labelclean._progress import Progress
 from labelclean.config import AuditConfig
+from labelclean.errors import ConfigError
 from labelclean.fgcm.audit import EpochHook
+
+#: What the demo writes in its folder (and may replace there on the next run).
+DEMO_FILES = ("images", "labels.csv", "truth.csv", "report.parquet", "report.html", "report.work")
 
 
 @dataclass
@@ -43,15 +48,28 @@ DEMO_CONFIG = {
 }
 
 
+def check_noise_rate(noise_rate: float) -> None:
+    """Refuse a noise rate that is not a fraction, before anything is written."""
+    if not 0 <= noise_rate < 1:
+        raise ConfigError(f"--noise {noise_rate}: expected a fraction in [0, 1), e.g. 0.3")
+
+
 def write_demo_data(
     folder: Path, *, noise_rate: float = 0.3, seed: int = 0
 ) -> tuple[Path, Path, Path]:
-    """Write the digits as PNGs, a noisy ``labels.csv`` and the clean ``truth.csv``."""
+    """Write the digits as PNGs, a noisy ``labels.csv`` and the clean ``truth.csv``.
+
+    ``folder`` must be new, empty or an earlier demo's (it carries the demo marker): the
+    demo replaces its own files and never a folder the user owns.
+    """
     from labelclean.data.digits import write_digits
     from labelclean.data.manifest import read_manifest
     from labelclean.evaluate import corrupt_labels
 
+    check_noise_rate(noise_rate)  # before writing a single image
+    check_output_dir(folder, overwrite=True, kind="demo", files=DEMO_FILES)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(marker_text("demo"))
     images, clean_csv = write_digits(folder / "images", layout="csv", seed=seed)
     assert clean_csv is not None  # layout="csv" always writes one
     manifest = read_manifest(images, clean_csv)
@@ -83,8 +101,8 @@ def run_demo(
     from labelclean.evaluate import cleaning_metrics, read_truth
 
     folder = Path(folder)
+    config = AuditConfig(**{**DEMO_CONFIG, "seed": seed, **config_overrides})  # before writing
     images, labels_csv, truth_csv = write_demo_data(folder, noise_rate=noise_rate, seed=seed)
-    config = AuditConfig(**{**DEMO_CONFIG, "seed": seed, **config_overrides})
     result = audit(images, labels_csv, config=config, progress=progress, on_epoch=on_epoch)
     report = result.write(folder / "report.parquet", overwrite=overwrite)
     frame = result.to_pandas()

@@ -30,8 +30,16 @@ class CheckpointError(LabelcleanError):
     """A checkpoint or work directory cannot be used to resume."""
 
 
-class OutputExistsError(LabelcleanError):
+class OutputError(LabelcleanError):
+    """An output cannot go where asked: an input, a folder the user owns, a full disk, ..."""
+
+
+class OutputExistsError(OutputError):
     """An output already exists and --overwrite was not given."""
+
+
+class ModelError(LabelcleanError):
+    """An exported model folder is incomplete, corrupt or inconsistent."""
 
 
 class MissingExtraError(LabelcleanError):
@@ -40,3 +48,7 @@ class MissingExtraError(LabelcleanError):
 
 class DivergedError(LabelcleanError):
     """Training diverged (non-finite loss or probabilities); the message names the epoch."""
+
+
+class Interrupted(Exception):  # noqa: N818 - the user's stop request, not an error
+    """Ctrl-C or SIGTERM stopped the work before anything was written; the CLI exits 130/143."""

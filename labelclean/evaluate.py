@@ -328,11 +328,13 @@ def read_truth(
     *,
     path_column: str = "path",
     label_column: str | None = "label",
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The true label of each report row, matched by path (not by row order).
 
-    Paths are normalised as the manifest reader does (``./a//b.jpg`` == ``a/b.jpg``,
-    backslashes accepted); labels are read as text, so "007" stays "007".
+    Paths are matched as the manifest reader spells them (``./a//b.jpg`` == ``a/b.jpg``,
+    backslashes accepted, Unicode NFC == NFD); labels are read as text, so "007" stays
+    "007".
 
     Args:
         path: CSV/TSV/Parquet truth file.
@@ -340,6 +342,8 @@ def read_truth(
         path_column: Truth column holding paths.
         label_column: Truth column holding the true labels; None picks ``true_label`` when
             the file has one (the output of ``labelclean corrupt``), else ``label``.
+        class_names: The report's classes; a true label outside them is refused (a truth
+            file that names the classes differently would otherwise score as all wrong).
 
     Returns:
         ``[N]`` object array of class names aligned with ``report``.
@@ -352,7 +356,7 @@ def read_truth(
     Example:
         >>> truth = read_truth("truth.csv", read_report("report.parquet").frame)  # doctest: +SKIP
     """
-    from labelclean.data.manifest import _normalise, _read_table
+    from labelclean.data.manifest import _read_table, path_key
 
     path = Path(path)
     if not path.is_file():
@@ -371,7 +375,14 @@ def read_truth(
     if len(empty):
         lines = [f"line {i + 2}" for i in empty]
         raise ReportError(f"{path}: empty label on {_listed(lines)}; every row needs a true label")
-    keys = frame[path_column].astype(str).str.strip().map(_normalise)
+    if class_names is not None:
+        unknown = sorted(set(labels) - set(class_names))
+        if unknown:
+            raise ReportError(
+                f"{path}: true label(s) {_listed(unknown)} are not classes of the report "
+                f"({_listed(list(class_names))}); the truth must use the report's class names"
+            )
+    keys = frame[path_column].astype(str).str.strip().map(path_key)
     truth = pd.Series(labels.to_numpy(), index=keys.to_numpy())
     dup = truth.groupby(level=0).nunique()
     conflicts = dup[dup > 1].index.tolist()
@@ -380,7 +391,7 @@ def read_truth(
     truth = truth[~truth.index.duplicated()]
     if "path" not in report:
         raise ReportError("report has no path column")
-    wanted = pd.Index(report["path"].astype(str).map(_normalise))
+    wanted = pd.Index(report["path"].astype(str).map(path_key))
     missing = wanted[~wanted.isin(truth.index)].tolist()
     extra = truth.index[~truth.index.isin(wanted)].tolist()
     if missing or extra:

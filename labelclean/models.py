@@ -11,6 +11,7 @@ matches in order; a classifier head whose shape differs is skipped (new class co
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -178,6 +179,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state: Mapping[str, object] = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False: labelclean never does that (it runs code)
+        if "global" not in str(err).lower():
+            raise ConfigError(
+                f"--weights {path}: not a safetensors or weights-only torch file (it does not "
+                "unpickle as tensors, and labelclean never unpickles anything else)"
+            ) from None
+        raise ConfigError(
+            f"--weights {path}: holds pickled Python objects besides tensors, and labelclean "
+            "never unpickles (that can run code); save the state dict alone "
+            "(torch.save(model.state_dict(), ...)) or as .safetensors"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any decode failure is the file's fault
         raise ConfigError(
             f"--weights {path}: cannot read it as safetensors or a weights-only torch file ({err})"

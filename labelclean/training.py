@@ -20,7 +20,7 @@ from torch import nn
 
 from labelclean._progress import Progress, report
 from labelclean.data.augment import normalize, random_crop_flip
-from labelclean.errors import ConfigError
+from labelclean.errors import ConfigError, Interrupted
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -231,12 +231,19 @@ def predict_probs(
     batch_size: int,
     task: str = "record",
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """Softmax ``[n, C]`` (float32, host) for ``index`` in eval mode, no augmentation."""
+    """Softmax ``[n, C]`` (float32, host) for ``index`` in eval mode, no augmentation.
+
+    ``should_stop()`` is checked before every batch; True raises
+    :class:`~labelclean.errors.Interrupted`.
+    """
     model.eval()
     out: list[torch.Tensor] = []
     n_steps = math.ceil(len(index) / batch_size)
     for step, start in enumerate(range(0, len(index), batch_size)):
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"stopped after {start} of {len(index)} predictions")
         x = batches.prepare(batches.load(index[start : start + batch_size]))
         with batches.precision.autocast():
             logits = model(x)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from labelclean.cli import app
 from labelclean.config import FinetuneConfig
 from labelclean.data.strong_augment import strong_augment
-from labelclean.errors import ConfigError, ReportError
+from labelclean.errors import ConfigError, ModelError, OutputExistsError, ReportError
 from labelclean.export import export_model, load_model
 from labelclean.fgcm.finetune import mixed_loss, run_finetune, split_report
 from labelclean.models import create_model
@@ -79,12 +79,14 @@ def test_export_round_trip_same_logits_no_pickles(tmp_path):
     model = create_model("small_cnn", 3).eval()
     x = torch.randn(4, 3, 16, 16)
     out = export_model(model, tmp_path / "m", config={"architecture": "small_cnn", "num_classes": 3, "class_names": ["a", "b", "c"], "image_size": 16, "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}}, check_inputs=x)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".labelclean", "config.json", "model.safetensors"]
     loaded, cfg = load_model(out)
     assert torch.allclose(loaded(x), model(x), atol=1e-5) and cfg["class_names"] == ["a", "b", "c"]
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         export_model(model, out, config=cfg, check_inputs=x)
-    with pytest.raises(ConfigError, match="not an exported model"):
+    export_model(model, out, config=cfg, check_inputs=x, overwrite=True)  # its own folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp or old folder left
+    with pytest.raises(ModelError, match="not an exported model"):
         load_model(tmp_path)
 
 

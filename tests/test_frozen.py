@@ -19,12 +19,18 @@ def test_embeddings_are_cached_and_reused(small_digits_csv, tmp_path, monkeypatc
     config = AuditConfig(model="small_cnn", epochs=2, warmup=1)
     first, info = embed_images(ds, config, flip=True, cache_dir=tmp_path)
     assert first.shape[:2] == (300, 2) and first.dtype == np.float16
-    monkeypatch.setattr(frozen_mod, "_backbone", lambda c: (_ for _ in ()).throw(AssertionError("embedded again")))
-    with pytest.raises(AssertionError):
-        embed_images(ds, AuditConfig(model="resnet10t", epochs=2, warmup=1), cache_dir=tmp_path)
-    monkeypatch.undo()
-    again, _ = embed_images(ds, config, flip=True, cache_dir=tmp_path)
+    real = frozen_mod._backbone
+
+    def backbone_that_must_not_run(c):  # built (its input size is part of the key), never run
+        backbone, norm, size = real(c)
+        backbone.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded again"))
+        return backbone, norm, size
+
+    monkeypatch.setattr(frozen_mod, "_backbone", backbone_that_must_not_run)
+    again, _ = embed_images(ds, config, flip=True, cache_dir=tmp_path)  # a hit: no forward pass
     assert np.array_equal(first, again)
+    with pytest.raises(AssertionError, match="embedded again"):  # another model: a miss
+        embed_images(ds, AuditConfig(model="resnet10t", epochs=2, warmup=1), cache_dir=tmp_path)
 
 
 def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, tmp_path):

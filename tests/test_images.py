@@ -83,8 +83,9 @@ def test_skip_drops_bad_rows_writes_rejected_and_respects_the_fraction(tmp_path)
     ds = load_dataset(root, csv, image_size=8, on_bad_image="skip", max_bad_fraction=0.2)
     assert len(ds.manifest) == 7 and ds.manifest.rows.tolist() == [0, 1, 2, 4, 5, 6, 7]
     assert ds.cache.images[:, 0, 0, 0].tolist() == [0, 30, 60, 120, 150, 180, 210]
-    out = write_rejected_csv(tmp_path / "rejected.csv", ds.rejections, overwrite=False)
-    assert pd.read_csv(out).to_dict("records") == [{"row": 3, "path": "3.png", "reason": "not_an_image", "detail": "not a recognised image"}]
+    out = write_rejected_csv(tmp_path / "rejected.csv", ds, overwrite=False)
+    # the manifest line, as the messages say it (header = line 1), not the 0-based data row
+    assert pd.read_csv(out).to_dict("records") == [{"line": 5, "path": "3.png", "reason": "not_an_image", "detail": "not a recognised image"}]
     with pytest.raises(ImageError, match="above --max-bad-fraction"):
         load_dataset(root, csv, image_size=8, on_bad_image="skip", max_bad_fraction=0.1)
 

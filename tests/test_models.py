@@ -74,8 +74,9 @@ class Evil:
 
 def test_pickled_objects_are_never_loaded(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ConfigError, match="weights-only"):
+    with pytest.raises(ConfigError, match="labelclean never unpickles") as err:
         load_weights(create_model("small_cnn", 5), tmp_path / "evil.pt")
+    assert "weights_only=False" not in str(err.value)  # not torch's advice to unpickle
 
 
 def test_missing_weights_file():

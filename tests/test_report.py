@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labelclean.cli import app
-from labelclean.errors import OutputExistsError, ReportError
+from labelclean.errors import OutputError, OutputExistsError, ReportError
 from labelclean.report import parquet as parquet_mod
 from labelclean.report.html import write_html_report
 from labelclean.report.parquet import build_report_table, read_report, write_report
@@ -72,7 +72,7 @@ def test_write_refuses_overwrite_and_survives_a_full_disk(tmp_path, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(parquet_mod.pq, "write_table", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputError, match=f"--out {path}: cannot write: no space left"):
         write_report(path, build_report_table_from(rep), rep.metadata, overwrite=True)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from labelclean._version import __version__
-from labelclean.errors import OutputExistsError, ReportError
+from labelclean.errors import OutputError, OutputExistsError, ReportError
 from labelclean.report import parquet as parquet_mod
 from labelclean.report.parquet import (
     METADATA_KEY,
@@ -229,9 +229,9 @@ def test_full_disk_midway_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkey
 
     monkeypatch.setattr(parquet_mod.pq, "write_table", full_disk)
     table = build_report_table(columns(), class_names=NAMES)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputError, match="report.parquet: cannot write: no space left"):
         write_report(path, table, metadata(), overwrite=True)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputError, match="new.parquet: cannot write: no space left"):
         write_report(tmp_path / "new.parquet", table, metadata(), overwrite=False)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.parquet"]

@@ -1,5 +1,6 @@
 """The review server: what it serves, what it refuses, and the `labelclean review` command."""
 
+import errno
 import http.client
 import json
 import os
@@ -198,7 +199,8 @@ def test_cli_refuses_bad_decisions_files_and_wildcard_hosts(tmp_path):
     runner = CliRunner()
     for args, message in (
         (["--decisions", tmp_path], "is a folder"),
-        (["--decisions", report], "is the report itself"),
+        (["--decisions", report], "is the same file as REPORT"),
+        (["--decisions", tmp_path / "images" / "d000.png"], "is an image in the report's image folder"),
         (["--decisions", tmp_path / "d.json"], "name the file *.csv"),
         (["--decisions", other], "made for another report"),
         (["--host", "0.0.0.0"], "wildcard"),
@@ -219,3 +221,22 @@ def test_a_guard_column_reaches_the_cards_when_the_report_has_one(tmp_path):
     moved = {p for p, g in zip(rows["path"], rows["guard"]) if g == "budget"}
     assert new.meta()["has_guard"] and moved == {f"d{i:03d}.png" for i in range(40, 44)}  # CH rows
     assert all(g in (None, "budget") for g in rows["guard"])
+
+
+def test_a_decision_that_cannot_be_saved_is_not_taken(served, monkeypatch):
+    """A full disk while the decisions file is rewritten: 500, the file and the state as before."""
+    server, folder = served
+    dec = folder / "report.decisions.csv"
+    assert decide(server, {"id": 5, "decision": "keep"})[0] == 200
+    before = dec.read_text()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the _io layer's fsync of the temp file fails
+    status, _, body = decide(server, {"id": 6, "decision": "drop"})
+    monkeypatch.undo()
+    assert status == 500 and b"no space left on the device" in body, body
+    assert dec.read_text() == before
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+    assert server.state.paths[6] not in server.state.decisions  # the page is not told it was saved

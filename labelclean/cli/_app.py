@@ -17,21 +17,37 @@ import typer
 from typer.core import TyperGroup
 
 from labelclean._version import __version__
-from labelclean.errors import LabelcleanError
+from labelclean.errors import Interrupted, LabelcleanError
 
 _state = {"debug": bool(os.environ.get("LABELCLEAN_DEBUG"))}
 
 
 class _Group(TyperGroup):
-    """Turns a LabelcleanError into one line on stderr and exit code 1 (traceback with --debug)."""
+    """One line on stderr and exit code 1 for a user's problem (traceback with --debug).
+
+    A LabelcleanError, or an OSError a user's disk or folders cause (full, read-only, no
+    permission, name too long; see :func:`labelclean._io.os_error_message`) wherever it
+    happens. A run stopped by Ctrl-C or SIGTERM before it wrote anything exits 130 / 143.
+    """
 
     def invoke(self, ctx: Any) -> Any:
+        from labelclean._io import is_user_os_error, os_error_message
+        from labelclean.cli._signals import interrupted_exit_code
+
         try:
             return super().invoke(ctx)
+        except Interrupted as err:
+            typer.echo(f"interrupted: {err}", err=True)
+            raise typer.Exit(interrupted_exit_code()) from None
         except LabelcleanError as err:
             if _state["debug"]:
                 raise
             typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as err:
+            if _state["debug"] or not is_user_os_error(err):
+                raise
+            typer.echo(f"error: {os_error_message(err)}", err=True)
             raise typer.Exit(1) from None
 
 

@@ -33,8 +33,8 @@ AllowOutsideRootOpt = Annotated[
 OnBadImageOpt = Annotated[
     str,
     typer.Option(
-        help="error: refuse bad images (listing them); skip: leave them out, into "
-        "<out>.rejected.csv.",
+        help="error: refuse bad images (listing them); skip: leave them out (audit lists them "
+        "beside --out: report.rejected.csv for report.parquet; check in --rejected-out).",
         rich_help_panel=_DATA,
     ),
 ]
@@ -88,6 +88,6 @@ def data_kwargs(
         "image_size": image_size,
         "cache_dir": cache_dir,
     }
-    if max_pixels:
+    if max_pixels is not None:
         out["max_pixels"] = max_pixels
     return out

@@ -15,6 +15,14 @@ from types import FrameType
 
 from labelclean.cli._progress import console
 
+#: The last stop signal received (for the exit code of an Interrupted run).
+_last_signal = {"signum": signal.SIGINT}
+
+
+def interrupted_exit_code() -> int:
+    """128 + the last stop signal received: 130 for SIGINT (the default), 143 for SIGTERM."""
+    return 128 + int(_last_signal["signum"])
+
 
 class StopRequest:
     """Installed as the SIGINT/SIGTERM handler; call it to ask whether to stop."""
@@ -44,7 +52,7 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             os._exit(self.exit_code)  # second Ctrl-C: leave now, the checkpoint is on disk
-        self.signum = signum
+        self.signum = _last_signal["signum"] = signum
         console.print(
             f"{signal.Signals(signum).name}: stopping at the next step "
             "(press Ctrl-C again to quit at once)"

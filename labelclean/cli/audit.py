@@ -45,19 +45,23 @@ def _format_epoch(line: dict[str, Any], epochs: int) -> str:
 
 
 class _EpochPrinter:
-    """Prints one line per epoch and appends JSON lines to --log-json."""
+    """Prints one line per epoch and writes JSON lines to --log-json (appends on --resume)."""
 
-    def __init__(self, progress: RichProgress, epochs: int, log_json: Path | None) -> None:
+    def __init__(
+        self, progress: RichProgress, epochs: int, log_json: Path | None, *, append: bool = False
+    ) -> None:
+        from labelclean._io import append_line
+
         self.progress, self.epochs, self.log_json = progress, epochs, log_json
-        if log_json is not None:
-            log_json.parent.mkdir(parents=True, exist_ok=True)
-            log_json.write_text("")
+        if log_json is not None and not append:
+            append_line(log_json, "", flag="--log-json", truncate=True)
 
     def __call__(self, state: Any, line: dict[str, Any]) -> None:
+        from labelclean._io import append_line
+
         self.progress.log(_format_epoch(line, self.epochs))
         if self.log_json is not None:
-            with self.log_json.open("a") as fh:
-                fh.write(json.dumps(line) + "\n")
+            append_line(self.log_json, json.dumps(line) + "\n", flag="--log-json")
 
 
 def _print_outcome(frame: Any, out: Path, quiet: bool) -> None:
@@ -94,7 +98,10 @@ def audit(
     ] = False,
     log_json: Annotated[
         Path | None,
-        typer.Option(help="Append one JSON line per epoch to this file.", rich_help_panel=_OUT),
+        typer.Option(
+            help="Write one JSON line per epoch to this file (appended to with --resume).",
+            rich_help_panel=_OUT,
+        ),
     ] = None,
     quiet: Annotated[
         bool,
@@ -278,7 +285,7 @@ def audit(
     IMAGES is a folder; LABELS a CSV/Parquet manifest (path,label) with paths relative to
     IMAGES. Without LABELS, each sub-folder of IMAGES is a class.
     """
-    from labelclean._io import check_writable
+    from labelclean._io import check_work_dir, check_writable, sidecar_path
     from labelclean.api import run_checkpointed
     from labelclean.checkpoint import clear_checkpoints, default_work_dir
     from labelclean.config import AuditConfig
@@ -287,8 +294,14 @@ def audit(
     from labelclean.fgcm.audit import AuditInterrupted, AuditRun
     from labelclean.training import resolve_device
 
-    check_writable(out, overwrite=overwrite or resume)
-    work_dir = work_dir or default_work_dir(out)
+    inputs = {"IMAGES": images, "LABELS": labels, "--weights": weights}
+    check_writable(out, overwrite=overwrite or resume, inputs=inputs)
+    work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
+    rejected_csv = sidecar_path(out, ".rejected.csv")
+    if on_bad_image == "skip":
+        check_writable(rejected_csv, overwrite=overwrite or resume, inputs=inputs)
+    if log_json is not None:
+        check_writable(log_json, overwrite=overwrite or resume, flag="--log-json", inputs=inputs)
     dist = init_from_env(resolve_device(device))
     quiet = quiet or not dist.is_main
     config = AuditConfig.from_preset(
@@ -320,6 +333,7 @@ def audit(
             images,
             labels,
             progress=progress,
+            should_stop=stop,
             **data_kwargs(
                 path_column=path_column,
                 label_column=label_column,
@@ -334,16 +348,16 @@ def audit(
         if dist.is_main:
             dist.barrier()
         if dataset.rejections and dist.is_main:
-            rejected = write_rejected_csv(
-                out.with_name(out.stem + ".rejected.csv"), dataset.rejections, overwrite=True
-            )
+            rejected = write_rejected_csv(rejected_csv, dataset, overwrite=overwrite or resume)
             console.print(f"skipped {len(dataset.rejections)} bad images: see {rejected}")
         manifest = dataset.manifest
         progress.log(
             f"{len(manifest)} images, {len(manifest.class_names)} classes, "
             f"{dataset.cache.image_size}px"
         )
-        printer = _EpochPrinter(progress, config.epochs, log_json if dist.is_main else None)
+        printer = _EpochPrinter(
+            progress, config.epochs, log_json if dist.is_main else None, append=resume
+        )
         if frozen:
             from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
 
@@ -394,12 +408,16 @@ def demo(
     ] = Path("labelclean-demo"),
     noise: Annotated[float, typer.Option(help="Fraction of labels to flip.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the demo's epochs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """The built-in example: digits with 30% wrong labels, audited and scored against truth."""
-    from labelclean.demo import DEMO_CONFIG, run_demo
+    """The built-in example: digits with 30% wrong labels, audited and scored against truth.
 
+    --out must be a new or empty folder, or one an earlier demo wrote (its files are replaced).
+    """
+    from labelclean.demo import DEMO_CONFIG, check_noise_rate, run_demo
+
+    check_noise_rate(noise)
     n_epochs = epochs or DEMO_CONFIG["epochs"]
     overrides = {"epochs": epochs} if epochs else {}
     if epochs and epochs <= DEMO_CONFIG["warmup"]:

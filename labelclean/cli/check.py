@@ -22,6 +22,7 @@ from labelclean.cli._options import (
     data_kwargs,
 )
 from labelclean.cli._progress import RichProgress
+from labelclean.cli._signals import StopRequest
 
 
 @app.command(no_args_is_help=True)
@@ -45,13 +46,22 @@ def check(
     """Validate a dataset: read the manifest, decode every image once, print a summary."""
     import numpy as np
 
+    from labelclean._io import check_writable
     from labelclean.data.images import load_dataset, write_rejected_csv
 
-    with RichProgress(quiet=quiet) as progress:
+    if on_bad_image == "skip":
+        check_writable(
+            rejected_out,
+            overwrite=overwrite,
+            flag="--rejected-out",
+            inputs={"IMAGES": images, "LABELS": labels},
+        )
+    with RichProgress(quiet=quiet) as progress, StopRequest() as stop:
         dataset = load_dataset(
             images,
             labels,
             progress=progress,
+            should_stop=stop,
             **data_kwargs(
                 path_column=path_column,
                 label_column=label_column,
@@ -69,5 +79,5 @@ def check(
     typer.echo("  " + "  ".join(f"{n}: {c}" for n, c in zip(m.class_names, counts)))
     typer.echo(f"image size {cache.image_size}px; cache {cache.path}")
     if dataset.rejections:
-        path = write_rejected_csv(rejected_out, dataset.rejections, overwrite=overwrite)
+        path = write_rejected_csv(rejected_out, dataset, overwrite=overwrite, flag="--rejected-out")
         typer.echo(f"skipped {len(dataset.rejections)} bad images, listed in {path}")

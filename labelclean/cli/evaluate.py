@@ -146,11 +146,12 @@ def corrupt(
 
     if not 0 <= rate < 1:  # before reading anything
         raise ConfigError(f"--rate {rate}: expected a fraction in [0, 1), e.g. 0.4")
-    if truth_out is not None and truth_out.resolve() == out.resolve():
-        raise ConfigError("--truth-out must differ from --out")
-    check_writable(out, overwrite=overwrite)
+    inputs = {"SOURCE": source, "--images": images}
+    check_writable(out, overwrite=overwrite, inputs=inputs)
     if truth_out is not None:
-        check_writable(truth_out, overwrite=overwrite, flag="--truth-out")
+        check_writable(
+            truth_out, overwrite=overwrite, flag="--truth-out", inputs={**inputs, "--out": out}
+        )
     pairs = _parse_map(mapping) if mapping is not None else None
     if pairs is not None and noise is not Noise.asymmetric:
         raise ConfigError("--map applies to --noise asymmetric only")
@@ -182,7 +183,7 @@ def corrupt(
     write_truth = _table_writer(truth, truth_out, "--truth-out") if truth_out else None
     atomic_write_with(out, write_out, overwrite=overwrite)
     if truth_out is not None and write_truth is not None:
-        atomic_write_with(truth_out, write_truth, overwrite=overwrite)
+        atomic_write_with(truth_out, write_truth, overwrite=overwrite, flag="--truth-out")
 
     flipped = noisy != manifest.given_labels
     n = len(noisy)
@@ -333,7 +334,11 @@ def evaluate(
     needed = ["path", "given_label", "cluster", "action", "clean_label", "pseudo_label"]
     rep = read_report(report, columns=needed)  # the traces are not needed
     labels = read_truth(
-        truth, rep.frame, path_column=truth_path_column, label_column=truth_label_column
+        truth,
+        rep.frame,
+        path_column=truth_path_column,
+        label_column=truth_label_column,
+        class_names=rep.class_names,
     )
     metrics = cleaning_metrics(rep.frame, labels)
     if as_json:

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from labelclean.cli._app import app
-from labelclean.cli._options import CacheDirOpt, ImagesArg, LabelColumnOpt, LabelsArg, PathColumnOpt
+from labelclean.cli._options import (
+    CacheDirOpt,
+    ImagesArg,
+    LabelColumnOpt,
+    LabelsArg,
+    MaxBadFractionOpt,
+    OnBadImageOpt,
+    PathColumnOpt,
+)
 from labelclean.cli._progress import RichProgress
 
 _TRAIN = "Training"
@@ -69,8 +77,21 @@ def finetune(
     amp: Annotated[
         bool, typer.Option("--amp/--no-amp", help="Autocast where fast.", rich_help_panel=_TRAIN)
     ] = True,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder the report's paths are relative to, if the images moved "
+            "\\[default: the report's image root].",
+            rich_help_panel="Data",
+        ),
+    ] = None,
+    on_bad_image: OnBadImageOpt = "error",
+    max_bad_fraction: MaxBadFractionOpt = 0.05,
     cache_dir: CacheDirOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace a model folder an earlier finetune wrote (nothing else)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     work_dir: Annotated[
         Path | None, typer.Option(help="Checkpoints after every epoch \\[default: <out>.work].")
@@ -95,12 +116,11 @@ def finetune(
     import numpy as np
     import torch
 
+    from labelclean._io import check_work_dir
     from labelclean.checkpoint import (
         WorkDirLock,
         clear_checkpoints,
         default_work_dir,
-        load_latest,
-        resume_differences,
         save_checkpoint,
     )
     from labelclean.cli._signals import StopRequest, resume_command
@@ -108,14 +128,24 @@ def finetune(
     from labelclean.data.images import load_images
     from labelclean.data.manifest import Manifest
     from labelclean.distributed import init_from_env
-    from labelclean.errors import CheckpointError, ConfigError
-    from labelclean.export import _check_out_dir, export_model
+    from labelclean.errors import CheckpointError
+    from labelclean.export import METRICS_NAME, _check_out_dir, export_model
     from labelclean.fgcm.finetune import run_finetune, split_report
     from labelclean.report.parquet import read_report
     from labelclean.training import ImageBatches, Precision, StepInterrupted, resolve_device
 
-    _check_out_dir(out, overwrite)
-    work_dir = work_dir or default_work_dir(out)
+    rep = read_report(report_path)
+    root = _image_root(rep, report_path, image_root)
+    inputs = {
+        "REPORT": report_path,
+        "the report's image folder": root,
+        "--test": test,
+        "--test-labels": test_labels,
+        "--weights": weights,
+        "--decisions": decisions,
+    }
+    _check_out_dir(out, overwrite, inputs=inputs)
+    work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
     dist = init_from_env(resolve_device(device))
     quiet = quiet or not dist.is_main
     config = FinetuneConfig(
@@ -133,30 +163,16 @@ def finetune(
         amp=amp,
         eval_every=eval_every,
     )
-    rep = read_report(report_path)
     md, frame = rep.metadata, rep.frame
-    report_hash = hashlib.sha256(Path(report_path).read_bytes()).hexdigest()
+    report_hash = hashlib.sha256(Path(report_path).read_bytes())
     if decisions is not None:
         from labelclean.review.apply import reviewed_frame
         from labelclean.review.decisions import load_decisions
 
-        found = load_decisions(decisions, rep, fingerprint=report_hash)
+        found = load_decisions(decisions, rep, fingerprint=report_hash.hexdigest())
         frame = reviewed_frame(rep, found.by_path)
-        report_hash += ":" + hashlib.sha256(Path(decisions).read_bytes()).hexdigest()
-    resume_state = None
-    if resume:
-        payload, ckpt = load_latest(work_dir)
-        changes = resume_differences(
-            payload, config=config.to_dict(), manifest_fingerprint=report_hash
-        )
-        if changes and not force:
-            raise CheckpointError(
-                f"--resume: {ckpt} was made by a different run: "
-                + "; ".join(changes)
-                + ". Pass --force to resume anyway, or start fresh without --resume"
-            )
-        resume_state = payload["state"]
-    elif dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
+        report_hash.update(b":" + hashlib.sha256(Path(decisions).read_bytes()).digest())
+    if not resume and dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
         raise CheckpointError(
             f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
             "or remove the directory / choose another --work-dir"
@@ -170,16 +186,16 @@ def finetune(
                     "epoch": state["epoch"],
                     "tool_version": md.get("tool_version"),
                     "config": config.to_dict(),
-                    "manifest_fingerprint": report_hash,
+                    "manifest_fingerprint": report_hash.hexdigest(),
                     "state": state,
                 },
             )
 
     names = rep.class_names
-    labeled_rows, labels, unlabeled_rows = split_report(frame, names)
+    split_report(frame, names)  # refuse a report with nothing to learn before any work
     code = {n: i for i, n in enumerate(names)}
     manifest = Manifest(
-        root=rep.image_root,
+        root=root,
         paths=frame["path"].tolist(),
         given_labels=np.array([code[g] for g in frame["given_label"]], dtype=np.int64),
         class_names=names,
@@ -194,11 +210,26 @@ def finetune(
         StopRequest() as stop,
         lock.held() if dist.is_main else _null(),
     ):
-        data = load_images(manifest, image_size=size, cache_dir=cache_dir, progress=progress)
-        if data.rejections:
-            raise ConfigError(
-                f"{report_path}: {len(data.rejections)} image(s) of the report can no longer be read"
-            )
+        data = load_images(
+            manifest,
+            image_size=size,
+            cache_dir=cache_dir,
+            on_bad_image=on_bad_image,
+            max_bad_fraction=max_bad_fraction,
+            progress=progress,
+            should_stop=stop,
+        )
+        if data.rejections:  # --on-bad-image skip: train on the images that are left
+            frame = frame[~frame["index"].isin([r.row for r in data.rejections])]
+            frame = frame.reset_index(drop=True)
+            progress.log(f"skipped {len(data.rejections)} unreadable image(s) of the report")
+        labeled_rows, labels, unlabeled_rows = split_report(frame, names)
+        report_hash.update(np.asarray([r.row for r in data.rejections], np.int64).tobytes())
+        resume_state = (
+            _resume_state(work_dir, config.to_dict(), report_hash.hexdigest(), force=force)
+            if resume
+            else None
+        )
         test_data = None
         if test is not None:
             test_data = _load_test(test, test_labels, names, size, cache_dir, progress)
@@ -254,6 +285,7 @@ def finetune(
         out,
         overwrite=overwrite,
         check_inputs=check,
+        extra_files={METRICS_NAME: json.dumps(metrics, indent=1)},
         config={
             "architecture": arch,
             "num_classes": len(names),
@@ -265,13 +297,47 @@ def finetune(
             "metrics": metrics,
         },
     )
-    from labelclean._io import atomic_write_text
-
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     clear_checkpoints(work_dir)
     typer.echo(f"model: {out}")
     if result.test_accuracy is not None:
         typer.echo(f"test accuracy {result.test_accuracy:.4f}")
+
+
+def _resume_state(work_dir: Path, config: dict, fingerprint: str, *, force: bool) -> dict:
+    """The training state of the newest checkpoint, if it was made by this same run."""
+    from labelclean.checkpoint import load_latest, resume_differences
+    from labelclean.errors import CheckpointError
+
+    payload, ckpt = load_latest(work_dir)
+    changes = resume_differences(payload, config=config, manifest_fingerprint=fingerprint)
+    if changes and not force:
+        raise CheckpointError(
+            f"--resume: {ckpt} was made by a different run: "
+            + "; ".join(changes)
+            + ". Pass --force to resume anyway, or start fresh without --resume"
+        )
+    return payload["state"]
+
+
+def _image_root(rep, report_path: Path, image_root: Path | None) -> Path:  # noqa: ANN001
+    """The folder the report's images are in now: refuse early when they are not there."""
+    from labelclean.errors import ConfigError
+
+    root = image_root.resolve() if image_root is not None else rep.image_root
+    flag = "--image-root" if image_root is not None else f"{report_path}: the image root"
+    if not root.is_dir():
+        raise ConfigError(
+            f"{flag} {root} is not a folder"
+            + ("" if image_root is not None else "; if the images moved, pass --image-root DIR")
+        )
+    sample = rep.frame["path"].head(64).tolist()
+    if sample and not any((root / p).is_file() for p in sample):
+        raise ConfigError(
+            f"{flag} {root} holds none of the report's first {len(sample)} images "
+            f"(e.g. {sample[0]}); "
+            "if they moved, pass --image-root DIR, the folder their paths are relative to"
+        )
+    return root
 
 
 def _null():  # noqa: ANN202
@@ -319,13 +385,16 @@ def predict(
     import torch
 
     from labelclean._io import atomic_write_with, check_writable
+    from labelclean.cli._signals import StopRequest
     from labelclean.data.images import load_images
     from labelclean.data.manifest import IMAGE_SUFFIXES, Manifest, read_manifest
     from labelclean.errors import ManifestError
-    from labelclean.export import load_model
+    from labelclean.export import MODEL_FILES, load_model
     from labelclean.training import ImageBatches, Precision, predict_probs, resolve_device
 
-    check_writable(out, overwrite=overwrite)
+    inputs = {"IMAGES": images, "LABELS": labels, "MODEL_DIR": model_dir}
+    inputs |= {f"the model's {name}": model_dir / name for name in MODEL_FILES}
+    check_writable(out, overwrite=overwrite, inputs=inputs)
     model, cfg = load_model(model_dir)
     names = cfg["class_names"]
     has_truth = True
@@ -355,7 +424,7 @@ def predict(
     model = model.to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    with RichProgress(quiet=quiet) as progress:
+    with RichProgress(quiet=quiet) as progress, StopRequest() as stop:
         data = load_images(
             manifest,
             image_size=int(cfg["image_size"]),
@@ -363,12 +432,18 @@ def predict(
             on_bad_image="skip",
             max_bad_fraction=1.0,
             progress=progress,
+            should_stop=stop,
         )
         batches = ImageBatches(
             data.cache.images, cfg["normalization"]["mean"], cfg["normalization"]["std"], precision
         )
         probs = predict_probs(
-            model, batches, np.arange(len(data.manifest)), batch_size=256, progress=progress
+            model,
+            batches,
+            np.arange(len(data.manifest)),
+            batch_size=256,
+            progress=progress,
+            should_stop=stop,
         )
     pred = probs.argmax(1)
     frame = pd.DataFrame(

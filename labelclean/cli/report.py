@@ -83,7 +83,7 @@ def report(
     from labelclean.report.summary import render_terminal, summarize
 
     if html is not None:
-        check_writable(html, overwrite=overwrite, flag="--html")
+        check_writable(html, overwrite=overwrite, flag="--html", inputs={"REPORT": report_path})
     rep = read_report(report_path)
     if not quiet:
         render_terminal(summarize(rep))
@@ -170,15 +170,13 @@ def export(
 
         export_label_studio(report_path, out, document_root=document_root, overwrite=overwrite)
         return
+    check_writable(out, overwrite=overwrite, inputs={"REPORT": report_path})
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
         raise ConfigError(
             f"--out {out}: unknown format {suffix or '(no suffix)'!r}; "
             "name the file *.csv or *.parquet"
         )
-    if out.resolve() == report_path.resolve():
-        raise ConfigError(f"--out {out} is the report itself; choose another file")
-    check_writable(out, overwrite=overwrite)
     rep = read_report(report_path)
     table = cleaned_manifest(rep.frame, drop_unlabeled=drop_unlabeled)
     if absolute_paths:

@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from labelclean.cli._app import app
+
+if TYPE_CHECKING:
+    from labelclean._io import Inputs
 
 ReportArg = Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")]
 WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _decisions_path(report_path: Path, decisions: Path | None) -> Path:
-    """The decisions file to use, refused when it cannot be one (a folder, the report)."""
+def _decisions_path(report_path: Path, decisions: Path | None, *, inputs: Inputs) -> Path:
+    """The decisions file to use, refused when it cannot be one (a folder, an input)."""
+    from labelclean._io import check_writable
     from labelclean.errors import ConfigError
     from labelclean.review.decisions import default_decisions_path
 
     path = decisions or default_decisions_path(report_path)
-    if path.is_dir():
-        raise ConfigError(f"--decisions {path} is a folder; name a .csv file")
-    if path.resolve() == report_path.resolve():
-        raise ConfigError(f"--decisions {path} is the report itself; choose another file")
+    # read to resume, then rewritten: an existing file is fine; an input, a folder or an
+    # unwritable place is refused before the server starts
+    check_writable(path, overwrite=True, flag="--decisions", inputs=inputs)
     if path.suffix.lower() != ".csv":
         raise ConfigError(f"--decisions {path}: the review writes CSV; name the file *.csv")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise ConfigError(f"--decisions {path}: the folder {path.parent} does not exist")
     return path
 
@@ -78,8 +81,9 @@ def review(
             "checked against it)"
         )
     host = host.strip().strip("[]")
-    path = _decisions_path(report_path, decisions)
     rep = read_report(report_path)
+    inputs = {"REPORT": report_path, "the report's image folder": rep.image_root}
+    path = _decisions_path(report_path, decisions, inputs=inputs)
     state = ReviewState(rep, path, fingerprint=report_fingerprint(report_path))
     try:
         server = ReviewServer(state, host, port)
@@ -155,13 +159,10 @@ def apply_(
     from labelclean.review.apply import apply_decisions
     from labelclean.review.decisions import load_decisions, report_fingerprint
 
+    check_writable(out, overwrite=overwrite, inputs={"REPORT": report_path, "DECISIONS": decisions})
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--out {out}: name the file *.csv or *.parquet")
-    for name, other in (("report", report_path), ("decisions file", decisions)):
-        if out.resolve() == other.resolve():
-            raise ConfigError(f"--out {out} is the {name}; choose another file")
-    check_writable(out, overwrite=overwrite)
     rep = read_report(report_path)
     found = load_decisions(decisions, rep, fingerprint=report_fingerprint(report_path))
     table, summary = apply_decisions(
@@ -183,21 +184,28 @@ def export_label_studio(
     import json
 
     from labelclean._io import atomic_write_text, check_writable
-    from labelclean.errors import ConfigError
+    from labelclean.errors import ConfigError, OutputError
     from labelclean.interop.label_studio import export_tasks, label_config
     from labelclean.report.parquet import read_report
     from labelclean.review.decisions import report_fingerprint
 
-    if out.suffix.lower() != ".json":
-        raise ConfigError(f"--out {out}: Label Studio tasks are JSON; name the file *.json")
     config_path = out.with_suffix(".label-config.xml")
     for p in (out, config_path):
-        check_writable(p, overwrite=overwrite)
+        check_writable(p, overwrite=overwrite, inputs={"REPORT": report_path})
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"--out {out}: Label Studio tasks are JSON; name the file *.json")
     rep = read_report(report_path)
     root = document_root or rep.image_root.parent
     tasks = export_tasks(rep, document_root=root, fingerprint=report_fingerprint(report_path))
-    atomic_write_text(out, json.dumps(tasks, indent=1, ensure_ascii=False), overwrite=overwrite)
+    new_config = not config_path.exists()
     atomic_write_text(config_path, label_config(rep.class_names), overwrite=overwrite)
+    try:
+        text = json.dumps(tasks, indent=1, ensure_ascii=False)
+        atomic_write_text(out, text, overwrite=overwrite)
+    except OutputError:  # a full disk, ...: no config left behind without its tasks
+        if new_config:
+            config_path.unlink(missing_ok=True)
+        raise
     typer.echo(f"wrote {out}: {len(tasks)} Label Studio tasks, the suggestion pre-annotated")
     typer.echo(f"wrote {config_path}: the labeling config to paste into the project")
     typer.echo(

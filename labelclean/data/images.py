@@ -19,7 +19,9 @@ import io
 import json
 import logging
 import os
+import re
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from labelclean._io import atomic_path, atomic_write_text
+from labelclean._faults import maybe_fail
+from labelclean._io import atomic_path, atomic_write_text, check_work_dir, reserve_space
 from labelclean._progress import Progress, report
 from labelclean.data.manifest import Manifest, read_manifest
-from labelclean.errors import ConfigError, ImageError
+from labelclean.errors import ConfigError, ImageError, Interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
             img = ImageOps.exif_transpose(img) or img
             return _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _BadImage("too_many_pixels", f"{err} (raise --max-pixels if it is genuine)") from None
+        raise _BadImage("too_many_pixels", _too_many_pixels(err, max_pixels)) from None
     except _BadImage:
         raise
     except (OSError, SyntaxError, ValueError) as err:
@@ -141,6 +144,13 @@ def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         raise _BadImage(reason, str(err)) from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+
+
+def _too_many_pixels(err: Exception, max_pixels: int) -> str:
+    """Our limit in our words: Pillow's error states twice the limit it was given."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return f"{size}, above --max-pixels {max_pixels:,} (raise it if the image is genuine)"
 
 
 def _known_other_format(data: bytes) -> bool:
@@ -211,6 +221,7 @@ def load_images(
     memory_budget: int = 4 << 30,
     workers: int = 2,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Dataset:
     """Decode (or reuse) every image of ``manifest`` into the uint8 cache.
 
@@ -224,6 +235,8 @@ def load_images(
         memory_budget: Above this many bytes the cache is memory-mapped, not loaded.
         workers: Decoding threads (PIL releases the GIL while decoding).
         progress: ``progress(task, done, total)``.
+        should_stop: Checked between small blocks of images; True stops the decode with
+            :class:`~labelclean.errors.Interrupted` and no cache written (so does Ctrl-C).
     """
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"--on-bad-image {on_bad_image!r}: expected error or skip")
@@ -231,11 +244,17 @@ def load_images(
         raise ConfigError(f"--max-bad-fraction {max_bad_fraction}: expected a value in [0, 1]")
     if image_size is not None and not 4 <= image_size <= 1024:
         raise ConfigError(f"--image-size {image_size}: expected 4 to 1024 pixels")
+    if max_pixels < 1:
+        raise ConfigError(f"--max-pixels {max_pixels}: expected a positive number of pixels")
     size = image_size or infer_image_size(manifest)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = _cache_key(manifest, size, max_pixels)
     array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if array_path.is_file() and meta_path.is_file():
+    try:
+        hit = array_path.is_file() and meta_path.is_file()
+    except OSError:  # a name too long, ...: the check below says so, naming --cache-dir
+        hit = False
+    if hit:
         try:
             return _reuse(
                 manifest,
@@ -249,11 +268,12 @@ def load_images(
             )
         except (OSError, ValueError, KeyError) as err:
             logger.warning("image cache %s is unusable (%s); decoding again", array_path, err)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    check_work_dir(cache_dir, flag="--cache-dir")  # before decoding, not after
     n = len(manifest)
     bad: list[Rejection] = []
-    with atomic_path(array_path) as tmp:
+    with atomic_path(array_path, flag="--cache-dir") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+        reserve_space(tmp)  # a full disk fails here, not as SIGBUS in a memmap write
         ok = np.ones(n, dtype=bool)
 
         def work(i: int) -> None:
@@ -267,16 +287,14 @@ def load_images(
                     Rejection(int(manifest.rows[i]), manifest.paths[i], err.reason, err.detail)
                 )
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for done, _ in enumerate(pool.map(work, range(n)), 1):
-                if done % 64 == 0 or done == n:
-                    report(progress, "decode images", done, n)
+        _decode_all(n, work, workers=workers, progress=progress, should_stop=should_stop)
         out.flush()
     bad.sort(key=lambda r: r.row)
     stats = _channel_stats(np.load(array_path, mmap_mode="r"), ok)
     atomic_write_text(
         meta_path,
-        json.dumps(
+        flag="--cache-dir",
+        text=json.dumps(
             {
                 "version": CACHE_VERSION,
                 "image_size": size,
@@ -291,6 +309,32 @@ def load_images(
     return _reuse(
         manifest, array_path, meta_path, size, key, memory_budget, on_bad_image, max_bad_fraction
     )
+
+
+def _decode_all(
+    n: int,
+    work: Callable[[int], None],
+    *,
+    workers: int,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """``work(i)`` for every image, in blocks, so a stop request (or Ctrl-C) ends it fast.
+
+    Only one block is ever queued: a stop waits for at most that block, not for every
+    image still to decode.
+    """
+    workers = max(1, workers)
+    block = 16 * workers
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, n, block):
+            maybe_fail("decode", start // block)
+            if should_stop is not None and should_stop():
+                raise Interrupted(
+                    f"stopped while decoding images ({start} of {n}); nothing was written"
+                )
+            list(pool.map(work, range(start, min(n, start + block))))
+            report(progress, "decode images", min(n, start + block), n)
 
 
 def _channel_stats(images: np.ndarray, ok: np.ndarray) -> tuple[list[float], list[float]]:
@@ -367,14 +411,21 @@ def _check_bad(
         logger.warning("skipping %s: %s (%s)", r.path, r.reason, r.detail)
 
 
-def write_rejected_csv(path: Path, rejections: list[Rejection], *, overwrite: bool) -> Path:
-    """One line per skipped row: row, path, reason, detail."""
+def write_rejected_csv(
+    path: Path, dataset: Dataset, *, overwrite: bool, flag: str = "--out"
+) -> Path:
+    """One line per skipped image: line, path, reason, detail.
+
+    ``line`` is the manifest line as every message gives it (the header is line 1); it is
+    empty for the class-folder layout, which has no lines.
+    """
+    table = not dataset.manifest.source.is_dir()
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["row", "path", "reason", "detail"])
-    for r in rejections:
-        writer.writerow([r.row, r.path, r.reason, r.detail])
-    return atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
+    writer.writerow(["line", "path", "reason", "detail"])
+    for r in dataset.rejections:
+        writer.writerow([r.row + 2 if table else "", r.path, r.reason, r.detail])
+    return atomic_write_text(path, buf.getvalue(), overwrite=overwrite, flag=flag)
 
 
 def load_dataset(

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
+import unicodedata
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,8 +76,37 @@ def class_order(labels: list[str]) -> list[str]:
 
 
 def _normalise(raw: str) -> str:
-    """``./a//b.jpg`` -> ``a/b.jpg``; Windows separators accepted."""
-    return str(PurePosixPath(raw.replace("\\", "/"))).removeprefix("./")
+    """One spelling per file: ``./a//b.jpg`` and ``x/../a/b.jpg`` -> ``a/b.jpg``.
+
+    Windows separators are accepted. ``..`` is resolved lexically (as the shell and the
+    user read the path), so a path that leaves the folder still starts with ``..``.
+    """
+    return posixpath.normpath(raw.replace("\\", "/"))
+
+
+def path_key(raw: str) -> str:
+    """The key two spellings of one path share: normalised, Unicode NFC (for matching)."""
+    return unicodedata.normalize("NFC", _normalise(raw))
+
+
+def leaves_root(rel: str) -> bool:
+    """True when a normalised relative path points outside its folder (or is absolute)."""
+    return posixpath.isabs(rel) or rel == ".." or rel.startswith("../")
+
+
+def _on_disk(root: Path, rel: str) -> str:
+    """The spelling the file has on disk when it differs only in Unicode normalisation.
+
+    macOS writes names decomposed (NFD) and most other tools composed (NFC), so a
+    manifest made on one machine may spell a name differently than the disk does.
+    """
+    if rel.isascii() or (root / rel).exists():
+        return rel
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, rel)
+        if other != rel and (root / other).exists():
+            return other
+    return rel
 
 
 def _check_inside(root: Path, rel: str, where: str, allow_outside_root: bool) -> None:
@@ -112,6 +143,22 @@ def _read_table(labels: Path) -> pd.DataFrame:
     raise ManifestError(f"{labels}: expected a .csv, .tsv or .parquet manifest")
 
 
+def _refuse_nested(labels: Path, columns: tuple[str, ...]) -> None:
+    """A Parquet column of lists (or structs) is not one path or one label per row."""
+    if labels.suffix.lower() != ".parquet":
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(labels)
+    for name in columns:
+        if name in schema.names and pa.types.is_nested(schema.field(name).type):
+            raise ManifestError(
+                f"{labels}: column {name!r} holds {schema.field(name).type} values, not one "
+                "value per row; write one row per image with a single path and label"
+            )
+
+
 def _from_table(
     root: Path,
     labels: Path,
@@ -127,6 +174,7 @@ def _from_table(
             f"{labels}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
             " (choose others with --path-column/--label-column)"
         )
+    _refuse_nested(labels, (path_column, label_column))
     paths_raw = frame[path_column].astype(str).tolist()
     labels_raw = frame[label_column].astype(str).tolist()
     paths: list[str] = []
@@ -139,7 +187,7 @@ def _from_table(
             raise ManifestError(f"{line}: empty path")
         if not label.strip():
             raise ManifestError(f"{line}: empty label for {raw_path!r}")
-        rel = _normalise(raw_path.strip())
+        rel = _on_disk(root, _normalise(raw_path.strip()))
         _check_inside(root, rel, line, allow_outside_root)
         if rel in seen:
             first = seen[rel]

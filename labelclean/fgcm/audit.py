@@ -26,6 +26,7 @@ from labelclean._progress import Progress
 from labelclean._version import __version__
 from labelclean.config import AuditConfig
 from labelclean.data.images import Dataset
+from labelclean.data.manifest import leaves_root
 from labelclean.distributed import Dist
 from labelclean.fgcm.clustering import (
     CLUSTER_NAMES,
@@ -631,6 +632,7 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     metadata = {
         "tool_version": __version__,
         "image_root": str(Path(manifest.root).resolve()),
+        "paths_outside_root": any(map(leaves_root, manifest.paths)),  # --allow-outside-root
         "class_names": list(manifest.class_names),
         "config": config.to_dict(),
         "seed": config.seed,

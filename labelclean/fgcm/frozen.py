@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelclean._io import atomic_path
+from labelclean._io import atomic_path, check_work_dir
 from labelclean._progress import Progress, report
 from labelclean.config import AuditConfig
 from labelclean.data.images import Dataset, default_cache_dir
@@ -129,6 +129,7 @@ def embed_images(
     }
     if path.is_file():
         return np.load(path), info
+    check_work_dir(path.parent, flag="--cache-dir")  # before embedding, not after
     device = resolve_device(config.device)
     precision = Precision.choose(device, amp=config.amp)
     backbone = backbone.to(device)
@@ -155,7 +156,7 @@ def embed_images(
         report(progress, "embed images", step + 1, steps)
     assert out is not None
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, flag="--cache-dir") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, out)
     return out, info

@@ -117,7 +117,7 @@ def write_html_report(
         sampled="; ".join(page.sampled),
         missing=(len(missing), *next(iter(missing.items()))) if missing else None,
     )
-    out = atomic_write_text(path, text, overwrite=overwrite)
+    out = atomic_write_text(path, text, overwrite=overwrite, flag="--html")
     if missing:
         logger.warning("%d image(s) under %s could not be read for the page", len(missing), root)
     report_progress(progress, "html report", steps, steps)

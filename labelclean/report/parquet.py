@@ -336,7 +336,7 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     wrong = [
         f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
         for f in REPORT_SCHEMA
-        if f.name in schema.names and not schema.field(f.name).type.equals(f.type)
+        if f.name in schema.names and not _compatible(schema.field(f.name).type, f.type)
     ]
     if wrong:
         raise ReportError(f"{path}: report columns have the wrong type: {'; '.join(wrong)}")
@@ -366,6 +366,7 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     wanted = list(columns) if columns is not None else REPORT_SCHEMA.names
     try:
         table = pf.read(columns=[c for c in wanted if c in schema.names])
+        table = _conform(table)
     except (OSError, pa.ArrowException) as err:
         raise ReportError(f"{path}: cannot be read, the file may be truncated ({err})") from err
     frame = table.to_pandas()
@@ -374,4 +375,74 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
             frame.insert(wanted.index(name), name, pd.Series([None] * len(frame), dtype=object))
     if "admitted_epoch" in frame:
         frame["admitted_epoch"] = frame["admitted_epoch"].astype("Int32")
+    _check_rows(path, frame, metadata)
     return Report(frame=frame, metadata=metadata, path=path)
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    """The same kind of values, as another writer may store them (pandas: large_string)."""
+    if pa.types.is_dictionary(have):  # a pandas categorical
+        have = have.value_type
+    if have.equals(want):
+        return True
+    if pa.types.is_string(want):
+        return pa.types.is_string(have) or pa.types.is_large_string(have)
+    if pa.types.is_integer(want):
+        return pa.types.is_integer(have)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(have)
+    if pa.types.is_list(want):
+        is_list = pa.types.is_list(have) or pa.types.is_large_list(have)
+        return is_list and _compatible(have.value_type, want.value_type)
+    return False
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """Cast compatible columns to the report schema's exact types (a no-op for our files)."""
+    want = {f.name: f.type for f in REPORT_SCHEMA}
+    for i, name in enumerate(table.column_names):
+        if name in want and not table.schema.field(name).type.equals(want[name]):
+            table = table.set_column(i, name, table.column(i).cast(want[name]))
+    return table
+
+
+def _check_rows(path: Path, frame: pd.DataFrame, metadata: Mapping[str, Any]) -> None:
+    """The values a reader relies on: known actions and classes, paths inside the root.
+
+    An edited report must not be used silently: an unknown action would count as neither
+    labeled nor unlabeled, and a path edited to leave the image folder would make
+    ``finetune`` read a file the audit never saw.
+    """
+
+    def refuse(mask: Any, what: str, column: str) -> None:
+        rows = np.flatnonzero(np.asarray(mask, dtype=bool))
+        if len(rows):
+            shown = ", ".join(f"row {i} ({frame[column].iloc[i]!r})" for i in rows[:5])
+            raise ReportError(
+                f"{path}: {len(rows)} row(s) with {what}: {shown}; the file was edited or "
+                "is damaged (audit again, or fix those rows)"
+            )
+
+    if "action" in frame:
+        refuse(
+            ~frame["action"].isin(ACTIONS), f"an action other than {', '.join(ACTIONS)}", "action"
+        )
+    names = list(metadata["class_names"])
+    for column in _LABEL_COLUMNS:
+        if column in frame:
+            refuse(frame[column].notna() & ~frame[column].isin(names), "an unknown class", column)
+    if "action" in frame and "clean_label" in frame:
+        unlabel = (frame["action"] == "unlabel").to_numpy()
+        refuse(
+            frame["clean_label"].isna().to_numpy() != unlabel,
+            "a clean_label that does not match the action",
+            "action",
+        )
+    if "path" in frame and not metadata.get("paths_outside_root", False):
+        from labelclean.data.manifest import _normalise, leaves_root
+
+        refuse(
+            frame["path"].map(lambda p: leaves_root(_normalise(p))),
+            "a path outside the image folder",
+            "path",
+        )

@@ -241,4 +241,4 @@ def write_decisions(
 ) -> Path:
     """Write the whole decisions file at once (temp file, fsync, rename)."""
     text = render_decisions(decisions, fingerprint=fingerprint, report_name=report_name)
-    return atomic_write_text(path, text, overwrite=True)
+    return atomic_write_text(path, text, overwrite=True, flag="--decisions")

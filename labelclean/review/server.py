@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from labelclean._version import __version__
-from labelclean.errors import LabelcleanError
+from labelclean.errors import LabelcleanError, OutputError
 from labelclean.report.heat import heat_table
 from labelclean.report.templating import ASSET_TYPES, asset, asset_names, render
 from labelclean.review.state import ReviewState, parse_decision
@@ -184,11 +184,11 @@ class _Handler(BaseHTTPRequestHandler):
             result = self.server.state.decide(row, decision, label)
         except ValueError:
             self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
-        except LabelcleanError as err:
-            self._error(HTTPStatus.BAD_REQUEST, str(err))
-        except OSError as err:
+        except (OutputError, OSError) as err:  # full disk, ...: the decision was not taken
             logger.error("cannot write %s: %s", self.server.state.path, err)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot write the decisions file: {err}")
+        except LabelcleanError as err:
+            self._error(HTTPStatus.BAD_REQUEST, str(err))
         else:
             self._json(result)
 

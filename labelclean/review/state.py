@@ -115,22 +115,22 @@ class ReviewState:
         """Record (or with ``decision=None`` forget) the decision on one row; write the file."""
         path = self.paths[row]
         with self._lock:
-            if decision is None:
-                self.decisions.pop(path, None)
-                public = None
-            else:
+            updated = dict(self.decisions)
+            updated.pop(path, None)
+            public = None
+            if decision is not None:
                 d = Decision(path, decision, label, now())
                 d = check_decision(d, "decision", labels=self._labels, classes=set(self.classes))
-                self.decisions.pop(path, None)
-                self.decisions[path] = d
+                updated[path] = d
                 public = self._public(d)
-            write_decisions(
+            write_decisions(  # first: a decision that could not be saved is not taken
                 self.path,
-                self.decisions.values(),
+                updated.values(),
                 fingerprint=self.fingerprint,
                 report_name=self.report.path.name if self.report.path else "report",
             )
-            decided = len(self.decisions)
+            self.decisions = updated
+            decided = len(updated)
         return {"id": row, "decision": public, "decided": decided}
 
     def thumbnail(self, row: int) -> tuple[bytes, str] | None:
