@@ -134,21 +134,7 @@ def finetune(
     from labelclean.report.parquet import read_report
     from labelclean.training import ImageBatches, Precision, StepInterrupted, resolve_device
 
-    rep = read_report(report_path)
-    root = _image_root(rep, report_path, image_root)
-    inputs = {
-        "REPORT": report_path,
-        "the report's image folder": root,
-        "--test": test,
-        "--test-labels": test_labels,
-        "--weights": weights,
-        "--decisions": decisions,
-    }
-    _check_out_dir(out, overwrite, inputs=inputs)
-    work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
-    dist = init_from_env(resolve_device(device))
-    quiet = quiet or not dist.is_main
-    config = FinetuneConfig(
+    config = FinetuneConfig(  # options first: a bad number is refused before any reading
         model=model,
         pretrained=pretrained,
         weights=str(weights) if weights else None,
@@ -163,6 +149,20 @@ def finetune(
         amp=amp,
         eval_every=eval_every,
     )
+    rep = read_report(report_path)
+    root = _image_root(rep, report_path, image_root)
+    inputs = {
+        "REPORT": report_path,
+        "the report's image folder": root,
+        "--test": test,
+        "--test-labels": test_labels,
+        "--weights": weights,
+        "--decisions": decisions,
+    }
+    _check_out_dir(out, overwrite, inputs=inputs)
+    work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
+    dist = init_from_env(resolve_device(device))
+    quiet = quiet or not dist.is_main
     md, frame = rep.metadata, rep.frame
     report_hash = hashlib.sha256(Path(report_path).read_bytes())
     if decisions is not None:
