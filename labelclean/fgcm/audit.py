@@ -431,7 +431,15 @@ def run_audit(
         if should_stop is not None and should_stop() and state.epoch < config.epochs:
             raise AuditInterrupted(state, run)
     _update_clusters(state, run, config.epochs)
-    return _build_result(state, run, wall_time=time.perf_counter() - start)
+    result = _build_result(state, run, wall_time=time.perf_counter() - start)
+    votes = run.dataset.manifest.votes
+    if votes is not None:  # crowd input: the network and the votes decide together
+        from labelclean.crowd.report import finish_crowd_audit
+
+        probs = np.empty_like(state.history.sums)
+        probs[run.canon] = state.history.mean_confidence()  # canonical -> manifest order
+        result = finish_crowd_audit(result, votes, probs)
+    return result
 
 
 def _train(

@@ -1,0 +1,139 @@
+"""The crowd part of a report at a glance: annotators ranked, and the images the crowd split.
+
+Pure functions on the report's frame and the annotators table (shared by the terminal and
+the page), and a rich renderer for ``labelclean report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from labelclean.report.parquet import Report
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@dataclass
+class CrowdSummary:
+    """Headline figures of a crowd report (see :func:`crowd_summary`)."""
+
+    n_votes: int  #: votes V
+    n_annotators: int  #: annotators A
+    split: int  #: images whose votes disagree
+    changed: int  #: images whose final label is not the consensus (relabel)
+    network_weight: float | None  #: beta, how far the votes let the network count
+    annotators: pd.DataFrame | None  #: the annotators table, most trusted first
+    split_images: pd.DataFrame  #: the most split images: path, votes, consensus, final
+
+
+def vote_text(votes: Any) -> str:
+    """``ann:cat bob:cat cy:dog`` for one image's votes."""
+    return " ".join(f"{v['annotator']}:{v['label']}" for v in votes)
+
+
+def split_images(frame: pd.DataFrame, *, top: int = 10) -> pd.DataFrame:
+    """The images where the crowd split, least agreement first, relabeled ones first on ties.
+
+    Columns: ``path``, ``agreement``, ``votes`` (as text), ``consensus`` (the given label),
+    ``final`` (the clean label, empty when unlabeled), ``action``.
+    """
+    split = frame[frame["agreement"] < 1]
+    order = np.lexsort(
+        (
+            split["path"].to_numpy(),
+            split["action"].to_numpy() == "keep",
+            split["agreement"].to_numpy(),
+        )
+    )
+    rows = split.iloc[order[:top]]
+    return pd.DataFrame(
+        {
+            "path": rows["path"].to_numpy(),
+            "agreement": rows["agreement"].to_numpy(),
+            "votes": [vote_text(v) for v in rows["votes"]],
+            "consensus": rows["given_label"].to_numpy(),
+            "final": rows["clean_label"].fillna("").to_numpy(),
+            "action": rows["action"].to_numpy(),
+        }
+    )
+
+
+def crowd_summary(
+    report: Report, annotators: pd.DataFrame | None, *, top: int = 10
+) -> CrowdSummary | None:
+    """The crowd figures of ``report``, or None when it holds no votes."""
+    frame = report.frame
+    if "votes" not in frame:
+        return None
+    crowd = report.metadata.get("crowd", {})
+    return CrowdSummary(
+        n_votes=int(frame["n_votes"].sum()),
+        n_annotators=int(crowd.get("n_annotators", 0)),
+        split=int((frame["agreement"] < 1).sum()),
+        changed=int((frame["action"] == "relabel").sum()),
+        network_weight=crowd.get("network_weight"),
+        annotators=annotators,
+        split_images=split_images(frame, top=top),
+    )
+
+
+def render_crowd(summary: CrowdSummary, *, top: int = 10, console: Console | None = None) -> None:
+    """Print the "Annotators" section: ranked annotators and the split images.
+
+    Annotator ids, class names and paths are user data: they are escaped.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = console or Console()
+    n = max(len(summary.split_images), 1)
+    weight = "n/a" if summary.network_weight is None else f"{summary.network_weight:.2f}"
+    console.print(
+        f"[bold]Annotators[/]: {summary.n_votes} votes by {summary.n_annotators} annotators; "
+        f"the crowd split on {summary.split} images; the final label differs from the "
+        f"consensus on {summary.changed} (network weight {weight})"
+    )
+    if summary.annotators is None:
+        console.print("no annotators table beside the report")
+    else:
+        t = Table(title="annotators, most trusted first (top and bottom)")
+        for col in ("rank", "annotator", "votes", "est. accuracy", "agreement", "confuses most"):
+            t.add_column(col, justify="left" if col in ("annotator", "confuses most") else "right")
+        table = summary.annotators
+        shown = table if len(table) <= 2 * top else pd.concat([table.head(top), table.tail(top)])
+        for rank, r in zip(shown.index + 1, shown.to_dict("records")):
+            pair = (
+                f"{escape(str(r['confused_true']))} -> {escape(str(r['confused_voted']))} "
+                f"({r['confused_share']:.0%})"
+                if isinstance(r["confused_true"], str)
+                else "-"
+            )
+            agree = "-" if pd.isna(r["agreement"]) else f"{r['agreement']:.1%}"
+            t.add_row(
+                str(rank),
+                escape(str(r["annotator"])),
+                str(r["n_votes"]),
+                f"{r['estimated_accuracy']:.1%}",
+                agree,
+                pair,
+            )
+        console.print(t)
+    if len(summary.split_images):
+        s = Table(title=f"where the crowd split (least agreement first, {n} shown)")
+        for col in ("path", "agreement", "votes", "consensus", "final"):
+            s.add_column(col, justify="right" if col == "agreement" else "left")
+        for r in summary.split_images.to_dict("records"):
+            s.add_row(
+                escape(str(r["path"])),
+                f"{r['agreement']:.0%}",
+                escape(r["votes"]),
+                escape(str(r["consensus"])),
+                escape(str(r["final"]) or "(unlabeled)"),
+            )
+        console.print(s)
