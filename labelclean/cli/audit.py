@@ -11,10 +11,11 @@ import typer
 from labelclean.cli._app import app
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
+    AnnotatorColumnOpt,
     CacheDirOpt,
     ImagesArg,
     ImageSizeOpt,
-    LabelColumnOpt,
+    LabelColumnsOpt,
     LabelsArg,
     MaxBadFractionOpt,
     MaxPixelsOpt,
@@ -99,7 +100,8 @@ def audit(
         ),
     ] = False,
     path_column: PathColumnOpt = "path",
-    label_column: LabelColumnOpt = "label",
+    label_column: LabelColumnsOpt = None,
+    annotator_column: AnnotatorColumnOpt = None,
     allow_outside_root: AllowOutsideRootOpt = False,
     on_bad_image: OnBadImageOpt = "error",
     max_bad_fraction: MaxBadFractionOpt = 0.05,
@@ -272,7 +274,10 @@ def audit(
     """Find wrong labels: train with FGCM and write one report row per image.
 
     IMAGES is a folder; LABELS a CSV/Parquet manifest (path,label) with paths relative to
-    IMAGES. Without LABELS, each sub-folder of IMAGES is a class.
+    IMAGES. Without LABELS, each sub-folder of IMAGES is a class. Crowd votes (a manifest
+    with an annotator column, one row per vote, or several --label-column) start from their
+    consensus, and the annotators table is written beside the report
+    (report.parquet -> report.annotators.parquet).
     """
     from labelclean._io import check_writable
     from labelclean.api import run_checkpointed
@@ -319,6 +324,7 @@ def audit(
             **data_kwargs(
                 path_column=path_column,
                 label_column=label_column,
+                annotator_column=annotator_column,
                 allow_outside_root=allow_outside_root,
                 on_bad_image=on_bad_image,
                 max_bad_fraction=max_bad_fraction,
@@ -339,6 +345,9 @@ def audit(
             f"{len(manifest)} images, {len(manifest.class_names)} classes, "
             f"{dataset.cache.image_size}px"
         )
+        if manifest.votes is not None:
+            _check_crowd_outputs(out, labels, overwrite=overwrite or resume)
+            progress.log(crowd_line(manifest) + "; the audit starts from their consensus")
         printer = _EpochPrinter(progress, config.epochs, log_json if dist.is_main else None)
         if frozen:
             from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
@@ -381,6 +390,30 @@ def audit(
     result.write(out, overwrite=overwrite or resume)
     clear_checkpoints(work_dir)  # the report is complete: its checkpoints are moot
     _print_outcome(result.to_pandas(), out, quiet)
+    if getattr(result, "annotators", None) is not None:
+        from labelclean.report.annotators import annotators_path
+
+        crowd = result.metadata["crowd"]
+        typer.echo(
+            f"annotators: {annotators_path(out)}  ({crowd['n_annotators']} annotators; the "
+            f"network changed {crowd['consensus_changed']} consensus labels)"
+        )
+
+
+def _check_crowd_outputs(out: Path, labels: Path | None, *, overwrite: bool) -> None:
+    """Before training: the annotators table beside --out can be written, and harms nothing."""
+    from labelclean.report.annotators import check_annotators_writable
+
+    check_annotators_writable(out, overwrite=overwrite, inputs=[p for p in (labels,) if p])
+
+
+def crowd_line(manifest: Any) -> str:
+    """``30000 votes by 220 annotators (3.0 per image)``."""
+    votes = manifest.votes
+    return (
+        f"{len(votes)} votes by {votes.n_annotators} annotators "
+        f"({len(votes) / max(len(manifest), 1):.1f} per image)"
+    )
 
 
 @app.command()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _NOISE = "Noise"
 _OUT = "Output"
 _TRUTH = "Truth"
+_CROWD = "Crowd"
 _TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -131,10 +132,38 @@ def corrupt(
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing outputs.", rich_help_panel=_OUT)
     ] = False,
+    annotators: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Simulate a crowd instead: K votes per image from K different workers, "
+            "written one row per vote (path,annotator,label); --noise, --rate and --map do "
+            "not apply.",
+            rich_help_panel=_CROWD,
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --annotators: W workers of different accuracy (.55-.95), each with "
+            "their own class confusions and share of the work.",
+            rich_help_panel=_CROWD,
+        ),
+    ] = 50,
+    spammers: Annotated[
+        float,
+        typer.Option(
+            help="With --annotators: share of the workers who vote at random.",
+            rich_help_panel=_CROWD,
+        ),
+    ] = 0.1,
 ) -> None:
-    """Inject label noise as in the paper, to measure cleaning against known truth.
+    """Inject label noise as in the paper, or simulate a crowd, to measure cleaning against known truth.
 
     Example: labelclean corrupt labels.csv --noise symmetric --rate 0.4 --out noisy.csv
+
+    Crowd: labelclean corrupt labels.csv --annotators 3 --workers 50 --out votes.csv
     """
     import numpy as np
     import pandas as pd
@@ -152,8 +181,8 @@ def corrupt(
     if truth_out is not None:
         check_writable(truth_out, overwrite=overwrite, flag="--truth-out")
     pairs = _parse_map(mapping) if mapping is not None else None
-    if pairs is not None and noise is not Noise.asymmetric:
-        raise ConfigError("--map applies to --noise asymmetric only")
+    if pairs is not None and (noise is not Noise.asymmetric or annotators is not None):
+        raise ConfigError("--map applies to --noise asymmetric only, not to --annotators")
     if source.is_dir():
         manifest = read_manifest(source)
     else:
@@ -164,6 +193,18 @@ def corrupt(
             label_column=label_column,
             allow_outside_root=True,  # corrupt never opens the images
         )
+    if annotators is not None:
+        _write_crowd(
+            manifest,
+            out,
+            truth_out,
+            overwrite=overwrite,
+            votes_per_image=annotators,
+            workers=workers,
+            spammers=spammers,
+            seed=seed,
+        )
+        return
     noisy = corrupt_labels(
         manifest.given_labels,
         manifest.class_names,
@@ -197,12 +238,64 @@ def corrupt(
             typer.echo(
                 f"  {src} -> {dst}: {int((flipped & members).sum())} of {int(members.sum())}"
             )
+    _print_next(manifest, out, truth_out)
+
+
+def _print_next(manifest: Any, out: Path, truth_out: Path | None) -> None:
+    """Where the truth went, and the commands that measure a cleaning against it."""
     truth_file = truth_out if truth_out is not None else out
     typer.echo(f"truth: {truth_file}" + ("" if truth_out else " (column true_label)"))
     typer.echo(
         f"next: labelclean audit {manifest.root} {out} --out report.parquet && "
         f"labelclean evaluate report.parquet --truth {truth_file}"
     )
+
+
+def _write_crowd(
+    manifest: Any,
+    out: Path,
+    truth_out: Path | None,
+    *,
+    overwrite: bool,
+    votes_per_image: int,
+    workers: int,
+    spammers: float,
+    seed: int,
+) -> None:
+    """``corrupt --annotators``: a simulated crowd's votes (and the truth) on clean labels."""
+    import pandas as pd
+
+    from labelclean._io import atomic_write_with
+    from labelclean.crowd.simulate import simulate_crowd_votes
+
+    if manifest.votes is not None:
+        from labelclean.errors import ConfigError
+
+        raise ConfigError(f"{manifest.source} already holds votes; give clean labels (path,label)")
+    frame, summary = simulate_crowd_votes(
+        manifest.paths,
+        manifest.given_labels,
+        manifest.class_names,
+        votes_per_image=votes_per_image,
+        workers=workers,
+        spammers=spammers,
+        seed=seed,
+    )
+    truth = pd.DataFrame(
+        {"path": manifest.paths, "label": [manifest.class_names[k] for k in manifest.given_labels]}
+    )
+    if truth_out is not None:
+        frame = frame.drop(columns="true_label")
+    write_truth = _table_writer(truth, truth_out, "--truth-out") if truth_out else None
+    atomic_write_with(out, _table_writer(frame, out, "--out"), overwrite=overwrite)
+    if truth_out is not None and write_truth is not None:
+        atomic_write_with(truth_out, write_truth, overwrite=overwrite)
+    typer.echo(
+        f"wrote {out}: {len(frame)} votes ({votes_per_image} per image) by {workers} workers "
+        f"({summary['spammers']} spammers), seed {seed}; {summary['wrong']:.1%} of the votes "
+        f"are wrong, the majority vote is right on {summary['majority']:.1%} of the images"
+    )
+    _print_next(manifest, out, truth_out)
 
 
 def _fmt(value: object) -> str:
@@ -285,6 +378,28 @@ def _print_tables(m: dict[str, Any], title: str, *, top: int) -> None:
         console.print(flips)
 
 
+_CROWD_FIGURES = (
+    ("vote_accuracy", "votes equal to the truth / votes"),
+    ("majority_accuracy", "majority vote (ties at random) true / images"),
+    ("consensus_accuracy", "the audit's starting label (given_label) true / images"),
+    ("final_accuracy", "final label (clean_label) true / images; unlabeled count wrong"),
+    ("unlabeled", "images left without a final label"),
+    ("annotator_rank_correlation", "Spearman: estimated vs true accuracy of the annotators"),
+)
+
+
+def _print_crowd(scores: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"crowd: {scores['n_votes']} votes, {scores['n_annotators']} annotators")
+    for col, justify in (("figure", "left"), ("value", "right"), ("definition", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for key, definition in _CROWD_FIGURES:
+        table.add_row(key.replace("_", " "), _fmt(scores[key]), definition)
+    Console().print(table)
+
+
 @app.command(no_args_is_help=True)
 def evaluate(
     report: Annotated[
@@ -325,18 +440,31 @@ def evaluate(
 ) -> None:
     """Score a report against the true labels: detection and label precision/recall, per class.
 
+    For crowd votes also the majority vote, the consensus the audit started from, the final
+    labels, and how well the annotators table ranks the annotators (Spearman's rho of
+    estimated against true accuracy; needs <report>.annotators.parquet beside the report).
+
     Example: labelclean evaluate report.parquet --truth truth.csv
     """
     from labelclean.evaluate import cleaning_metrics, metrics_json, read_truth
     from labelclean.report.parquet import read_report
 
     needed = ["path", "given_label", "cluster", "action", "clean_label", "pseudo_label"]
-    rep = read_report(report, columns=needed)  # the traces are not needed
+    crowd = "crowd" in read_report(report, columns=["path"]).metadata
+    rep = read_report(report, columns=needed + ["votes"] * crowd)  # the traces are not needed
     labels = read_truth(
         truth, rep.frame, path_column=truth_path_column, label_column=truth_label_column
     )
     metrics = cleaning_metrics(rep.frame, labels)
+    if crowd:
+        from labelclean.crowd.scoring import crowd_scores
+        from labelclean.report.annotators import read_annotators
+
+        annotators = read_annotators(report, rep.metadata)
+        metrics["crowd"] = crowd_scores(rep.frame, labels, annotators)
     if as_json:
         typer.echo(metrics_json(metrics))
         return
     _print_tables(metrics, f"{report} vs {truth}", top=top)
+    if crowd:
+        _print_crowd(metrics["crowd"])
