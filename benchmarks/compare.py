@@ -78,30 +78,39 @@ def _find_issues(given: np.ndarray, probs: np.ndarray, names: list[str]) -> pd.D
     return _frame(given, flagged, probs.argmax(1), names)
 
 
-def method_cleanlab_cv(ctx: dict) -> pd.DataFrame:
-    """K trainings of the audit's network with plain cross-entropy, out-of-fold softmax."""
+def out_of_fold_probs(ds, labels: np.ndarray, *, seed: int, epochs: int, warmup: int | None,
+                      folds: int) -> np.ndarray:
+    """K trainings of the audit's network with plain cross-entropy on ``labels`` (manifest
+    order): the out-of-fold softmax ``[N, C]`` of every sample, manifest order."""
     from labelclean.config import AuditConfig
     from labelclean.fgcm.audit import AuditRun
     from labelclean.training import lr_factor, predict_probs, train_epoch
 
-    ds, k = ctx["dataset"], ctx["folds"]
     n = len(ds.manifest)
-    config = AuditConfig(seed=ctx["seed"], epochs=ctx["epochs"], warmup=ctx["warmup"])
-    fold = np.random.default_rng(ctx["seed"]).permutation(n) % k
-    probs = np.zeros((n, len(ctx["names"])), dtype=np.float32)
-    for f in range(k):
+    config = AuditConfig(seed=seed, epochs=epochs, warmup=warmup)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    probs = np.zeros((n, len(ds.manifest.class_names)), dtype=np.float32)
+    for f in range(folds):
         run = AuditRun(ds, config)  # works in canonical order; map back below
-        fold_c = fold[run.canon]
+        fold_c, labels_c = fold[run.canon], np.asarray(labels)[run.canon]
         train = np.flatnonzero(fold_c != f)
         for epoch in range(config.epochs):
             for group in run.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule=config.lr_schedule)
-            train_epoch(run.train_model, run.batches, train, run.given[train], optimizer=run.optimizer,
+            train_epoch(run.train_model, run.batches, train, labels_c[train], optimizer=run.optimizer,
                         scaler=run.scaler, batch_size=config.batch_size, generator=run.generator)
         held = np.flatnonzero(fold_c == f)
         probs[run.canon[held]] = predict_probs(run.model, run.batches, held, batch_size=512)
-        print(f"  fold {f + 1}/{k} done", flush=True)
-    return _find_issues(ds.manifest.given_labels, probs, ctx["names"])
+        print(f"  fold {f + 1}/{folds} done", flush=True)
+    return probs
+
+
+def method_cleanlab_cv(ctx: dict) -> pd.DataFrame:
+    """K trainings of the audit's network with plain cross-entropy, out-of-fold softmax."""
+    given = ctx["dataset"].manifest.given_labels
+    probs = out_of_fold_probs(ctx["dataset"], given, seed=ctx["seed"], epochs=ctx["epochs"],
+                              warmup=ctx["warmup"], folds=ctx["folds"])
+    return _find_issues(given, probs, ctx["names"])
 
 
 def _embeddings(ctx: dict) -> np.ndarray:
