@@ -79,9 +79,11 @@ def _find_issues(given: np.ndarray, probs: np.ndarray, names: list[str]) -> pd.D
 
 
 def out_of_fold_probs(ds, labels: np.ndarray, *, seed: int, epochs: int, warmup: int | None,
-                      folds: int) -> np.ndarray:
+                      folds: int, cache: Path | None = None) -> tuple[np.ndarray, float]:
     """K trainings of the audit's network with plain cross-entropy on ``labels`` (manifest
-    order): the out-of-fold softmax ``[N, C]`` of every sample, manifest order."""
+    order): the out-of-fold softmax ``[N, C]`` of every sample, manifest order, and the
+    seconds the trainings took. With ``cache`` (an .npz) each finished fold is saved with its
+    time, and a rerun continues after the last one."""
     from labelclean.config import AuditConfig
     from labelclean.fgcm.audit import AuditRun
     from labelclean.training import lr_factor, predict_probs, train_epoch
@@ -90,7 +92,14 @@ def out_of_fold_probs(ds, labels: np.ndarray, *, seed: int, epochs: int, warmup:
     config = AuditConfig(seed=seed, epochs=epochs, warmup=warmup)
     fold = np.random.default_rng(seed).permutation(n) % folds
     probs = np.zeros((n, len(ds.manifest.class_names)), dtype=np.float32)
-    for f in range(folds):
+    done, seconds = 0, 0.0
+    if cache is not None and cache.exists():
+        saved = np.load(cache)
+        if saved["probs"].shape == probs.shape and int(saved["folds"]) == folds:
+            probs, done, seconds = saved["probs"], int(saved["done"]), float(saved["seconds"])
+            print(f"  {done} of {folds} folds from {cache}", flush=True)
+    for f in range(done, folds):
+        start = time.perf_counter()
         run = AuditRun(ds, config)  # works in canonical order; map back below
         fold_c, labels_c = fold[run.canon], np.asarray(labels)[run.canon]
         train = np.flatnonzero(fold_c != f)
@@ -101,15 +110,18 @@ def out_of_fold_probs(ds, labels: np.ndarray, *, seed: int, epochs: int, warmup:
                         scaler=run.scaler, batch_size=config.batch_size, generator=run.generator)
         held = np.flatnonzero(fold_c == f)
         probs[run.canon[held]] = predict_probs(run.model, run.batches, held, batch_size=512)
+        seconds += time.perf_counter() - start
         print(f"  fold {f + 1}/{folds} done", flush=True)
-    return probs
+        if cache is not None:
+            np.savez(cache, probs=probs, done=f + 1, folds=folds, seconds=seconds)
+    return probs, seconds
 
 
 def method_cleanlab_cv(ctx: dict) -> pd.DataFrame:
     """K trainings of the audit's network with plain cross-entropy, out-of-fold softmax."""
     given = ctx["dataset"].manifest.given_labels
-    probs = out_of_fold_probs(ctx["dataset"], given, seed=ctx["seed"], epochs=ctx["epochs"],
-                              warmup=ctx["warmup"], folds=ctx["folds"])
+    probs, _ = out_of_fold_probs(ctx["dataset"], given, seed=ctx["seed"], epochs=ctx["epochs"],
+                                 warmup=ctx["warmup"], folds=ctx["folds"])
     return _find_issues(given, probs, ctx["names"])
 
 

@@ -20,7 +20,7 @@ estimated_accuracy). Wall times include reading the votes; under shared load the
 upper bound. labelclean counts an image it leaves unlabeled as wrong.
 
 Run by hand:  nice -n 10 python benchmarks/crowd.py --data /work/shared/data [--subset 2000]
-              [--methods ...] [--folds 5] [--epochs 40] [--probs-cache oof.npy]
+              [--methods ...] [--folds 5] [--epochs 40] [--probs-cache oof.npz]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=40, help="per cleanlab training (the audit's default)")
-    parser.add_argument("--probs-cache", type=Path, default=None, help="reuse / save cleanlab's out-of-fold probs")
+    parser.add_argument("--probs-cache", type=Path, default=None, help="save cleanlab's out-of-fold probs fold by fold (.npz) and reuse them")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--section", default="Crowd votes")
     parser.add_argument("--no-write", action="store_true")
@@ -150,16 +150,10 @@ def main() -> None:
 
             from labelclean.data.images import load_dataset
 
-            t0 = time.perf_counter()
-            if args.probs_cache is not None and args.probs_cache.exists():
-                probs, cached = np.load(args.probs_cache), True
-            else:
-                dataset = load_dataset(images, crowd_csv)
-                probs = out_of_fold_probs(dataset, mv, seed=args.seed, epochs=args.epochs, warmup=None, folds=args.folds)
-                cached = False
-                if args.probs_cache is not None:
-                    np.save(args.probs_cache, probs)
-            train_seconds = time.perf_counter() - t0
+            cached = args.probs_cache is not None and args.probs_cache.exists()
+            dataset = load_dataset(images, crowd_csv)
+            probs, train_seconds = out_of_fold_probs(dataset, mv, seed=args.seed, epochs=args.epochs,
+                                                     warmup=None, folds=args.folds, cache=args.probs_cache)
             wide = per_vote.assign(code=votes.label).pivot(index="row", columns="annotator", values="code")
             wide = wide.reindex(np.arange(len(manifest.paths)))
             t1 = time.perf_counter()
