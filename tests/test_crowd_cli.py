@@ -90,7 +90,8 @@ def test_audit_report_has_the_crowd_columns_and_the_annotators_beside_it(crowd):
     assert f.columns.tolist() == CROWD_SCHEMA.names and len(f) == 300
     assert (f["n_votes"] == 3).all() and f["n_votes"].dtype == np.int32
     votes = f["votes"][0]
-    assert len(votes) == 3 and set(votes[0]) == {"annotator", "label"}
+    assert len(votes) == 3 and set(votes[0]) == {"annotator", "label", "p_right"}
+    assert all(0 <= v["p_right"] <= 1 for vs in f["votes"] for v in vs)
     shares = [np.mean([v["label"] == g for v in vs]) for vs, g in zip(f["votes"], f["given_label"])]
     assert np.allclose(f["agreement"], shares)
     assert (f.loc[f.action == "keep", "clean_label"] == f.loc[f.action == "keep", "given_label"]).all()

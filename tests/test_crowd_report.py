@@ -12,7 +12,14 @@ from labelclean.crowd.report import VOUCH, crowd_actions, finish_crowd_audit, vo
 from labelclean.errors import OutputExistsError, ReportError
 from labelclean.fgcm.audit import AuditResult
 from labelclean.report.annotators import annotators_path, check_annotators_writable, read_annotators
-from labelclean.report.crowd import crowd_summary, split_images, vote_text
+from labelclean.report.crowd import (
+    annotator_confusion,
+    crowd_summary,
+    doubtful_votes,
+    split_images,
+    vote_rows,
+    vote_text,
+)
 from labelclean.report.parquet import CROWD_SCHEMA, REPORT_SCHEMA, build_report_table, read_report
 
 
@@ -46,8 +53,10 @@ def test_actions_from_the_combined_posterior():
 
 
 def test_votes_column_lists_each_images_votes():
-    column = votes_column(_votes(), NAMES).to_pylist()
-    assert column[1] == [{"annotator": "ann", "label": "dog"}, {"annotator": "bob", "label": "fox"}]
+    posterior = np.tile([0.1, 0.6, 0.3], (5, 1))
+    column = votes_column(_votes(), NAMES, posterior).to_pylist()
+    assert [(v["annotator"], v["label"]) for v in column[1]] == [("ann", "dog"), ("bob", "fox")]
+    assert np.allclose([v["p_right"] for v in column[1]], [0.6, 0.3])
     assert [len(v) for v in column] == [3, 2, 1, 2, 3]
     assert vote_text(column[1]) == "ann:dog bob:fox"
 
@@ -136,3 +145,15 @@ def test_crowd_summary_of_a_written_report(tmp_path):
     summary = crowd_summary(rep, read_annotators(path, rep.metadata))
     assert summary.n_votes == 11 and summary.split == 2 and len(summary.annotators) == 3
     assert fit_crowd(_votes()).posterior.shape == (5, 3)
+
+
+def test_per_annotator_confusion_and_doubtful_votes(tmp_path):
+    result = finish_crowd_audit(_result(), _votes(), np.full((5, 3), 1 / 3))
+    frame = read_report(result.write(tmp_path / "r.parquet")).frame
+    votes = vote_rows(frame)
+    assert len(votes) == 11 and set(votes["annotator"]) == {"ann", "bob", "cy"}
+    table = annotator_confusion(votes, "cy", NAMES)
+    assert table.shape == (3, 3) and table.to_numpy().sum() == (votes[votes.annotator == "cy"].final != "").sum()
+    worst = doubtful_votes(votes, "ann", top=2)
+    assert len(worst) == 2 and worst["p_right"].is_monotonic_increasing
+    assert worst["p_right"].iloc[0] == votes.loc[votes.annotator == "ann", "p_right"].min()

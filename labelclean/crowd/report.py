@@ -7,7 +7,8 @@ each image again: ``clean_label`` is the most probable class given the image and
 probable class is more likely wrong than right (probability below one half), so the labeled
 set holds only labels the evidence vouches for. The FGCM columns (cluster, confidences,
 traces, pseudo label) stay as the audit found them. It adds ``n_votes``, ``agreement`` and
-``votes`` and the annotators table written beside the report.
+``votes`` (each vote with its probability of being right), and the annotators table that is
+written beside the report.
 """
 
 from __future__ import annotations
@@ -38,18 +39,23 @@ def crowd_actions(given_labels: np.ndarray, combined: Combined) -> tuple[np.ndar
     return action, np.where(vouched, final, -1).astype(np.int64)
 
 
-def votes_column(votes: Votes, class_names: list[str]) -> pa.ListArray:
-    """``[N]`` lists of ``{annotator, label}``, each image's votes, without a per-row loop."""
+def votes_column(votes: Votes, class_names: list[str], posterior: np.ndarray) -> pa.ListArray:
+    """``[N]`` lists of ``{annotator, label, p_right}``, each image's votes, without a per-row loop.
+
+    ``p_right`` is ``posterior[image, vote]``: how likely the vote is right.
+    """
     from labelclean.report.parquet import VOTE_TYPE
 
     order = np.argsort(votes.sample, kind="stable")
     offsets = np.concatenate([[0], np.cumsum(votes.per_sample())]).astype(np.int32)
     annotators = pa.array(list(votes.annotator_names), type=pa.string())
     labels = pa.array(list(class_names), type=pa.string())
+    p_right = posterior[votes.sample[order], votes.label[order]].astype(np.float32)
     structs = pa.StructArray.from_arrays(
         [
             annotators.take(pa.array(votes.annotator[order])),
             labels.take(pa.array(votes.label[order])),
+            pa.array(p_right),
         ],
         fields=list(VOTE_TYPE),
     )
@@ -100,10 +106,11 @@ def finish_crowd_audit(result: AuditResult, votes: Votes, probs: np.ndarray) -> 
     table = table.set_column(table.schema.get_field_index("clean_label"), "clean_label", clean_text)
     table = table.append_column("n_votes", pa.array(votes.per_sample().astype(np.int32)))
     table = table.append_column("agreement", pa.array(agreement(votes, given)))
-    table = table.append_column("votes", votes_column(votes, names))
+    table = table.append_column("votes", votes_column(votes, names, combined.posterior))
     annotators = annotator_table(votes, combined.posterior, clean, class_names=names)
-    metadata["crowd"] = _crowd_metadata(votes, given, combined)
-    metadata["wall_time_s"] = round(metadata["wall_time_s"] + time.perf_counter() - start, 3)
+    seconds = time.perf_counter() - start
+    metadata["crowd"] = {**_crowd_metadata(votes, given, combined), "seconds": round(seconds, 3)}
+    metadata["wall_time_s"] = round(metadata["wall_time_s"] + seconds, 3)
     from labelclean.report.parquet import CROWD_SCHEMA
 
     return CrowdAuditResult(

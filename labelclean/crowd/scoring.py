@@ -19,32 +19,28 @@ import numpy as np
 import pandas as pd
 
 
-def explode_votes(frame: pd.DataFrame) -> pd.DataFrame:
-    """The report's ``votes`` column as one row per vote: ``row, annotator, label``."""
-    lengths = frame["votes"].map(len).to_numpy()
-    flat = [vote for votes in frame["votes"] for vote in votes]
-    return pd.DataFrame(
-        {
-            "row": np.repeat(np.arange(len(frame)), lengths),
-            "annotator": [v["annotator"] for v in flat],
-            "label": [v["label"] for v in flat],
-        }
-    )
-
-
 def majority_labels(votes: pd.DataFrame, n_rows: int, *, seed: int = 0) -> np.ndarray:
-    """The most voted label of each row ``[n_rows]`` object; ties broken at random."""
+    """The most voted label of each row ``[n_rows]`` object; ties broken at random.
+
+    Args:
+        votes: One row per vote with columns ``row`` and ``vote``.
+        n_rows: Number of images.
+        seed: Tie-breaking.
+    """
     rng = np.random.default_rng(seed)
-    counts = votes.groupby(["row", "label"]).size().rename("n").reset_index()
+    counts = votes.groupby(["row", "vote"]).size().rename("n").reset_index()
     counts["key"] = rng.random(len(counts))
     counts = counts.sort_values(["row", "n", "key"], ascending=[True, False, False])
-    top = counts.drop_duplicates("row").set_index("row")["label"]
+    top = counts.drop_duplicates("row").set_index("row")["vote"]
     return top.reindex(np.arange(n_rows)).to_numpy(dtype=object)
 
 
 def annotator_truth(votes: pd.DataFrame, truth: np.ndarray) -> pd.DataFrame:
-    """Each annotator's votes and true accuracy: ``annotator, n_votes, true_accuracy``."""
-    right = votes["label"].to_numpy(dtype=object) == truth[votes["row"].to_numpy()]
+    """Each annotator's votes and true accuracy: ``annotator, n_votes, true_accuracy``.
+
+    ``votes`` has one row per vote with columns ``row``, ``annotator`` and ``vote``.
+    """
+    right = votes["vote"].to_numpy(dtype=object) == truth[votes["row"].to_numpy()]
     grouped = pd.DataFrame({"annotator": votes["annotator"], "right": right}).groupby("annotator")
     return grouped["right"].agg(n_votes="size", true_accuracy="mean").reset_index()
 
@@ -67,14 +63,16 @@ def crowd_scores(
     Returns:
         A JSON-able dict (None where there is nothing to measure).
     """
+    from labelclean.report.crowd import vote_rows
+
     truth = np.asarray(truth, dtype=object).astype(str)
-    votes = explode_votes(report)
+    votes = vote_rows(report)
     majority = majority_labels(votes, len(report), seed=seed)
     final = report["clean_label"].to_numpy(dtype=object)
     out: dict[str, Any] = {
         "n_votes": len(votes),
         "vote_accuracy": float(
-            (votes["label"].to_numpy(dtype=object) == truth[votes["row"]]).mean()
+            (votes["vote"].to_numpy(dtype=object) == truth[votes["row"]]).mean()
         )
         if len(votes)
         else None,

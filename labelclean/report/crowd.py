@@ -63,6 +63,47 @@ def split_images(frame: pd.DataFrame, *, top: int = 10) -> pd.DataFrame:
     )
 
 
+def vote_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per vote: ``row`` (of the frame), ``path, annotator, vote, p_right, final``.
+
+    ``final`` is the image's clean label, "" where unlabeled.
+    """
+    lengths = frame["votes"].map(len).to_numpy()
+    flat = [v for votes in frame["votes"] for v in votes]
+    rows = np.repeat(np.arange(len(frame)), lengths)
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "path": frame["path"].to_numpy()[rows],
+            "annotator": [v["annotator"] for v in flat],
+            "vote": [v["label"] for v in flat],
+            "p_right": np.asarray([v["p_right"] for v in flat], dtype=np.float32),
+            "final": frame["clean_label"].fillna("").to_numpy()[rows],
+        }
+    )
+
+
+def annotator_confusion(
+    votes: pd.DataFrame, annotator: str, class_names: list[str]
+) -> pd.DataFrame:
+    """Final label (rows) x the annotator's vote (columns) counts, over their labeled images."""
+    mine = votes[(votes["annotator"] == annotator) & (votes["final"] != "")]
+    table = pd.crosstab(
+        pd.Categorical(mine["final"], categories=class_names),
+        pd.Categorical(mine["vote"], categories=class_names),
+        dropna=False,
+    )
+    table.index.name, table.columns.name = "final", "vote"
+    return table
+
+
+def doubtful_votes(votes: pd.DataFrame, annotator: str, *, top: int = 10) -> pd.DataFrame:
+    """The annotator's votes least likely right (lowest ``p_right``) first."""
+    mine = votes[votes["annotator"] == annotator]
+    order = np.lexsort((mine["path"].to_numpy(), mine["p_right"].to_numpy()))
+    return mine.iloc[order[:top]].reset_index(drop=True)
+
+
 def crowd_summary(
     report: Report, annotators: pd.DataFrame | None, *, top: int = 10
 ) -> CrowdSummary | None:

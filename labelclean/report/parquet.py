@@ -51,9 +51,14 @@ REPORT_SCHEMA = pa.schema(
         pa.field("trace_pseudo", pa.list_(pa.float32()), nullable=False),
     ]
 )
-#: A vote of the ``votes`` column: who voted, and what.
+#: A vote of the ``votes`` column: who voted, what, and the probability that it is right
+#: given every vote and the network (the final posterior of the voted class).
 VOTE_TYPE = pa.struct(
-    [pa.field("annotator", pa.string(), nullable=False), pa.field("label", pa.string())]
+    [
+        pa.field("annotator", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("p_right", pa.float32(), nullable=False),
+    ]
 )
 #: Crowd input only (DESIGN.md): votes per image, share for the consensus (``given_label``),
 #: and the votes themselves.
