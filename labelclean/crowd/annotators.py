@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from labelclean.crowd.model import Votes
+from labelclean.crowd.model import Votes, expected_counts
 
 #: Columns of the annotators table, in order.
 ANNOTATOR_COLUMNS = (
@@ -63,9 +63,7 @@ def annotator_table(
     final = np.asarray(final_labels)[votes.sample]
     judged = np.bincount(votes.annotator, weights=final >= 0, minlength=a)
     agree = np.bincount(votes.annotator, weights=final == votes.label, minlength=a)
-    counts = np.zeros((a * c, c))  # [(annotator, vote), true class]
-    np.add.at(counts, votes.annotator * c + votes.label, posterior[votes.sample])
-    errors = counts.reshape(a, c, c).transpose(0, 2, 1).copy()  # [annotator, true, vote]
+    errors = expected_counts(votes, posterior)  # [annotator, true, vote]
     errors[:, np.arange(c), np.arange(c)] = 0
     flat = errors.reshape(a, -1)
     worst = flat.argmax(1)

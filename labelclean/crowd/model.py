@@ -162,6 +162,14 @@ def _soft_counts(votes: Votes, posterior: np.ndarray, by_cell: sparse.csr_matrix
     return counts.reshape(a, c, c).transpose(0, 2, 1)
 
 
+def expected_counts(votes: Votes, posterior: np.ndarray) -> np.ndarray:
+    """``n[a, k, l]``: how many of annotator a's votes for l are on images of class k ``[A, C, C]``.
+
+    Expected under ``posterior`` ``[N, C]`` (the E-step's counts; exact when it is one-hot).
+    """
+    return _soft_counts(votes, posterior, _by_cell(votes))
+
+
 def _beta_evidence(
     hits: np.ndarray, trials: np.ndarray, mean: np.ndarray, strength: float
 ) -> float:

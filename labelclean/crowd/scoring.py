@@ -71,9 +71,7 @@ def crowd_scores(
     final = report["clean_label"].to_numpy(dtype=object)
     out: dict[str, Any] = {
         "n_votes": len(votes),
-        "vote_accuracy": float(
-            (votes["vote"].to_numpy(dtype=object) == truth[votes["row"]]).mean()
-        )
+        "vote_accuracy": float((votes["vote"].to_numpy(dtype=object) == truth[votes["row"]]).mean())
         if len(votes)
         else None,
         "majority_accuracy": float((majority == truth).mean()),
