@@ -346,7 +346,9 @@ def audit(
             f"{dataset.cache.image_size}px"
         )
         if manifest.votes is not None:
-            _check_crowd_outputs(out, labels, overwrite=overwrite or resume)
+            from labelclean.cli._crowd import check_crowd_outputs, crowd_line
+
+            check_crowd_outputs(out, labels, overwrite=overwrite or resume)
             progress.log(crowd_line(manifest) + "; the audit starts from their consensus")
         printer = _EpochPrinter(progress, config.epochs, log_json if dist.is_main else None)
         if frozen:
@@ -391,29 +393,9 @@ def audit(
     clear_checkpoints(work_dir)  # the report is complete: its checkpoints are moot
     _print_outcome(result.to_pandas(), out, quiet)
     if getattr(result, "annotators", None) is not None:
-        from labelclean.report.annotators import annotators_path
+        from labelclean.cli._crowd import print_crowd_outcome
 
-        crowd = result.metadata["crowd"]
-        typer.echo(
-            f"annotators: {annotators_path(out)}  ({crowd['n_annotators']} annotators; the "
-            f"network changed {crowd['consensus_changed']} consensus labels)"
-        )
-
-
-def _check_crowd_outputs(out: Path, labels: Path | None, *, overwrite: bool) -> None:
-    """Before training: the annotators table beside --out can be written, and harms nothing."""
-    from labelclean.report.annotators import check_annotators_writable
-
-    check_annotators_writable(out, overwrite=overwrite, inputs=[p for p in (labels,) if p])
-
-
-def crowd_line(manifest: Any) -> str:
-    """``30000 votes by 220 annotators (3.0 per image)``."""
-    votes = manifest.votes
-    return (
-        f"{len(votes)} votes by {votes.n_annotators} annotators "
-        f"({len(votes) / max(len(manifest), 1):.1f} per image)"
-    )
+        print_crowd_outcome(result, out)
 
 
 @app.command()

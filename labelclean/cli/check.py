@@ -71,7 +71,7 @@ def check(
     typer.echo(f"{len(m)} images in {len(m.class_names)} classes from {m.source}")
     typer.echo("  " + "  ".join(f"{n}: {c}" for n, c in zip(m.class_names, counts)))
     if m.votes is not None:
-        from labelclean.cli.audit import crowd_line
+        from labelclean.cli._crowd import crowd_line
 
         typer.echo(crowd_line(m) + "; the class counts above are of their consensus")
     typer.echo(f"image size {cache.image_size}px; cache {cache.path}")

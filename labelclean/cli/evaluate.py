@@ -194,7 +194,9 @@ def corrupt(
             allow_outside_root=True,  # corrupt never opens the images
         )
     if annotators is not None:
-        _write_crowd(
+        from labelclean.cli._crowd import write_crowd
+
+        write_crowd(
             manifest,
             out,
             truth_out,
@@ -249,53 +251,6 @@ def _print_next(manifest: Any, out: Path, truth_out: Path | None) -> None:
         f"next: labelclean audit {manifest.root} {out} --out report.parquet && "
         f"labelclean evaluate report.parquet --truth {truth_file}"
     )
-
-
-def _write_crowd(
-    manifest: Any,
-    out: Path,
-    truth_out: Path | None,
-    *,
-    overwrite: bool,
-    votes_per_image: int,
-    workers: int,
-    spammers: float,
-    seed: int,
-) -> None:
-    """``corrupt --annotators``: a simulated crowd's votes (and the truth) on clean labels."""
-    import pandas as pd
-
-    from labelclean._io import atomic_write_with
-    from labelclean.crowd.simulate import simulate_crowd_votes
-
-    if manifest.votes is not None:
-        from labelclean.errors import ConfigError
-
-        raise ConfigError(f"{manifest.source} already holds votes; give clean labels (path,label)")
-    frame, summary = simulate_crowd_votes(
-        manifest.paths,
-        manifest.given_labels,
-        manifest.class_names,
-        votes_per_image=votes_per_image,
-        workers=workers,
-        spammers=spammers,
-        seed=seed,
-    )
-    truth = pd.DataFrame(
-        {"path": manifest.paths, "label": [manifest.class_names[k] for k in manifest.given_labels]}
-    )
-    if truth_out is not None:
-        frame = frame.drop(columns="true_label")
-    write_truth = _table_writer(truth, truth_out, "--truth-out") if truth_out else None
-    atomic_write_with(out, _table_writer(frame, out, "--out"), overwrite=overwrite)
-    if truth_out is not None and write_truth is not None:
-        atomic_write_with(truth_out, write_truth, overwrite=overwrite)
-    typer.echo(
-        f"wrote {out}: {len(frame)} votes ({votes_per_image} per image) by {workers} workers "
-        f"({summary['spammers']} spammers), seed {seed}; {summary['wrong']:.1%} of the votes "
-        f"are wrong, the majority vote is right on {summary['majority']:.1%} of the images"
-    )
-    _print_next(manifest, out, truth_out)
 
 
 def _fmt(value: object) -> str:
@@ -378,28 +333,6 @@ def _print_tables(m: dict[str, Any], title: str, *, top: int) -> None:
         console.print(flips)
 
 
-_CROWD_FIGURES = (
-    ("vote_accuracy", "votes equal to the truth / votes"),
-    ("majority_accuracy", "majority vote (ties at random) true / images"),
-    ("consensus_accuracy", "the audit's starting label (given_label) true / images"),
-    ("final_accuracy", "final label (clean_label) true / images; unlabeled count wrong"),
-    ("unlabeled", "images left without a final label"),
-    ("annotator_rank_correlation", "Spearman: estimated vs true accuracy of the annotators"),
-)
-
-
-def _print_crowd(scores: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"crowd: {scores['n_votes']} votes, {scores['n_annotators']} annotators")
-    for col, justify in (("figure", "left"), ("value", "right"), ("definition", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for key, definition in _CROWD_FIGURES:
-        table.add_row(key.replace("_", " "), _fmt(scores[key]), definition)
-    Console().print(table)
-
-
 @app.command(no_args_is_help=True)
 def evaluate(
     report: Annotated[
@@ -467,4 +400,6 @@ def evaluate(
         return
     _print_tables(metrics, f"{report} vs {truth}", top=top)
     if crowd:
-        _print_crowd(metrics["crowd"])
+        from labelclean.cli._crowd import print_crowd_scores
+
+        print_crowd_scores(metrics["crowd"])
