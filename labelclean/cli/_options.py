@@ -18,7 +18,11 @@ ImagesArg = Annotated[
 ]
 LabelsArg = Annotated[
     Path | None,
-    typer.Argument(help="CSV or Parquet manifest with path,label columns.", show_default=False),
+    typer.Argument(
+        help="CSV or Parquet manifest with path,label columns (or crowd votes: "
+        "path,annotator,label).",
+        show_default=False,
+    ),
 ]
 PathColumnOpt = Annotated[
     str, typer.Option(help="Manifest column with image paths.", rich_help_panel=_DATA)
