@@ -152,8 +152,13 @@ def test_per_annotator_confusion_and_doubtful_votes(tmp_path):
     frame = read_report(result.write(tmp_path / "r.parquet")).frame
     votes = vote_rows(frame)
     assert len(votes) == 11 and set(votes["annotator"]) == {"ann", "bob", "cy"}
-    table = annotator_confusion(votes, "cy", NAMES)
-    assert table.shape == (3, 3) and table.to_numpy().sum() == (votes[votes.annotator == "cy"].final != "").sum()
+    heat, note = annotator_confusion(votes, "cy", NAMES)
+    counts = np.array(heat["counts"])
+    assert counts.shape == (3, 3) and note == "" and (heat["row_title"], heat["col_title"]) == ("final", "vote")
+    assert counts.sum() == (votes[votes.annotator == "cy"].final != "").sum()
+    mine = votes[(votes.annotator == "cy") & (votes.final != "")]
+    for final, vote in zip(mine.final, mine.vote):
+        assert counts[NAMES.index(final), NAMES.index(vote)] >= 1
     worst = doubtful_votes(votes, "ann", top=2)
     assert len(worst) == 2 and worst["p_right"].is_monotonic_increasing
     assert worst["p_right"].iloc[0] == votes.loc[votes.annotator == "ann", "p_right"].min()

@@ -1,7 +1,7 @@
 """The crowd part of a report at a glance: annotators ranked, and the images the crowd split.
 
 Pure functions on the report's frame and the annotators table (shared by the terminal and
-the page), and a rich renderer for ``labelclean report``.
+the page's "Annotators" section), and a rich renderer for ``labelclean report``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from labelclean.report.heat import heat_table
 from labelclean.report.parquet import Report
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from labelclean.report.thumbs import Thumbnails
+
+#: Annotators whose confusion and doubtful votes the page shows; above, the most and least
+#: trusted halves (the table above them lists everyone).
+MAX_ANNOTATOR_DETAILS = 40
+DOUBTFUL_SHOWN = 6
 
 
 @dataclass
@@ -36,11 +44,19 @@ def vote_text(votes: Any) -> str:
     return " ".join(f"{v['annotator']}:{v['label']}" for v in votes)
 
 
+def vote_tally(votes: Any) -> str:
+    """``cat 2, dog 1`` for one image's votes: most voted first, then by name."""
+    counts = pd.Series([v["label"] for v in votes], dtype=object).value_counts()
+    pairs = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return ", ".join(f"{label} {k}" for label, k in pairs)
+
+
 def split_images(frame: pd.DataFrame, *, top: int = 10) -> pd.DataFrame:
     """The images where the crowd split, least agreement first, relabeled ones first on ties.
 
-    Columns: ``path``, ``agreement``, ``votes`` (as text), ``consensus`` (the given label),
-    ``final`` (the clean label, empty when unlabeled), ``action``.
+    Columns: ``row`` (position in ``frame``), ``path``, ``agreement``, ``votes`` (as text),
+    ``tally`` (votes per label), ``consensus`` (the given label), ``final`` (the clean label,
+    empty when unlabeled), ``action``.
     """
     split = frame[frame["agreement"] < 1]
     order = np.lexsort(
@@ -53,9 +69,11 @@ def split_images(frame: pd.DataFrame, *, top: int = 10) -> pd.DataFrame:
     rows = split.iloc[order[:top]]
     return pd.DataFrame(
         {
+            "row": np.flatnonzero(frame["agreement"].to_numpy() < 1)[order[:top]],
             "path": rows["path"].to_numpy(),
             "agreement": rows["agreement"].to_numpy(),
             "votes": [vote_text(v) for v in rows["votes"]],
+            "tally": [vote_tally(v) for v in rows["votes"]],
             "consensus": rows["given_label"].to_numpy(),
             "final": rows["clean_label"].fillna("").to_numpy(),
             "action": rows["action"].to_numpy(),
@@ -85,16 +103,14 @@ def vote_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def annotator_confusion(
     votes: pd.DataFrame, annotator: str, class_names: list[str]
-) -> pd.DataFrame:
-    """Final label (rows) x the annotator's vote (columns) counts, over their labeled images."""
+) -> tuple[dict[str, Any], str]:
+    """Final label (rows) x the annotator's vote (columns) over their labeled images.
+
+    Returns the heatmap macro's context and its note (see
+    :func:`~labelclean.report.heat.heat_table`).
+    """
     mine = votes[(votes["annotator"] == annotator) & (votes["final"] != "")]
-    table = pd.crosstab(
-        pd.Categorical(mine["final"], categories=class_names),
-        pd.Categorical(mine["vote"], categories=class_names),
-        dropna=False,
-    )
-    table.index.name, table.columns.name = "final", "vote"
-    return table
+    return heat_table(mine["final"], mine["vote"], class_names, row_title="final", col_title="vote")
 
 
 def doubtful_votes(votes: pd.DataFrame, annotator: str, *, top: int = 10) -> pd.DataFrame:
@@ -102,6 +118,75 @@ def doubtful_votes(votes: pd.DataFrame, annotator: str, *, top: int = 10) -> pd.
     mine = votes[votes["annotator"] == annotator]
     order = np.lexsort((mine["path"].to_numpy(), mine["p_right"].to_numpy()))
     return mine.iloc[order[:top]].reset_index(drop=True)
+
+
+def annotator_details(
+    frame: pd.DataFrame,
+    annotators: pd.DataFrame,
+    class_names: list[str],
+    *,
+    thumbs: Thumbnails,
+    max_details: int = MAX_ANNOTATOR_DETAILS,
+    top: int = DOUBTFUL_SHOWN,
+) -> tuple[list[dict[str, Any]], str]:
+    """Each ranked annotator's confusion heatmap and most doubtful votes, for the page.
+
+    With more than ``max_details`` annotators only the most and the least trusted halves are
+    detailed; the note says so (empty otherwise).
+    """
+    ranked = list(enumerate(annotators["annotator"].astype(str), start=1))
+    note = ""
+    if len(ranked) > max_details:
+        half = max(max_details // 2, 1)
+        ranked = ranked[:half] + ranked[-half:]
+        note = f"annotator details: the {half} most and {half} least trusted of {len(annotators)}"
+    votes = vote_rows(frame)
+    groups = dict(iter(votes.groupby("annotator", sort=False)))
+    out = []
+    for rank, name in ranked:
+        mine = groups.get(name, votes.iloc[:0])
+        heat, heat_note = annotator_confusion(mine, name, class_names)
+        doubtful = [
+            {
+                "path": str(r["path"]),
+                "row": int(r["row"]),
+                "vote": r["vote"],
+                "final": r["final"] or None,
+                "p_right": float(r["p_right"]),
+                "src": thumbs.uri(str(r["path"])),
+            }
+            for r in doubtful_votes(mine, name, top=top).to_dict("records")
+        ]
+        out.append(
+            {
+                "rank": rank,
+                "annotator": name,
+                "heat": heat,
+                "heat_note": heat_note,
+                "doubtful": doubtful,
+            }
+        )
+    return out, note
+
+
+def annotator_records(annotators: pd.DataFrame) -> list[dict[str, Any]]:
+    """The annotators table as the page's rows: rank, figures, and the pair as words."""
+    out = []
+    for rank, r in enumerate(annotators.to_dict("records"), start=1):
+        confused = isinstance(r["confused_true"], str)
+        out.append(
+            {
+                "rank": rank,
+                "annotator": str(r["annotator"]),
+                "n_votes": int(r["n_votes"]),
+                "estimated_accuracy": float(r["estimated_accuracy"]),
+                "agreement": None if pd.isna(r["agreement"]) else float(r["agreement"]),
+                "confused_true": r["confused_true"] if confused else None,
+                "confused_voted": r["confused_voted"] if confused else None,
+                "confused_share": float(r["confused_share"]),
+            }
+        )
+    return out
 
 
 def crowd_summary(
