@@ -169,7 +169,6 @@ def corrupt(
     import pandas as pd
 
     from labelclean._io import atomic_write_with, check_writable
-    from labelclean.data.manifest import read_manifest
     from labelclean.errors import ConfigError
     from labelclean.evaluate import asymmetric_map, corrupt_labels
 
@@ -183,16 +182,7 @@ def corrupt(
     pairs = _parse_map(mapping) if mapping is not None else None
     if pairs is not None and (noise is not Noise.asymmetric or annotators is not None):
         raise ConfigError("--map applies to --noise asymmetric only, not to --annotators")
-    if source.is_dir():
-        manifest = read_manifest(source)
-    else:
-        manifest = read_manifest(
-            images if images is not None else source.parent,
-            source,
-            path_column=path_column,
-            label_column=label_column,
-            allow_outside_root=True,  # corrupt never opens the images
-        )
+    manifest = _read_source(source, images, path_column=path_column, label_column=label_column)
     if annotators is not None:
         from labelclean.cli._crowd import write_crowd
 
@@ -241,6 +231,21 @@ def corrupt(
                 f"  {src} -> {dst}: {int((flipped & members).sum())} of {int(members.sum())}"
             )
     _print_next(manifest, out, truth_out)
+
+
+def _read_source(source: Path, images: Path | None, *, path_column: str, label_column: str) -> Any:
+    """The manifest to corrupt: a class-folder tree, or a CSV/Parquet file (never opened)."""
+    from labelclean.data.manifest import read_manifest
+
+    if source.is_dir():
+        return read_manifest(source)
+    return read_manifest(
+        images if images is not None else source.parent,
+        source,
+        path_column=path_column,
+        label_column=label_column,
+        allow_outside_root=True,  # corrupt never opens the images
+    )
 
 
 def _print_next(manifest: Any, out: Path, truth_out: Path | None) -> None:
