@@ -56,11 +56,13 @@ def test_the_page_ranks_the_annotators_with_their_votes_and_the_split_images(tmp
         counts = [int(n) for n in re.findall(r'title="final [^"]*: (\d+)"', block)]
         assert sum(counts) == ((votes.annotator == name) & (votes.final != "")).sum()
         assert block.count("<tr><td><img") == (votes.annotator == name).sum()  # <= 6: all
+    assert '<td class="text bad">dog</td><td class="text suggested">fox</td>' in part
+    assert not re.search(r'class="text bad">(\w+)</td><td class="text suggested">\1<', part)
     # the crowd split on images 1 (dog/fox) and 4 (dog, dog, fox); 4 is unlabeled
     grid = part.split("Where the crowd split")[1]
     assert grid.count('<figure class="tile"') == 2
     assert "dog 2, fox 1" in grid and "dog 1, fox 1" in grid
-    assert 'title="ann:dog bob:fox"' in grid
+    assert 'title="votes: ann:dog bob:fox"' in grid
 
 
 def test_annotator_ids_are_escaped_and_single_label_reports_have_no_section(tmp_path):
