@@ -78,30 +78,51 @@ def _find_issues(given: np.ndarray, probs: np.ndarray, names: list[str]) -> pd.D
     return _frame(given, flagged, probs.argmax(1), names)
 
 
-def method_cleanlab_cv(ctx: dict) -> pd.DataFrame:
-    """K trainings of the audit's network with plain cross-entropy, out-of-fold softmax."""
+def out_of_fold_probs(ds, labels: np.ndarray, *, seed: int, epochs: int, warmup: int | None,
+                      folds: int, cache: Path | None = None) -> tuple[np.ndarray, float]:
+    """K trainings of the audit's network with plain cross-entropy on ``labels`` (manifest
+    order): the out-of-fold softmax ``[N, C]`` of every sample, manifest order, and the
+    seconds the trainings took. With ``cache`` (an .npz) each finished fold is saved with its
+    time, and a rerun continues after the last one."""
     from labelclean.config import AuditConfig
     from labelclean.fgcm.audit import AuditRun
     from labelclean.training import lr_factor, predict_probs, train_epoch
 
-    ds, k = ctx["dataset"], ctx["folds"]
     n = len(ds.manifest)
-    config = AuditConfig(seed=ctx["seed"], epochs=ctx["epochs"], warmup=ctx["warmup"])
-    fold = np.random.default_rng(ctx["seed"]).permutation(n) % k
-    probs = np.zeros((n, len(ctx["names"])), dtype=np.float32)
-    for f in range(k):
+    config = AuditConfig(seed=seed, epochs=epochs, warmup=warmup)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    probs = np.zeros((n, len(ds.manifest.class_names)), dtype=np.float32)
+    done, seconds = 0, 0.0
+    if cache is not None and cache.exists():
+        saved = np.load(cache)
+        if saved["probs"].shape == probs.shape and int(saved["folds"]) == folds:
+            probs, done, seconds = saved["probs"], int(saved["done"]), float(saved["seconds"])
+            print(f"  {done} of {folds} folds from {cache}", flush=True)
+    for f in range(done, folds):
+        start = time.perf_counter()
         run = AuditRun(ds, config)  # works in canonical order; map back below
-        fold_c = fold[run.canon]
+        fold_c, labels_c = fold[run.canon], np.asarray(labels)[run.canon]
         train = np.flatnonzero(fold_c != f)
         for epoch in range(config.epochs):
             for group in run.optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule=config.lr_schedule)
-            train_epoch(run.train_model, run.batches, train, run.given[train], optimizer=run.optimizer,
+            train_epoch(run.train_model, run.batches, train, labels_c[train], optimizer=run.optimizer,
                         scaler=run.scaler, batch_size=config.batch_size, generator=run.generator)
         held = np.flatnonzero(fold_c == f)
         probs[run.canon[held]] = predict_probs(run.model, run.batches, held, batch_size=512)
-        print(f"  fold {f + 1}/{k} done", flush=True)
-    return _find_issues(ds.manifest.given_labels, probs, ctx["names"])
+        seconds += time.perf_counter() - start
+        print(f"  fold {f + 1}/{folds} done", flush=True)
+        if cache is not None:
+            np.savez(cache, probs=probs, done=f + 1, folds=folds, seconds=seconds)
+    return probs, seconds
+
+
+def method_cleanlab_cv(ctx: dict) -> pd.DataFrame:
+    """K trainings of the audit's network with plain cross-entropy, out-of-fold softmax."""
+    given = ctx["dataset"].manifest.given_labels
+    probs, _ = out_of_fold_probs(ctx["dataset"], given, seed=ctx["seed"], epochs=ctx["epochs"],
+                                 warmup=ctx["warmup"], folds=ctx["folds"])
+    return _find_issues(given, probs, ctx["names"])
 
 
 def _embeddings(ctx: dict) -> np.ndarray:

@@ -37,7 +37,8 @@ def audit(
     Args:
         images: Image folder (one sub-folder per class when ``labels`` is None).
         labels: CSV or Parquet manifest with ``path,label`` columns, paths relative to
-            ``images``.
+            ``images``; or crowd votes, ``path,annotator,label`` (one row per vote; wide
+            layouts through ``data_options={"label_column": [...]}``).
         config: Full settings; or pass individual :class:`AuditConfig` fields as keywords.
         data_options: Keyword arguments for :func:`labelclean.data.images.load_dataset`
             (``image_size``, ``on_bad_image``, ``cache_dir``, ...).
@@ -56,6 +57,8 @@ def audit(
 
     Returns:
         An :class:`AuditResult`; ``.to_pandas()`` gives the report, ``.write(path)`` the file.
+        For votes a :class:`~labelclean.crowd.report.CrowdAuditResult`, whose
+        ``.annotators`` ranks the annotators and whose ``.write`` also writes them.
 
     Example:
         >>> result = labelclean.audit("images/", "labels.csv", epochs=20)  # doctest: +SKIP

@@ -138,3 +138,34 @@ def test_keyboard_decisions_land_in_the_file_resume_and_apply(review, tmp_path):
     assert [labels[c["path"]] for c in seen] == [first["suggested"], second["given"], other]
     assert "3 decided by a reviewer (1 accept, 1 keep, 1 relabel, 0 drop)" in done.stdout
 
+
+
+def test_a_crowd_reports_cards_show_the_votes_and_filter_the_split_images(tmp_path):
+    from selenium.webdriver.common.by import By
+    from test_crowd_html import _crowd_report
+
+    report = _crowd_report(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labelclean", "review", str(report), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = proc.stdout.readline().strip().split()[-1]
+    driver = chromium(tmp_path / "profile")
+    try:
+        driver.get(url)
+        wait_for(driver, lambda d: d.find_element(By.ID, "path").text)
+        shown = {}
+        for _ in range(4):  # the queue: every image but the CS one
+            path = driver.find_element(By.ID, "path").text
+            assert driver.find_element(By.ID, "crowd").is_displayed()
+            shown[path] = (driver.find_element(By.ID, "tally").text, driver.find_element(By.ID, "votes").text)
+            press(driver, "j")
+            wait_for(driver, lambda d, p=path: d.find_element(By.ID, "path").text != p or len(shown) == 4)
+        assert shown["img/4.png"] == ("dog 2, fox 1", "votes: ann:dog bob:dog cy:fox")
+        assert shown["img/3.png"][0] == "cat 2"
+        driver.find_element(By.ID, "f-split").click()
+        wait_for(driver, lambda d: d.find_element(By.ID, "matching").text.startswith("2 of 4"))
+    finally:
+        driver.quit()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)

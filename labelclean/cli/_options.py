@@ -18,13 +18,37 @@ ImagesArg = Annotated[
 ]
 LabelsArg = Annotated[
     Path | None,
-    typer.Argument(help="CSV or Parquet manifest with path,label columns.", show_default=False),
+    typer.Argument(
+        help="CSV or Parquet manifest with path,label columns (or crowd votes: "
+        "path,annotator,label).",
+        show_default=False,
+    ),
 ]
 PathColumnOpt = Annotated[
     str, typer.Option(help="Manifest column with image paths.", rich_help_panel=_DATA)
 ]
 LabelColumnOpt = Annotated[
     str, typer.Option(help="Manifest column with labels.", rich_help_panel=_DATA)
+]
+LabelColumnsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label-column",
+        help="Manifest column with labels; repeat it for one vote column per annotator "
+        "(crowd votes, wide: --label-column a1 --label-column a2; empty cells are missing "
+        "votes) \\[default: label].",
+        rich_help_panel=_DATA,
+        show_default=False,
+    ),
+]
+AnnotatorColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Manifest column naming who voted: one row per vote (crowd votes, long) "
+        "\\[default: annotator, when the manifest has it].",
+        rich_help_panel=_DATA,
+        show_default=False,
+    ),
 ]
 AllowOutsideRootOpt = Annotated[
     bool,
@@ -70,18 +94,20 @@ CacheDirOpt = Annotated[
 def data_kwargs(
     *,
     path_column: str,
-    label_column: str,
+    label_column: str | list[str] | None,
     allow_outside_root: bool,
     on_bad_image: str,
     max_bad_fraction: float,
     max_pixels: int | None,
     image_size: int | None,
     cache_dir: Path | None,
+    annotator_column: str | None = None,
 ) -> dict[str, Any]:
     """The data options as keyword arguments for ``labelclean.data.images.load_dataset``."""
     out: dict[str, Any] = {
         "path_column": path_column,
-        "label_column": label_column,
+        "label_column": label_column or "label",
+        "annotator_column": annotator_column,
         "allow_outside_root": allow_outside_root,
         "on_bad_image": on_bad_image,
         "max_bad_fraction": max_bad_fraction,

@@ -11,10 +11,11 @@ import typer
 from labelclean.cli._app import app
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
+    AnnotatorColumnOpt,
     CacheDirOpt,
     ImagesArg,
     ImageSizeOpt,
-    LabelColumnOpt,
+    LabelColumnsOpt,
     LabelsArg,
     MaxBadFractionOpt,
     MaxPixelsOpt,
@@ -110,7 +111,8 @@ def audit(
         ),
     ] = False,
     path_column: PathColumnOpt = "path",
-    label_column: LabelColumnOpt = "label",
+    label_column: LabelColumnsOpt = None,
+    annotator_column: AnnotatorColumnOpt = None,
     allow_outside_root: AllowOutsideRootOpt = False,
     on_bad_image: OnBadImageOpt = "error",
     max_bad_fraction: MaxBadFractionOpt = 0.05,
@@ -283,7 +285,10 @@ def audit(
     """Find wrong labels: train with FGCM and write one report row per image.
 
     IMAGES is a folder; LABELS a CSV/Parquet manifest (path,label) with paths relative to
-    IMAGES. Without LABELS, each sub-folder of IMAGES is a class.
+    IMAGES. Without LABELS, each sub-folder of IMAGES is a class. Crowd votes (a manifest
+    with an annotator column, one row per vote, or several --label-column) start from their
+    consensus, and the annotators table is written beside the report
+    (report.parquet -> report.annotators.parquet).
     """
     from labelclean._io import check_work_dir, check_writable, sidecar_path
     from labelclean.api import run_checkpointed
@@ -337,6 +342,7 @@ def audit(
             **data_kwargs(
                 path_column=path_column,
                 label_column=label_column,
+                annotator_column=annotator_column,
                 allow_outside_root=allow_outside_root,
                 on_bad_image=on_bad_image,
                 max_bad_fraction=max_bad_fraction,
@@ -355,6 +361,11 @@ def audit(
             f"{len(manifest)} images, {len(manifest.class_names)} classes, "
             f"{dataset.cache.image_size}px"
         )
+        if manifest.votes is not None:
+            from labelclean.cli._crowd import check_crowd_outputs, crowd_line
+
+            check_crowd_outputs(out, labels, overwrite=overwrite or resume)
+            progress.log(crowd_line(manifest) + "; the audit starts from their consensus")
         printer = _EpochPrinter(
             progress, config.epochs, log_json if dist.is_main else None, append=resume
         )
@@ -399,6 +410,10 @@ def audit(
     result.write(out, overwrite=overwrite or resume)
     clear_checkpoints(work_dir)  # the report is complete: its checkpoints are moot
     _print_outcome(result.to_pandas(), out, quiet)
+    if getattr(result, "annotators", None) is not None:
+        from labelclean.cli._crowd import print_crowd_outcome
+
+        print_crowd_outcome(result, out)
 
 
 @app.command()

@@ -10,10 +10,11 @@ import typer
 from labelclean.cli._app import app
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
+    AnnotatorColumnOpt,
     CacheDirOpt,
     ImagesArg,
     ImageSizeOpt,
-    LabelColumnOpt,
+    LabelColumnsOpt,
     LabelsArg,
     MaxBadFractionOpt,
     MaxPixelsOpt,
@@ -30,7 +31,8 @@ def check(
     images: ImagesArg,
     labels: LabelsArg = None,
     path_column: PathColumnOpt = "path",
-    label_column: LabelColumnOpt = "label",
+    label_column: LabelColumnsOpt = None,
+    annotator_column: AnnotatorColumnOpt = None,
     allow_outside_root: AllowOutsideRootOpt = False,
     on_bad_image: OnBadImageOpt = "error",
     max_bad_fraction: MaxBadFractionOpt = 0.05,
@@ -65,6 +67,7 @@ def check(
             **data_kwargs(
                 path_column=path_column,
                 label_column=label_column,
+                annotator_column=annotator_column,
                 allow_outside_root=allow_outside_root,
                 on_bad_image=on_bad_image,
                 max_bad_fraction=max_bad_fraction,
@@ -77,6 +80,10 @@ def check(
     counts = np.bincount(m.given_labels, minlength=len(m.class_names))
     typer.echo(f"{len(m)} images in {len(m.class_names)} classes from {m.source}")
     typer.echo("  " + "  ".join(f"{n}: {c}" for n, c in zip(m.class_names, counts)))
+    if m.votes is not None:
+        from labelclean.cli._crowd import crowd_line
+
+        typer.echo(crowd_line(m) + "; the class counts above are of their consensus")
     typer.echo(f"image size {cache.image_size}px; cache {cache.path}")
     if dataset.rejections:
         path = write_rejected_csv(rejected_out, dataset, overwrite=overwrite, flag="--rejected-out")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _NOISE = "Noise"
 _OUT = "Output"
 _TRUTH = "Truth"
+_CROWD = "Crowd"
 _TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -131,16 +132,43 @@ def corrupt(
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing outputs.", rich_help_panel=_OUT)
     ] = False,
+    annotators: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Simulate a crowd instead: K votes per image from K different workers, "
+            "written one row per vote (path,annotator,label); --noise, --rate and --map do "
+            "not apply.",
+            rich_help_panel=_CROWD,
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --annotators: W workers of different accuracy (.55-.95), each with "
+            "their own class confusions and share of the work.",
+            rich_help_panel=_CROWD,
+        ),
+    ] = 50,
+    spammers: Annotated[
+        float,
+        typer.Option(
+            help="With --annotators: share of the workers who vote at random.",
+            rich_help_panel=_CROWD,
+        ),
+    ] = 0.1,
 ) -> None:
-    """Inject label noise as in the paper, to measure cleaning against known truth.
+    """Inject label noise as in the paper, or simulate a crowd, to measure cleaning against known truth.
 
     Example: labelclean corrupt labels.csv --noise symmetric --rate 0.4 --out noisy.csv
+
+    Crowd: labelclean corrupt labels.csv --annotators 3 --workers 50 --out votes.csv
     """
     import numpy as np
     import pandas as pd
 
     from labelclean._io import atomic_write_with, check_writable
-    from labelclean.data.manifest import read_manifest
     from labelclean.errors import ConfigError
     from labelclean.evaluate import asymmetric_map, corrupt_labels
 
@@ -153,18 +181,23 @@ def corrupt(
             truth_out, overwrite=overwrite, flag="--truth-out", inputs={**inputs, "--out": out}
         )
     pairs = _parse_map(mapping) if mapping is not None else None
-    if pairs is not None and noise is not Noise.asymmetric:
-        raise ConfigError("--map applies to --noise asymmetric only")
-    if source.is_dir():
-        manifest = read_manifest(source)
-    else:
-        manifest = read_manifest(
-            images if images is not None else source.parent,
-            source,
-            path_column=path_column,
-            label_column=label_column,
-            allow_outside_root=True,  # corrupt never opens the images
+    if pairs is not None and (noise is not Noise.asymmetric or annotators is not None):
+        raise ConfigError("--map applies to --noise asymmetric only, not to --annotators")
+    manifest = _read_source(source, images, path_column=path_column, label_column=label_column)
+    if annotators is not None:
+        from labelclean.cli._crowd import write_crowd
+
+        write_crowd(
+            manifest,
+            out,
+            truth_out,
+            overwrite=overwrite,
+            votes_per_image=annotators,
+            workers=workers,
+            spammers=spammers,
+            seed=seed,
         )
+        return
     noisy = corrupt_labels(
         manifest.given_labels,
         manifest.class_names,
@@ -198,6 +231,26 @@ def corrupt(
             typer.echo(
                 f"  {src} -> {dst}: {int((flipped & members).sum())} of {int(members.sum())}"
             )
+    _print_next(manifest, out, truth_out)
+
+
+def _read_source(source: Path, images: Path | None, *, path_column: str, label_column: str) -> Any:
+    """The manifest to corrupt: a class-folder tree, or a CSV/Parquet file (never opened)."""
+    from labelclean.data.manifest import read_manifest
+
+    if source.is_dir():
+        return read_manifest(source)
+    return read_manifest(
+        images if images is not None else source.parent,
+        source,
+        path_column=path_column,
+        label_column=label_column,
+        allow_outside_root=True,  # corrupt never opens the images
+    )
+
+
+def _print_next(manifest: Any, out: Path, truth_out: Path | None) -> None:
+    """Where the truth went, and the commands that measure a cleaning against it."""
     truth_file = truth_out if truth_out is not None else out
     typer.echo(f"truth: {truth_file}" + ("" if truth_out else " (column true_label)"))
     typer.echo(
@@ -326,13 +379,18 @@ def evaluate(
 ) -> None:
     """Score a report against the true labels: detection and label precision/recall, per class.
 
+    For crowd votes also the majority vote, the consensus the audit started from, the final
+    labels, and how well the annotators table ranks the annotators (Spearman's rho of
+    estimated against true accuracy; needs <report>.annotators.parquet beside the report).
+
     Example: labelclean evaluate report.parquet --truth truth.csv
     """
     from labelclean.evaluate import cleaning_metrics, metrics_json, read_truth
     from labelclean.report.parquet import read_report
 
     needed = ["path", "given_label", "cluster", "action", "clean_label", "pseudo_label"]
-    rep = read_report(report, columns=needed)  # the traces are not needed
+    crowd = "crowd" in read_report(report, columns=["path"]).metadata
+    rep = read_report(report, columns=needed + ["votes"] * crowd)  # the traces are not needed
     labels = read_truth(
         truth,
         rep.frame,
@@ -341,7 +399,17 @@ def evaluate(
         class_names=rep.class_names,
     )
     metrics = cleaning_metrics(rep.frame, labels)
+    if crowd:
+        from labelclean.crowd.scoring import crowd_scores
+        from labelclean.report.annotators import read_annotators
+
+        annotators = read_annotators(report, rep.metadata)
+        metrics["crowd"] = crowd_scores(rep.frame, labels, annotators)
     if as_json:
         typer.echo(metrics_json(metrics))
         return
     _print_tables(metrics, f"{report} vs {truth}", top=top)
+    if crowd:
+        from labelclean.cli._crowd import print_crowd_scores
+
+        print_crowd_scores(metrics["crowd"])

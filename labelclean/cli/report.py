@@ -87,6 +87,13 @@ def report(
     rep = read_report(report_path)
     if not quiet:
         render_terminal(summarize(rep))
+        if "votes" in rep.frame:
+            from labelclean.report.annotators import read_annotators
+            from labelclean.report.crowd import crowd_summary, render_crowd
+
+            crowd = crowd_summary(rep, read_annotators(report_path, rep.metadata))
+            if crowd is not None:
+                render_crowd(crowd)
     if html is not None:
         with RichProgress(quiet=quiet) as progress:
             write_html_report(

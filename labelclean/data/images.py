@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -433,7 +433,8 @@ def load_dataset(
     labels: str | Path | None = None,
     *,
     path_column: str = "path",
-    label_column: str = "label",
+    label_column: str | Sequence[str] = "label",
+    annotator_column: str | None = None,
     allow_outside_root: bool = False,
     **load_images_kwargs: object,
 ) -> Dataset:
@@ -443,6 +444,7 @@ def load_dataset(
         labels,
         path_column=path_column,
         label_column=label_column,
+        annotator_column=annotator_column,
         allow_outside_root=allow_outside_root,
     )
     return load_images(manifest, **load_images_kwargs)  # type: ignore[arg-type]

@@ -12,13 +12,18 @@ import logging
 import os
 import posixpath
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from labelclean.errors import ManifestError
+
+if TYPE_CHECKING:
+    from labelclean.crowd.model import Votes
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ class Manifest:
     class_names: list[str]  #: stable order (sorted; numerically when all are integers)
     source: Path  #: the label file, or the image folder for the folder layout
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  #: [N] data rows
+    #: crowd input: every vote (then ``given_labels`` is their consensus), else None
+    votes: Votes | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,6 +62,7 @@ class Manifest:
             paths=[p for p, k in zip(self.paths, keep) if k],
             given_labels=self.given_labels[keep],
             rows=self.rows[keep],
+            votes=None if self.votes is None else self.votes.subset(keep),
         )
 
     def fingerprint(self) -> str:
@@ -64,6 +72,10 @@ class Manifest:
         h.update("\0".join(self.class_names).encode())
         h.update("\0".join(self.paths).encode())
         h.update(np.ascontiguousarray(self.given_labels, dtype=np.int64).tobytes())
+        if self.votes is not None:
+            h.update("\0".join(self.votes.annotator_names).encode())
+            for codes in (self.votes.sample, self.votes.annotator, self.votes.label):
+                h.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
         return h.hexdigest()
 
 
@@ -164,10 +176,29 @@ def _from_table(
     labels: Path,
     *,
     path_column: str,
-    label_column: str,
+    label_column: str | Sequence[str],
+    annotator_column: str | None,
     allow_outside_root: bool,
 ) -> Manifest:
     frame = _read_table(labels)
+    label_columns = [label_column] if isinstance(label_column, str) else list(label_column)
+    from labelclean.data.votes import vote_layout  # votes.py reads this module's helpers
+
+    layout = vote_layout(
+        list(frame.columns), label_columns=label_columns, annotator_column=annotator_column
+    )
+    if layout is not None:
+        return _from_votes(
+            root,
+            labels,
+            frame,
+            layout=layout,
+            path_column=path_column,
+            label_columns=label_columns,
+            annotator_column=annotator_column,
+            allow_outside_root=allow_outside_root,
+        )
+    label_column = label_columns[0]
     missing = [c for c in (path_column, label_column) if c not in frame.columns]
     if missing:
         raise ManifestError(
@@ -205,6 +236,42 @@ def _from_table(
     return _finish(root, labels, paths, label_text, rows)
 
 
+def _from_votes(
+    root: Path,
+    labels: Path,
+    frame: pd.DataFrame,
+    *,
+    layout: str,
+    path_column: str,
+    label_columns: list[str],
+    annotator_column: str | None,
+    allow_outside_root: bool,
+) -> Manifest:
+    """A vote manifest (labelclean.data.votes): the given label is the crowd's consensus."""
+    from labelclean.crowd.model import fit_crowd
+    from labelclean.data.votes import read_votes
+
+    def place(raw: str, where: str) -> str:
+        rel = _normalise(raw)
+        _check_inside(root, rel, where, allow_outside_root)
+        return rel
+
+    table = read_votes(
+        frame,
+        labels,
+        layout=layout,
+        path_column=path_column,
+        label_columns=label_columns,
+        annotator_column=annotator_column,
+        place=place,
+        class_order=class_order,
+    )
+    consensus = fit_crowd(table.votes).posterior.argmax(1)
+    text = [table.class_names[k] for k in consensus]
+    names, votes = table.class_names, table.votes  # a class anyone voted, even if no consensus
+    return _finish(root, labels, table.paths, text, table.rows, class_names=names, votes=votes)
+
+
 def _from_folder(root: Path, *, allow_outside_root: bool) -> Manifest:
     classes = sorted(
         d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))
@@ -233,11 +300,18 @@ def _from_folder(root: Path, *, allow_outside_root: bool) -> Manifest:
 
 
 def _finish(
-    root: Path, source: Path, paths: list[str], label_text: list[str], rows: list[int]
+    root: Path,
+    source: Path,
+    paths: list[str],
+    label_text: list[str],
+    rows: list[int],
+    *,
+    class_names: list[str] | None = None,
+    votes: Votes | None = None,
 ) -> Manifest:
     if not paths:
         raise ManifestError(f"{source}: no rows")
-    names = class_order(label_text)
+    names = class_order(label_text) if class_names is None else class_names
     if len(names) < 2:
         raise ManifestError(
             f"{source}: only one class ({names[0]!r}); finding wrong labels needs at least two"
@@ -248,7 +322,9 @@ def _finish(
     for name, count in zip(names, counts):
         if count == 1:
             logger.warning("%s: class %r has a single sample", source, name)
-    return Manifest(root.resolve(), paths, given, names, source, np.asarray(rows, np.int64))
+    return Manifest(
+        root.resolve(), paths, given, names, source, np.asarray(rows, np.int64), votes=votes
+    )
 
 
 def read_manifest(
@@ -256,16 +332,23 @@ def read_manifest(
     labels: str | Path | None = None,
     *,
     path_column: str = "path",
-    label_column: str = "label",
+    label_column: str | Sequence[str] = "label",
+    annotator_column: str | None = None,
     allow_outside_root: bool = False,
 ) -> Manifest:
     """Read a dataset description.
+
+    A manifest with an annotator column (one row per vote), or several label columns (one
+    per annotator), is read as crowd votes (:mod:`labelclean.data.votes`): ``votes`` holds
+    them and ``given_labels`` is their consensus (:func:`labelclean.crowd.model.fit_crowd`).
 
     Args:
         images: The image folder; with ``labels`` None, one sub-folder per class.
         labels: A CSV/TSV/Parquet manifest; its paths are relative to ``images``.
         path_column: Column holding image paths.
-        label_column: Column holding labels (read as text).
+        label_column: Column holding labels (read as text); several: one vote column each.
+        annotator_column: Column naming who voted (one row per vote); None: ``annotator``
+            when the manifest has it.
         allow_outside_root: Accept paths (or symlinks) that leave ``images``.
 
     Example:
@@ -285,5 +368,6 @@ def read_manifest(
         labels,
         path_column=path_column,
         label_column=label_column,
+        annotator_column=annotator_column,
         allow_outside_root=allow_outside_root,
     )

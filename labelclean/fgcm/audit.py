@@ -461,7 +461,19 @@ def run_audit(
         if should_stop is not None and should_stop() and state.epoch < config.epochs:
             raise AuditInterrupted(state, run)
     _update_clusters(state, run, config.epochs)
-    return _build_result(state, run, wall_time=time.perf_counter() - start)
+    return _with_votes(_build_result(state, run, wall_time=time.perf_counter() - start), state, run)
+
+
+def _with_votes(result: AuditResult, state: AuditState, run: AuditRun) -> AuditResult:
+    """Crowd input: the final combination of the network and the votes (labelclean.crowd)."""
+    votes = run.dataset.manifest.votes
+    if votes is None:
+        return result
+    from labelclean.crowd.report import finish_crowd_audit
+
+    probs = np.empty_like(state.history.sums)
+    probs[run.canon] = state.history.mean_confidence()  # canonical -> manifest order
+    return finish_crowd_audit(result, votes, probs)
 
 
 def _train(

@@ -56,6 +56,24 @@ REPORT_SCHEMA = pa.schema(
         pa.field("trace_pseudo", pa.list_(pa.float32()), nullable=False),
     ]
 )
+#: A vote of the ``votes`` column: who voted, what, and the probability that it is right
+#: given every vote and the network (the final posterior of the voted class).
+VOTE_TYPE = pa.struct(
+    [
+        pa.field("annotator", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("p_right", pa.float32(), nullable=False),
+    ]
+)
+#: Crowd input only (DESIGN.md): votes per image, share for the consensus (``given_label``),
+#: and the votes themselves.
+CROWD_FIELDS = (
+    pa.field("n_votes", pa.int32(), nullable=False),
+    pa.field("agreement", pa.float32(), nullable=False),
+    pa.field("votes", pa.list_(VOTE_TYPE), nullable=False),
+)
+CROWD_SCHEMA = pa.schema([*REPORT_SCHEMA, *CROWD_FIELDS])
+CROWD_COLUMNS = tuple(f.name for f in CROWD_FIELDS)
 REQUIRED_METADATA = (
     "tool_version",
     "image_root",
@@ -175,8 +193,9 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
     Example:
         >>> table = build_report_table(columns, class_names=["cat", "dog"])  # doctest: +SKIP
     """
-    missing = [f for f in REPORT_SCHEMA.names if f not in columns and f not in ADDED_COLUMNS]
-    unknown = [f for f in columns if f not in REPORT_SCHEMA.names]
+    schema = CROWD_SCHEMA if "votes" in columns else REPORT_SCHEMA
+    missing = [f for f in schema.names if f not in columns and f not in ADDED_COLUMNS]
+    unknown = [f for f in columns if f not in schema.names]
     if missing or unknown:
         raise ValueError(f"report columns: missing {missing}, unknown {unknown}")
     n = len(columns["index"])
@@ -211,7 +230,13 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
         arrays[name] = _traces(name, columns[name], n)
     if np.shape(columns["trace_given"]) != np.shape(columns["trace_pseudo"]):
         raise ValueError("report columns trace_given and trace_pseudo differ in shape")
-    return pa.Table.from_arrays([arrays[f.name] for f in REPORT_SCHEMA], schema=REPORT_SCHEMA)
+    if schema is CROWD_SCHEMA:
+        arrays["n_votes"] = pa.array(_column("n_votes", columns["n_votes"], n, np.int32))
+        arrays["agreement"] = pa.array(_column("agreement", columns["agreement"], n, np.float32))
+        arrays["votes"] = columns["votes"]
+        if len(arrays["votes"]) != n or not arrays["votes"].type.equals(pa.list_(VOTE_TYPE)):
+            raise ValueError(f"report column votes: expected {n} lists of {VOTE_TYPE}")
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
 def _json_default(value: Any) -> Any:
@@ -227,8 +252,9 @@ def _json_default(value: Any) -> Any:
 
 def _check_table(path: Path, table: pa.Table) -> None:
     """The table follows the schema and its invariants; raise ReportError naming ``path``."""
-    if not table.schema.equals(REPORT_SCHEMA):
-        want = {f.name: f.type for f in REPORT_SCHEMA}
+    schema = CROWD_SCHEMA if "votes" in table.schema.names else REPORT_SCHEMA
+    if not table.schema.equals(schema):
+        want = {f.name: f.type for f in schema}
         have = {f.name: f.type for f in table.schema}
         diffs = [
             f"{name}: expected {want.get(name, 'no such column')}, found {have.get(name, 'none')}"
@@ -241,7 +267,7 @@ def _check_table(path: Path, table: pa.Table) -> None:
             f"cannot write {path}: the table does not follow the report schema "
             f"({'; '.join(diffs) or 'nullability differs'})"
         )
-    nulls = [f.name for f in REPORT_SCHEMA if f.name not in NULLABLE and table[f.name].null_count]
+    nulls = [f.name for f in schema if f.name not in NULLABLE and table[f.name].null_count]
     if nulls:
         raise ReportError(f"cannot write {path}: null values in column(s) {', '.join(nulls)}")
     bad = pc.invert(pc.is_in(table["action"], value_set=pa.array(ACTIONS)))
@@ -333,9 +359,10 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     ]
     if missing:
         raise ReportError(f"{path}: report lacks the column(s) {', '.join(missing)}")
+    expected = [*REPORT_SCHEMA, *(f for f in CROWD_FIELDS if f.name in schema.names)]
     wrong = [
         f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
-        for f in REPORT_SCHEMA
+        for f in expected
         if f.name in schema.names and not _compatible(schema.field(f.name).type, f.type)
     ]
     if wrong:
@@ -356,14 +383,14 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
             metadata["tool_version"],
             __version__,
         )
+    names = [f.name for f in expected]
     if columns is not None:
-        unknown = [c for c in columns if c not in REPORT_SCHEMA.names]
+        unknown = [c for c in columns if c not in names]
         if unknown:
             raise ReportError(
-                f"{path}: no column(s) {', '.join(unknown)}; a report has "
-                f"{', '.join(REPORT_SCHEMA.names)}"
+                f"{path}: no column(s) {', '.join(unknown)}; this report has {', '.join(names)}"
             )
-    wanted = list(columns) if columns is not None else REPORT_SCHEMA.names
+    wanted = list(columns) if columns is not None else names
     try:
         table = pf.read(columns=[c for c in wanted if c in schema.names])
         table = _conform(table)

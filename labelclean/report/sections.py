@@ -246,8 +246,44 @@ def build_samples(page: PageData) -> dict[str, Any]:
     }
 
 
+def build_annotators(page: PageData) -> dict[str, Any] | None:
+    """Crowd reports: annotators ranked, each one's confusion and doubtful votes; split images."""
+    if "votes" not in page.frame:
+        return None
+    from labelclean.report.annotators import annotators_path, read_annotators
+    from labelclean.report.crowd import annotator_details, annotator_records, crowd_summary
+
+    rep = page.report
+    table = read_annotators(rep.path, rep.metadata) if rep.path is not None else None
+    summary = crowd_summary(rep, table, top=page.max_grid)
+    assert summary is not None  # the report has votes
+    if summary.split > len(summary.split_images):
+        page.sampled.append(f"split images: first {len(summary.split_images)} of {summary.split}")
+    tiles = [
+        {**_tile(page.frame.iloc[int(r["row"])], page.thumbs), **r}
+        for r in summary.split_images.to_dict("records")
+    ]
+    details, note = ([], "")
+    if table is not None:
+        details, note = annotator_details(
+            page.frame, table, rep.class_names, thumbs=page.table_thumbs
+        )
+    if note:
+        page.sampled.append(note)
+    return {
+        "s": summary,
+        "table_file": annotators_path(rep.path).name if rep.path is not None else None,
+        "annotators": annotator_records(table) if table is not None else None,
+        "detailed": {d["rank"] for d in details},
+        "details": details,
+        "tiles": tiles,
+        "size": page.thumbs.size,
+    }
+
+
 SECTIONS: list[Section] = [
     Section("summary", "Summary", build_summary),
+    Section("annotators", "Annotators", build_annotators),
     Section("scatter", "Joint confidence", build_scatter),
     Section("traces", "Traces", build_traces),
     Section("relabeled", "Relabeled", build_relabeled),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from labelclean.data.manifest import IMAGE_SUFFIXES
+from labelclean.report.crowd import vote_tally, vote_text
 from labelclean.report.parquet import Report
 from labelclean.report.summary import CLUSTER_MEANING, guard_counts
 from labelclean.report.thumbs import Thumbnails
@@ -73,6 +74,7 @@ class ReviewState:
             "more_size": len(self.more),
             "more_cluster": ON_DEMAND,
             "has_guard": self.has_guard,
+            "has_votes": "votes" in self.report.frame.columns,
             "decisions_file": str(self.path),
         }
 
@@ -94,6 +96,11 @@ class ReviewState:
         }
         if self.has_guard:
             out["guard"] = [None if g is None or g != g else str(g) for g in f["guard"]]
+        if "votes" in f.columns:  # a crowd report: how the crowd voted on each image
+            out["n_votes"] = f["n_votes"].astype(int).tolist()
+            out["agreement"] = np.round(f["agreement"].to_numpy(np.float64), 3).tolist()
+            out["votes"] = [vote_text(v) for v in f["votes"]]
+            out["tally"] = [vote_tally(v) for v in f["votes"]]
         ids = set(out["id"])
         with self._lock:
             out["decisions"] = {

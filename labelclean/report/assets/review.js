@@ -22,7 +22,8 @@
       const r = {id, order: start + k, path: data.path[k], given: classes[data.given[k]],
         suggested: classes[data.suggested[k]], cluster: clusters[data.cluster[k]],
         action: data.action[k], conf_given: data.conf_given[k], conf_pseudo: data.conf_pseudo[k],
-        guard: data.guard ? data.guard[k] : null};
+        guard: data.guard ? data.guard[k] : null,
+        crowd: data.votes ? {n: data.n_votes[k], agreement: data.agreement[k], votes: data.votes[k], tally: data.tally[k]} : null};
       rows.push(r); byId.set(id, r);
     });
     for (const [id, d] of Object.entries(data.decisions)) decisions.set(Number(id), d);
@@ -36,10 +37,11 @@
   function visible() {
     const cl = $('f-cluster').value, g = $('f-given').value, s = $('f-suggested').value;
     const by = $('f-conf').value, lo = parseFloat($('f-min').value), hi = parseFloat($('f-max').value);
-    const undecided = $('f-undecided').checked;
+    const undecided = $('f-undecided').checked, split = $('f-split').checked;
     return rows.filter(r => (!cl || r.cluster === cl) && (!g || r.given === g)
       && (!s || r.suggested === s) && (isNaN(lo) || r[by] >= lo) && (isNaN(hi) || r[by] <= hi)
-      && (!undecided || !decisions.has(r.id) || r.id === current));
+      && (!undecided || !decisions.has(r.id) || r.id === current)
+      && (!split || (r.crowd !== null && r.crowd.agreement < 1)));
   }
   function progress() {
     let decided = 0;
@@ -111,6 +113,12 @@
     $('meaning').textContent = meta.meaning[r.cluster] || '';
     $('action').textContent = r.action;
     $('guard-wrap').hidden = !r.guard; $('guard').textContent = r.guard || '';
+    $('crowd').hidden = !r.crowd;
+    if (r.crowd) {
+      $('tally').textContent = r.crowd.tally;
+      $('agreement').textContent = `(${Math.round(100 * r.crowd.agreement)}% of ${r.crowd.n} vote${r.crowd.n === 1 ? '' : 's'} for the given label)`;
+      $('votes').textContent = 'votes: ' + r.crowd.votes;
+    }
     $('accept-label').textContent = r.suggested; $('keep-label').textContent = r.given;
     drawClasses(r); showState(r);
     const t = traceCache.get(id);
@@ -220,11 +228,12 @@
   $('prev').addEventListener('click', () => step(-1));
   $('digit-keys').textContent = byName ? '0\u20139' : '1\u20139';
   const refilter = () => { pair = null; markPair(); nextUndecided(); };
-  ['f-cluster', 'f-given', 'f-suggested', 'f-conf', 'f-min', 'f-max', 'f-undecided'].forEach(id =>
+  ['f-cluster', 'f-given', 'f-suggested', 'f-conf', 'f-min', 'f-max', 'f-undecided', 'f-split'].forEach(id =>
     $(id).addEventListener('change', refilter));
   $('f-clear').addEventListener('click', () => {
     for (const id of ['f-cluster', 'f-given', 'f-suggested']) $(id).value = '';
-    $('f-min').value = 0; $('f-max').value = 1; $('f-undecided').checked = false; refilter(); });
+    $('f-min').value = 0; $('f-max').value = 1; $('f-undecided').checked = false;
+    $('f-split').checked = false; refilter(); });
   function markPair() {
     for (const td of document.querySelectorAll('#heat td.on')) td.classList.remove('on');
     if (!pair) return;
