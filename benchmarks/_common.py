@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_DEV = REPO.parent / "shared" / "data" / "cifar10-dev"
+#: Where the benchmarks look for their data unless given ``--data DIR``.
+DATA = REPO.parent / "shared" / "data"
+CIFAR_DEV = DATA / "cifar10-dev"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 #: The noise settings of the paper's Tables 7-8 plus the low-noise cases real data has.
@@ -25,6 +29,36 @@ NOISE_SETTINGS = {
 }
 
 
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """Give a benchmark the shared ``--data DIR`` option (resolve it with :func:`data_folder`)."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        metavar="DIR",
+        help="the folder holding cifar10-dev/ (and imagenette-dev/); benchmarks/README.md says "
+        "how to build it [default: ../shared/data]",
+    )
+
+
+def data_folder(data: Path, name: str, *, needs: tuple[str, ...] = ()) -> Path:
+    """``data/name`` (or ``data`` itself when it is that folder), checked to hold ``needs``.
+
+    Exits with one ``error:`` line naming the folder when it is missing, so a user without
+    the shared data learns what to pass instead of reading a traceback.
+    """
+    folder = data if data.name == name and data.is_dir() else data / name
+    if not folder.is_dir():
+        sys.exit(
+            f"error: no {name}/ folder in {data}: pass --data DIR, the folder that holds "
+            f"{name}/ (benchmarks/README.md says how to build it)"
+        )
+    missing = [f for f in needs if not (folder / f).exists()]
+    if missing:
+        sys.exit(f"error: {folder} lacks {', '.join(missing)} (see benchmarks/README.md)")
+    return folder
+
+
 def limit_threads() -> None:
     """One thread per core: this machine has two."""
     import torch
@@ -33,14 +67,22 @@ def limit_threads() -> None:
 
 
 def noisy_cifar(
-    workdir: Path, setting: str, *, seed: int = 0, subset: int | None = None
+    workdir: Path,
+    setting: str,
+    *,
+    seed: int = 0,
+    subset: int | None = None,
+    cifar: Path = CIFAR_DEV,
 ) -> tuple[Path, Path, np.ndarray]:
-    """Write ``labels.csv`` with injected noise for cifar10-dev/train; return (images, csv, truth)."""
+    """Write ``labels.csv`` with injected noise for ``cifar``/train; return (images, csv, truth).
+
+    ``cifar`` is a cifar10-dev folder, e.g. ``data_folder(args.data, "cifar10-dev")``.
+    """
     from labelclean.data.manifest import read_manifest
     from labelclean.evaluate import corrupt_labels
 
-    images = CIFAR_DEV
-    manifest = read_manifest(images, CIFAR_DEV / "train.csv")
+    images = data_folder(cifar, "cifar10-dev", needs=("train.csv",))
+    manifest = read_manifest(images, images / "train.csv")
     keep = np.arange(len(manifest))
     if subset is not None and subset < len(manifest):
         keep = np.sort(np.random.default_rng(seed).choice(len(manifest), subset, replace=False))

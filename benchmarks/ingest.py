@@ -2,7 +2,7 @@
 
 Each run happens in a fresh subprocess so its peak memory (max RSS) is its own.
 
-Run by hand:  python benchmarks/ingest.py [--data ../shared/data/cifar10-dev] [--workers 2]
+Run by hand:  python benchmarks/ingest.py [--data ../shared/data] [--workers 2]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CIFAR_DEV, markdown_table, replace_section  # noqa: E402
+from _common import add_data_argument, data_folder, markdown_table, replace_section  # noqa: E402
 
 
 def one_run(data: Path, cache: Path, workers: int) -> dict:
@@ -34,11 +34,12 @@ def one_run(data: Path, cache: Path, workers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=CIFAR_DEV)
+    add_data_argument(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    args.data = data_folder(args.data, "cifar10-dev", needs=("train.csv",))
     if args.one is not None:
         print(json.dumps(one_run(args.data, args.one, args.workers)))
         return

@@ -10,7 +10,7 @@ Same model, data, device and batch size, measured side by side in one process (i
 Each audit epoch trains on |T| <= N samples, so the table also gives the time per sample
 trained, which is the fair comparison when T is smaller than N.
 
-Run by hand:  python benchmarks/overhead.py [--subset 10000] [--epochs 6]
+Run by hand:  python benchmarks/overhead.py [--data ../shared/data] [--subset 10000] [--epochs 6]
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import limit_threads, markdown_table, noisy_cifar, replace_section  # noqa: E402
+from _common import (  # noqa: E402
+    add_data_argument,
+    data_folder,
+    limit_threads,
+    markdown_table,
+    noisy_cifar,
+    replace_section,
+)
 
 
 def main() -> None:
@@ -34,7 +41,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per arm (after warmup 2)")
     parser.add_argument("--noise", default="sym-20")
     parser.add_argument("--no-write", action="store_true")
+    add_data_argument(parser)
     args = parser.parse_args()
+    cifar = data_folder(args.data, "cifar10-dev", needs=("train.csv",))
     limit_threads()
 
     from labelclean.config import AuditConfig
@@ -43,7 +52,7 @@ def main() -> None:
     from labelclean.training import train_epoch
 
     with tempfile.TemporaryDirectory() as tmp:
-        images, csv, _ = noisy_cifar(Path(tmp), args.noise, subset=args.subset)
+        images, csv, _ = noisy_cifar(Path(tmp), args.noise, subset=args.subset, cifar=cifar)
         dataset = load_dataset(images, csv)
     n = len(dataset.manifest)
     warmup = 2
