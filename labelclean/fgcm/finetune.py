@@ -28,7 +28,7 @@ from labelclean._progress import Progress, report
 from labelclean.config import FinetuneConfig
 from labelclean.data.strong_augment import strong_augment
 from labelclean.errors import ReportError
-from labelclean.models import create_model
+from labelclean.models import create_model, fit_data_init
 from labelclean.training import (
     ImageBatches,
     Precision,
@@ -179,12 +179,15 @@ def run_finetune(
     model = model.to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
+    if not (config.pretrained or config.weights) and len(labeled_rows):
+        with torch.no_grad():  # the whitening stem of air_cnn, from the labeled images
+            fit_data_init(model, batches.prepare(batches.load(np.sort(labeled_rows)[:5000])))
     train_model: nn.Module = model
     if active:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
     optimizer = build_optimizer(
         model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
