@@ -25,8 +25,11 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("air_cnn", "small_cnn", "preact_resnet18")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
-#: Optimizer settings measured for a built-in (the audit's defaults when not given).
-RECIPES: dict[str, dict[str, float | bool]] = {"air_cnn": {"lr": 0.1, "nesterov": True}}
+#: Settings measured for a built-in (the audit's defaults when not given): LR, nesterov
+#: momentum, and channels_last in fp32 on CPUs (1.5x for these convs on 2 AVX2 cores).
+RECIPES: dict[str, dict[str, float | bool]] = {
+    "air_cnn": {"lr": 0.1, "nesterov": True, "channels_last": True}
+}
 
 
 class _PreActBlock(nn.Module):

@@ -9,6 +9,7 @@ bf16/fp16 plus channels_last on GPUs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,19 @@ class Precision:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif amp and device.type == "cpu" and _cpu_has_fast_bf16():
             dtype = torch.bfloat16
-        # channels_last pays on GPUs and on CPUs: 1.3-2.6x for oneDNN's bf16 kernels on a
-        # 2-core AVX512-BF16 machine, and 1.5x in fp32 on a 2-core AVX2 one (small CNN,
-        # 235 vs 159 training images/s). MPS stays NCHW.
-        channels_last = device.type in ("cuda", "cpu")
+        # channels_last pays on GPUs and for oneDNN's bf16 kernels on CPUs (1.3-2.6x measured
+        # on a 2-core AVX512-BF16 machine for the small CNN); in fp32 on a CPU a model asks
+        # for it with its recipe (``models.RECIPES``; see :meth:`for_model`).
+        channels_last = device.type == "cuda" or dtype is not None
         return cls(device, dtype, channels_last=channels_last)
+
+    def for_model(self, name: str) -> Precision:
+        """The same precision, with channels_last where the model's recipe asks for it."""
+        from labelclean.models import RECIPES
+
+        if self.channels_last or not RECIPES.get(name, {}).get("channels_last"):
+            return self
+        return dataclasses.replace(self, channels_last=True)
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """The autocast context for forward passes (a no-op in fp32)."""

@@ -243,6 +243,7 @@ class AuditRun:
         self.precision = Precision.choose(device, amp=config.amp)
         self.generator = seed_everything(config.seed, deterministic=config.deterministic)
         self.model_name = config.model or default_model_name(cache.image_size, device)
+        self.precision = self.precision.for_model(self.model_name)
         self.config = config.resolve(self.model_name)
         model = create_model(
             self.model_name,

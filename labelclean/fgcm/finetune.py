@@ -171,7 +171,7 @@ def run_finetune(
     """
     active = dist is not None and dist.active
     device = dist.device if active else resolve_device(config.device)
-    precision = Precision.choose(device, amp=config.amp)
+    precision = Precision.choose(device, amp=config.amp).for_model(model_name)
     generator = seed_everything(config.seed)
     model = create_model(
         model_name, n_classes, pretrained=config.pretrained, weights=config.weights
