@@ -63,26 +63,31 @@ def test_batches_load_by_index_in_the_asked_order():
     assert torch.equal(b.load(index), torch.from_numpy(b.images[index]))
 
 
+def _epoch(model, b, opt, *, keep_probs=False, mixup=0.0):
+    labels = (b.images[:, 0].mean((1, 2)) > 127).astype(np.int64)
+    return train_epoch(
+        model,
+        b,
+        np.arange(len(labels)),
+        labels,
+        optimizer=opt,
+        scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(),
+        batch_size=16,
+        generator=torch.Generator().manual_seed(0),
+        keep_probs=keep_probs,
+        mixup=mixup,
+    )
+
+
 def test_train_epoch_learns_and_keeps_probs_by_index():
     torch.manual_seed(0)
     b = _batches()
-    labels = (b.images[:, 0].mean((1, 2)) > 127).astype(np.int64)
     model = create_model("small_cnn", 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     index = np.arange(64)
     first = None
     for _ in range(15):
-        res = train_epoch(
-            model,
-            b,
-            index,
-            labels,
-            optimizer=opt,
-            scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(),
-            batch_size=16,
-            generator=torch.Generator().manual_seed(0),
-            keep_probs=True,
-        )
+        res = _epoch(model, b, opt, keep_probs=True)
         first = first if first is not None else res.loss
     assert res.loss < first
     assert sorted(res.index.tolist()) == index.tolist() and res.probs.shape == (64, 2)
@@ -100,23 +105,9 @@ def test_mixup_pairs_are_seeded_and_lean_on_the_first_sample():
 
 def _one_epoch(mixup, keep_probs=False):
     torch.manual_seed(0)
-    b = _batches()
     model = create_model("small_cnn", 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    labels = (b.images[:, 0].mean((1, 2)) > 127).astype(np.int64)
-    res = train_epoch(
-        model,
-        b,
-        np.arange(64),
-        labels,
-        optimizer=opt,
-        scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(),
-        batch_size=16,
-        generator=torch.Generator().manual_seed(0),
-        keep_probs=keep_probs,
-        mixup=mixup,
-    )
-    return res, model
+    return _epoch(model, _batches(), opt, keep_probs=keep_probs, mixup=mixup), model
 
 
 def test_mixup_blends_inputs_and_labels():

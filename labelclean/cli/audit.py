@@ -148,10 +148,9 @@ def audit(
     schedule: Annotated[
         str | None,
         typer.Option(
-            help="once: train on every sample, cluster the whole history after the last epoch "
-            "(measured best on human label noise); paper: the paper's loop, training on the "
-            "refined set T after --warmup \\[default: once; paper with --preset paper, "
-            "--warmup or --frozen].",
+            help="once: train on all samples, cluster once after the last epoch (best measured "
+            "on human label noise); paper: the paper's loop on T after --warmup \\[default: "
+            "once; paper with --preset paper, --warmup or --frozen].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,
