@@ -78,7 +78,6 @@ def _print_outcome(frame: Any, out: Path, quiet: bool) -> None:
         typer.echo("clusters: " + "  ".join(f"{k} {v}" for k, v in sorted(clusters.items())))
 
 
-@app.command(no_args_is_help=True)
 def _schedule_note(config: Any) -> str:
     """E.g. ``mixup 1, one clustering at the end`` or ``30 warmup, then the loop on T``."""
     mix = f"mixup {config.mixup:g}, " if config.mixup else ""
@@ -87,6 +86,7 @@ def _schedule_note(config: Any) -> str:
     return mix + f"{config.warmup} warmup, then the loop on T"
 
 
+@app.command(no_args_is_help=True)
 def audit(
     images: ImagesArg,
     labels: LabelsArg = None,
