@@ -117,8 +117,8 @@ def audit(
     model: Annotated[
         str | None,
         typer.Option(
-            help="small_cnn, preact_resnet18 or any timm model name "
-            "\\[default: chosen from image size and device].",
+            help="air_cnn, small_cnn, preact_resnet18 or any timm model name \\[default: "
+            "air_cnn on a CPU for 16-64 px, small_cnn below; else preact_resnet18 or resnet18].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
