@@ -1,16 +1,22 @@
-"""Audit quality on real CIFAR-10 images with injected noise (issue 3; paper Tables 7-8).
+"""Audit quality on real CIFAR-10 images: the default against same-budget baselines (issue 15).
 
-For each noise setting the warmup epochs run once and the variants continue from a copy of
-that state, so they differ only where they are meant to (clustering and T after warmup):
+Settings: the human CIFAR-10N labels of cifar10-dev (worst 41% wrong, rand1 18%, aggre 9%)
+and the synthetic noise of the paper's Tables 7-8 (sym-N, asym-40). Every variant of a
+setting runs on the same images, and variants that share their training share it:
 
-    fgcm5        the default audit (5 components, --t-update latest, the default guard)
-    fgcm5-paper  the paper's literal rules (--t-update union --guard none)
-    fgcm5-noguard  5 components, latest T, no guard
-    fgcm5-norelabel  the default with --no-relabel (NS unlabeled, not relabeled)
-    loss2        the 2-component loss-only split of prior work (--components 2)
+    default       the default audit (air_cnn + mixup, --schedule once: one clustering at the end)
+    default-loss2 the same training, the loss-only 2-component split of prior work
+    paper-loop    the same training up to the warmup, then the paper's loop on T (mixup kept)
+    ce-once       air_cnn, plain cross-entropy, one FGCM clustering at the end (no mixup)
+    ce-loss2      the same cross-entropy run, loss-only 2-component split
+    old-default   the default before issue 15: small_cnn, the paper's loop, guard confident
 
-Run by hand:  python benchmarks/audit_quality.py [--settings sym-20 sym-50 asym-40] [--epochs 40]
-Figures go to benchmarks/RESULTS.md, section "Audit quality".
+Wall time of a variant = its training (shared or not) + its own clustering; the
+branch of paper-loop counts the shared epochs up to its warmup. cleanlab's K-fold prune is
+not run (K trainings: K times the budget).
+
+Run by hand:  python benchmarks/audit_quality.py --settings worst sym-50 [--variants ...]
+Figures go to benchmarks/RESULTS.md, section "Audit quality: default vs baselines".
 """
 
 from __future__ import annotations
@@ -23,113 +29,201 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import NOISE_SETTINGS, limit_threads, markdown_table, noisy_cifar, replace_section  # noqa: E402
+from _common import (  # noqa: E402
+    NOISE_SETTINGS,
+    REPO,
+    limit_threads,
+    markdown_table,
+    noisy_cifar,
+    replace_section,
+)
 
-VARIANTS = {
-    "fgcm5": {},
-    "fgcm5-paper": {"t_update": "union", "guard": "none"},
-    "fgcm5-noguard": {"guard": "none"},
-    "loss2": {"components": 2},
-    "fgcm5-norelabel": {"relabel": False},
-    "fgcm5-record-train": {"record": "train"},
+HUMAN = ("worst", "rand1", "aggre")
+#: training name -> AuditConfig overrides of that training (None = the library's defaults)
+TRAININGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "ce": {"schedule": "once", "mixup": 0.0},
+    "old-default": {"model": "small_cnn", "schedule": "paper", "mixup": 0.0, "lr": 0.02},
 }
+#: variant -> (training, clustering overrides, branch: continue with the paper's loop)
+VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "default": ("default", {}, False),
+    "default-loss2": ("default", {"components": 2}, False),
+    "paper-loop": ("default", {"schedule": "paper"}, True),
+    "ce-once": ("ce", {}, False),
+    "ce-loss2": ("ce", {"components": 2}, False),
+    "old-default": ("old-default", {}, False),
+}
+
+
+def human_labels(workdir: Path, data: Path, name: str, *, seed: int, subset: int | None) -> tuple:
+    """(images root, labels csv, truth names) for a CIFAR-10N label set of cifar10-dev."""
+    root = data / "cifar10-dev"
+    given = pd.read_csv(root / f"labels_{name}.csv")
+    truth = pd.read_csv(root / "train.csv").set_index("path")["label"]
+    if subset is not None and subset < len(given):
+        keep = np.sort(np.random.default_rng(seed).choice(len(given), subset, replace=False))
+        given = given.iloc[keep]
+    workdir.mkdir(parents=True, exist_ok=True)
+    csv = workdir / f"labels-{name}.csv"
+    given.to_csv(csv, index=False)
+    return root, csv, truth.loc[given["path"]].to_numpy(dtype=str)
+
+
+def test_accuracy(run: Any, data: Path) -> float:
+    """Top-1 accuracy of the run's model on cifar10-dev/test (2,000 images)."""
+    from labelclean.data.images import load_dataset
+    from labelclean.fgcm.finetune import evaluate_accuracy
+
+    test = load_dataset(data / "cifar10-dev", data / "cifar10-dev" / "test.csv")
+    names = list(test.manifest.class_names)
+    own = list(run.dataset.manifest.class_names)
+    labels = np.array([own.index(names[g]) for g in test.manifest.given_labels])
+    norm = run.normalization
+    return evaluate_accuracy(
+        run.model, (test.cache.images, labels), norm["mean"], norm["std"], run.precision
+    )
+
+
+def train(dataset: Any, config: Any, branch_at: int | None, data: Path) -> dict[str, Any]:
+    """Run one training; keep its final state (before clustering) and a branch point."""
+    from labelclean.fgcm.audit import AuditRun, run_audit
+
+    t0 = time.perf_counter()
+    run = AuditRun(dataset, config)
+    kept: dict[str, Any] = {}
+
+    def on_epoch(state: Any, line: dict[str, Any]) -> None:
+        if state.epoch == branch_at:
+            kept["branch"] = (copy.deepcopy(state), copy.deepcopy(run))
+            kept["branch_s"] = time.perf_counter() - t0
+        if state.epoch == run.config.epochs:
+            kept["final"] = copy.deepcopy(state)
+
+    result = run_audit(dataset, config, run=run, on_epoch=on_epoch)
+    kept.update(run=run, result=result, seconds=time.perf_counter() - t0)
+    kept["test_acc"] = test_accuracy(run, data)
+    return kept
+
+
+def variant_result(dataset: Any, trained: dict[str, Any], config: Any, branch: bool) -> tuple:
+    """(audit result, seconds of its own work, shared training seconds it builds on)."""
+    from labelclean.fgcm.audit import run_audit
+
+    t1 = time.perf_counter()
+    if branch:
+        state, run = copy.deepcopy(trained["branch"])
+        shared = trained["branch_s"]
+    else:
+        state, run = copy.deepcopy(trained["final"]), trained["run"]
+        shared = trained["seconds"]
+    run.config = config
+    result = run_audit(dataset, config, state=state, run=run)
+    return result, time.perf_counter() - t1, shared
+
+
+def score(frame: pd.DataFrame, truth: np.ndarray) -> dict[str, float]:
+    """DESIGN.md's figures plus detection F1."""
+    from labelclean.evaluate import cleaning_metrics
+
+    m = cleaning_metrics(frame, truth)
+    p, r = m["detection_precision"] or 0.0, m["detection_recall"] or 0.0
+    return {
+        "label precision": m["label_precision"],
+        "label recall": m["label_recall"],
+        "flagged": float((frame["action"] != "keep").mean()),
+        "detection P": p,
+        "detection R": r,
+        "detection F1": 2 * p * r / (p + r) if p + r else 0.0,
+        "cleaned acc": m["cleaned_accuracy"],
+    }
+
+
+def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Every requested variant on one noise setting, trainings shared."""
+    from labelclean.config import AuditConfig
+    from labelclean.data.images import load_dataset
+
+    if setting in HUMAN:
+        images, csv, truth = human_labels(
+            tmp, args.data, setting, seed=args.seed, subset=args.subset
+        )
+    else:
+        images, csv, truth = noisy_cifar(tmp, setting, seed=args.seed, subset=args.subset)
+    dataset = load_dataset(images, csv)
+    given = np.asarray(dataset.manifest.class_names)[dataset.manifest.given_labels]
+    rows = [
+        {"noise": setting, "variant": "given labels", "label precision": np.mean(given == truth)}
+    ]
+    common = {"epochs": args.epochs, "seed": args.seed}
+    trained: dict[str, dict[str, Any]] = {}
+    for name in args.variants:
+        training, overrides, branch = VARIANTS[name]
+        if training not in trained:
+            config = AuditConfig(**common, **TRAININGS[training])
+            needs_branch = any(VARIANTS[v][0] == training and VARIANTS[v][2] for v in args.variants)
+            paper = AuditConfig(**common, schedule="paper", mixup=1.0).resolve("air_cnn")
+            branch_at = paper.warmup if needs_branch else None
+            trained[training] = train(dataset, config, branch_at, args.data)
+            print(
+                f"{setting}: trained {training} in {trained[training]['seconds']:.0f} s", flush=True
+            )
+        done = trained[training]
+        base = done["run"].config
+        if branch:  # the paper's loop from the same trunk: its resolved warmup/guard/relabel
+            extra = {"schedule": "paper", "mixup": base.mixup, "model": base.model}
+            config = AuditConfig(**common, **extra).resolve(done["run"].model_name)
+        else:
+            config = dataclasses.replace(base, **overrides)
+        result, own, shared = variant_result(dataset, done, config, branch)
+        if args.save_dir is not None:
+            args.save_dir.mkdir(parents=True, exist_ok=True)
+            result.write(args.save_dir / f"{setting}-{name}.parquet", overwrite=True)
+        row = {"noise": setting, "variant": name, **score(result.to_pandas(), truth)}
+        row["model test acc"] = done["test_acc"] if not branch else float("nan")
+        row["minutes"] = (shared + own) / 60
+        row["model"] = result.metadata["model"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--settings", nargs="+", default=list(NOISE_SETTINGS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--settings", nargs="+", default=["worst", "rand1", "aggre", "sym-50"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--subset", type=int, default=None, help="use a random subset of N images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     parser.add_argument("--json", type=Path, default=None, help="also dump rows as JSON here")
     parser.add_argument("--save-dir", type=Path, default=None, help="keep each report here")
     args = parser.parse_args()
+    unknown = [s for s in args.settings if s not in HUMAN and s not in NOISE_SETTINGS]
+    if unknown:
+        parser.error(f"--settings {unknown[0]}: expected {', '.join((*HUMAN, *NOISE_SETTINGS))}")
     limit_threads()
-
-    from labelclean.config import AuditConfig
-    from labelclean.data.images import load_dataset
-    from labelclean.evaluate import cleaning_metrics
-    from labelclean.fgcm.audit import AuditInterrupted, run_audit
-    from labelclean.models import default_model_name
-    from labelclean.training import resolve_device
-
-    base = AuditConfig(
-        seed=args.seed,
-        **{
-            k: v for k, v in {"epochs": args.epochs, "warmup": args.warmup}.items() if v is not None
-        },
-    ).resolve(default_model_name(32, resolve_device("auto")))  # CIFAR is 32 px
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
-            images, csv, truth = noisy_cifar(Path(tmp), setting, seed=args.seed, subset=args.subset)
-            dataset = load_dataset(images, csv)
-            given_precision = float(
-                np.mean(
-                    np.asarray(dataset.manifest.class_names)[dataset.manifest.given_labels] == truth
-                )
-            )
-            t0 = time.perf_counter()
-            try:
-                done = {"epochs": 0}
-                run_audit(
-                    dataset,
-                    base,
-                    on_epoch=lambda state, line, done=done: done.update(epochs=state.epoch),
-                    should_stop=lambda done=done: done["epochs"] >= base.warmup,
-                )
-                raise RuntimeError("warmup did not stop")
-            except AuditInterrupted as stop:
-                warm_state, warm_run = stop.state, stop.run
-            warm_seconds = time.perf_counter() - t0
-            for name in args.variants:
-                config = dataclasses.replace(base, **VARIANTS[name])
-                state, run = copy.deepcopy(warm_state), copy.deepcopy(warm_run)
-                run.config = config
-                t1 = time.perf_counter()
-                result = run_audit(dataset, config, state=state, run=run)
-                seconds = warm_seconds + time.perf_counter() - t1
-                frame = result.to_pandas()
-                if args.save_dir is not None:
-                    args.save_dir.mkdir(parents=True, exist_ok=True)
-                    result.write(args.save_dir / f"{setting}-{name}.parquet", overwrite=True)
-                    np.save(args.save_dir / f"{setting}-truth.npy", truth.astype(str))
-                m = cleaning_metrics(frame, truth)
-                row = {
-                    "noise": setting,
-                    "variant": name,
-                    "given precision": given_precision,
-                    "label precision": m["label_precision"],
-                    "label recall": m["label_recall"],
-                    "flagged": float((frame["action"] != "keep").mean()),
-                    "true noise": 1 - given_precision,
-                    "detection P": m["detection_precision"],
-                    "detection R": m["detection_recall"],
-                    "relabel acc": m["relabel_accuracy"],
-                    "cleaned acc": m["cleaned_accuracy"],
-                    "minutes": seconds / 60,
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    columns = list(rows[0])
+            rows += run_setting(setting, args, Path(tmp))
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=1))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     table = markdown_table(rows, columns)
     print(table)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
     if not args.no_write:
         replace_section(
-            "Audit quality",
-            f"`python benchmarks/audit_quality.py {' '.join(sys.argv[1:])}` on "
-            f"cifar10-dev/train ({len(dataset.manifest)} images), {base.epochs} epochs "
-            f"({base.warmup} warmup), model {result.metadata['model']}, "
-            f"{result.metadata['precision']}. Minutes include the shared warmup.\n\n{table}",
+            "Audit quality: default vs baselines",
+            f"`python benchmarks/audit_quality.py {' '.join(sys.argv[1:])}` on cifar10-dev/train "
+            f"({args.subset or 10000} images), {args.epochs} epochs.\n\n{table}",
         )
 
 

@@ -1,8 +1,9 @@
 """Model factory and weight loading.
 
-``create_model`` builds any timm model by name plus two built-ins for small images: the
-paper's PreAct ResNet-18 (section 4.1.2, CIFAR stem) and ``small_cnn``, a fast network for
-CPUs. ``load_weights`` reads a local state dict (safetensors, or a torch file with
+``create_model`` builds any timm model by name plus three built-ins for small images: the
+paper's PreAct ResNet-18 (section 4.1.2, CIFAR stem), ``air_cnn``, the default on CPUs (an
+airbench-like network with a whitened stem), and ``small_cnn``, the previous CPU default.
+``load_weights`` reads a local state dict (safetensors, or a torch file with
 ``weights_only=True``: never a pickle that can run code) and maps it onto the model by
 exact keys, then by stripping common wrapper prefixes, then by position when every shape
 matches in order; a classifier head whose shape differs is skipped (new class count).
@@ -23,8 +24,13 @@ from labelclean.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("small_cnn", "preact_resnet18")
+BUILTIN_MODELS = ("air_cnn", "small_cnn", "preact_resnet18")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
+#: Settings measured for a built-in (the audit's defaults when not given): LR, nesterov
+#: momentum, and channels_last in fp32 on CPUs (1.5x for these convs on 2 AVX2 cores).
+RECIPES: dict[str, dict[str, float | bool]] = {
+    "air_cnn": {"lr": 0.1, "nesterov": True, "channels_last": True}
+}
 
 
 class _PreActBlock(nn.Module):
@@ -112,13 +118,115 @@ class SmallCNN(nn.Module):
         return self.fc(self.features(x))
 
 
+class _AirGroup(nn.Module):
+    """conv -> max pool -> BN -> GELU -> conv -> BN -> GELU (airbench's block)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.bn1(self.pool(self.conv1(x))))
+        return F.gelu(self.bn2(self.conv2(x)))
+
+
+class AirCNN(nn.Module):
+    """The default CPU network: airbench-like (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds").
+
+    A 2x2 patch stem whose filters are fitted to whiten the training patches
+    (:meth:`fit_whitening`, called once before training), then three groups of
+    conv-pool-BN-GELU-conv-BN-GELU and a max-pooled, scaled linear head. On 5,000 CIFAR-10N
+    "worst" images it trained 2.4x faster per image than ``small_cnn`` at equal or better
+    accuracy (the small CNN's 64-channel conv at full resolution is what costs).
+
+    Where it departs from airbench, and why:
+
+    - Widths 32/64/128 instead of 64/256/256: the wider net ran 4x slower on two CPU cores
+      and, trained with cross-entropy on noisy labels, memorised them sooner (fits the given
+      labels better than the truth by 40 epochs); 48/96/192 was no better at .5x the speed.
+    - The project's SGD and cosine schedule with nesterov momentum at LR 0.1 (``RECIPES``;
+      .05 to .2 gave the same accuracy), no lookahead, no per-layer learning rates, and the
+      stem is trained after its init: one optimizer for every model keeps checkpoints and
+      finetune simple.
+    - Adaptive max pooling at the end (airbench pools a fixed 3x3), so 16-64 px inputs work.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        widths: tuple[int, int, int] = (32, 64, 128),
+        stem: int = 24,
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, stem, 2, bias=True)
+        groups: list[nn.Module] = []
+        in_ch = stem
+        for width in widths:
+            groups.append(_AirGroup(in_ch, width))
+            in_ch = width
+        self.groups = nn.Sequential(*groups)
+        self.num_features = in_ch
+        self.fc = nn.Linear(in_ch, num_classes, bias=False)
+        self.scale = 1 / 9  # airbench's logit scale: soft outputs early in training
+
+    @torch.no_grad()
+    def fit_whitening(self, images: torch.Tensor, *, eps: float = 5e-4) -> None:
+        """Set the stem to whiten 2x2 patches of ``images`` (normalised, ``[B, C, H, W]``).
+
+        The first half of the filters are the patch covariance's top eigenvectors scaled by
+        1/sqrt(eigenvalue), the second half their negatives (GELU passes both signs).
+        """
+        weight = self.stem.weight
+        half = weight.shape[0] // 2
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # B, C, H-1, W-1, 2, 2
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, weight[0].numel())
+        patches = patches - patches.mean(0)
+        cov = patches.T @ patches / max(len(patches) - 1, 1)
+        evals, evecs = torch.linalg.eigh(cov.double())
+        order = evals.argsort(descending=True)[:half]
+        filters = (evecs[:, order].T / torch.sqrt(evals[order, None].clamp_min(0) + eps)).float()
+        filters = filters.reshape(half, *weight.shape[1:]).to(weight.dtype)
+        weight[:half] = filters
+        weight[half : 2 * half] = -filters
+        self.stem.bias.zero_()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, 128]``."""
+        x = self.groups(F.gelu(self.stem(x)))
+        return F.adaptive_max_pool2d(x, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]``."""
+        return self.fc(self.forward_features(x)) * self.scale
+
+
+def fit_data_init(model: nn.Module, images: torch.Tensor) -> bool:
+    """Give a model its data-dependent init (the whitening stem) from a training batch.
+
+    Returns whether the model has one; call it only for from-scratch weights.
+    """
+    fit = getattr(model, "fit_whitening", None)
+    if fit is None:
+        return False
+    fit(images)
+    return True
+
+
 def default_model_name(image_size: int, device: torch.device) -> str:
     """Pick a sensible model: small images get a CIFAR-style net, larger ones timm's ResNet-18.
 
-    On a CPU the fast ``small_cnn``; on an accelerator the paper's PreAct ResNet-18.
+    On a CPU the fast ``air_cnn`` (``small_cnn`` below 16 px); on an accelerator the paper's
+    PreAct ResNet-18.
     """
     if image_size <= 64:
-        return "small_cnn" if device.type == "cpu" else "preact_resnet18"
+        if device.type != "cpu":
+            return "preact_resnet18"
+        return "air_cnn" if image_size >= 16 else "small_cnn"  # air_cnn pools 16 px to 1
     return "resnet18"
 
 
@@ -133,7 +241,7 @@ def create_model(
     """Build a classifier with ``num_classes`` outputs.
 
     Args:
-        name: ``small_cnn``, ``preact_resnet18`` or any timm model name.
+        name: ``air_cnn``, ``small_cnn``, ``preact_resnet18`` or any timm model name.
         num_classes: Number of output classes C.
         pretrained: Ask timm to download pretrained weights (timm models only).
         weights: A local state dict to load (see :func:`load_weights`).
@@ -142,8 +250,10 @@ def create_model(
     Example:
         >>> model = create_model("small_cnn", 10)
     """
-    if name == "small_cnn":
-        model: nn.Module = SmallCNN(num_classes, in_chans)
+    if name == "air_cnn":
+        model: nn.Module = AirCNN(num_classes, in_chans)
+    elif name == "small_cnn":
+        model = SmallCNN(num_classes, in_chans)
     elif name == "preact_resnet18":
         model = PreActResNet18(num_classes, in_chans)
     else:

@@ -9,6 +9,7 @@ bf16/fp16 plus channels_last on GPUs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -66,9 +67,18 @@ class Precision:
         elif amp and device.type == "cpu" and _cpu_has_fast_bf16():
             dtype = torch.bfloat16
         # channels_last pays on GPUs and for oneDNN's bf16 kernels on CPUs (1.3-2.6x measured
-        # on a 2-core AVX512-BF16 machine for the small CNN); plain fp32 CPU stays NCHW.
+        # on a 2-core AVX512-BF16 machine for the small CNN); in fp32 on a CPU a model asks
+        # for it with its recipe (``models.RECIPES``; see :meth:`for_model`).
         channels_last = device.type == "cuda" or dtype is not None
         return cls(device, dtype, channels_last=channels_last)
+
+    def for_model(self, name: str) -> Precision:
+        """The same precision, with channels_last where the model's recipe asks for it."""
+        from labelclean.models import RECIPES
+
+        if self.channels_last or not RECIPES.get(name, {}).get("channels_last"):
+            return self
+        return dataclasses.replace(self, channels_last=True)
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """The autocast context for forward passes (a no-op in fp32)."""
@@ -162,6 +172,7 @@ def train_epoch(
     shard: Callable[[np.ndarray], np.ndarray] | None = None,
     should_stop: Callable[[], bool] | None = None,
     augment_generator: torch.Generator | None = None,
+    mixup: float = 0.0,
 ) -> EpochResult:
     """One epoch of cross-entropy on ``(index, labels)`` with the batches' weak augmentation.
 
@@ -182,7 +193,11 @@ def train_epoch(
             Ctrl-C does not wait for the end of a long epoch.
         augment_generator: Draws the augmentations instead of ``generator`` (each DDP rank
             its own, while the shuffled order stays shared and sharded).
+        mixup: Beta(a, a) parameter of input mixup (Zhang et al. 2018); 0 = off. Each batch
+            is blended with a shuffled copy of itself, and so is its loss.
     """
+    if mixup > 0 and keep_probs:
+        raise ConfigError("--mixup: the training pass sees blended images; use --record eval")
     model.train()
     device = batches.precision.device
     label_of = np.full(int(index.max()) + 1 if len(index) else 0, -1, dtype=np.int64)
@@ -202,8 +217,16 @@ def train_epoch(
         x = batches.prepare(batches.augment(x, augment_generator or generator))
         y = torch.from_numpy(label_of[idx]).to(device, non_blocking=True)
         with batches.precision.autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if mixup > 0:
+                lam, partner = mixup_pairs(len(idx), mixup, augment_generator or generator)
+                partner = partner.to(device)
+                logits = model(lam * x + (1 - lam) * x[partner])
+                loss = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(
+                    logits, y[partner]
+                )
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -220,6 +243,17 @@ def train_epoch(
         probs=probs,
         index=order if keep_probs else None,
     )
+
+
+def mixup_pairs(n: int, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """A mixup weight ``lam`` >= 0.5 from Beta(alpha, alpha) and a partner permutation.
+
+    Folding ``lam`` to the upper half keeps each blend closest to its own sample, so the
+    batch's first labels stay the dominant ones; the draws come from ``generator``.
+    """
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    return max(lam, 1 - lam), torch.randperm(n, generator=generator)
 
 
 @torch.inference_mode()
@@ -272,10 +306,16 @@ def lr_factor(
 
 
 def build_optimizer(
-    model: nn.Module, *, lr: float, momentum: float, weight_decay: float
+    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, nesterov: bool = False
 ) -> torch.optim.SGD:
     """SGD as in the paper (section 4.1.2): momentum 0.9, weight decay 5e-4."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov and momentum > 0,
+    )
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:

@@ -109,7 +109,9 @@ def test_cli_audit_writes_report_log_and_refuses_overwrite(noisy_digits, tmp_pat
     "extra,message",
     [(["--epochs", "0"], "--epochs"), (["--components", "7"], "--components"),
      (["--device", "tpu"], "--device"), (["--t-update", "all"], "--t-update"),
-     (["--model", "nonexistent_net"], "--model")],
+     (["--model", "nonexistent_net"], "--model"), (["--schedule", "twice"], "--schedule"),
+     (["--schedule", "once", "--warmup", "2"], "--warmup"), (["--mixup", "-1"], "--mixup"),
+     (["--mixup", "1", "--record", "train"], "--mixup")],
 )
 def test_cli_bad_options_exit_1_naming_the_flag(noisy_digits, tmp_path, extra, message):
     images, labels, _ = noisy_digits
@@ -140,7 +142,8 @@ def test_relabel_is_off_by_default_only_for_the_small_cpu_network(noisy_digits):
 def test_run_fills_in_the_warmup_and_checkpoints_and_reports_it(noisy_digits):
     from labelclean.fgcm.audit import AuditRun, AuditState, checkpoint_payload
 
-    run = AuditRun(load_dataset(*noisy_digits[:2]), AuditConfig(epochs=8, device="cpu"))
+    config = AuditConfig(epochs=8, device="cpu", schedule="paper")
+    run = AuditRun(load_dataset(*noisy_digits[:2]), config)
     assert run.model_name == "small_cnn" and run.config.warmup == 6
     state = AuditState.new(run.n_samples, run.n_classes, 8)
     assert checkpoint_payload(state, run)["config"]["warmup"] == 6
@@ -195,3 +198,39 @@ def test_probabilities_that_turn_nan_stop_the_run_and_keep_the_previous_checkpoi
     assert payload["epoch"] == 2 and path.name == "checkpoint-00002.pt"
     assert payload["audit"]["history"]["epochs_recorded"] == 2
     assert not (tmp_path / "w" / "lock").exists()  # the lock is released: --resume may follow
+
+
+@pytest.fixture(scope="module")
+def digits16(tmp_path_factory):
+    """300 digits upscaled to 16 px: large enough for the default CPU network, air_cnn."""
+    from labelclean.data.digits import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("d16"), layout="csv", n_per_class=30, upscale=2)
+
+
+def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16):
+    from labelclean.fgcm.audit import AuditRun
+
+    dataset = load_dataset(*digits16)
+    run = AuditRun(dataset, AuditConfig(epochs=3, device="cpu"))
+    stem = run.model.stem.weight
+    assert run.model_name == "air_cnn" and run.config.schedule == "once"
+    assert torch.equal(stem[12:], -stem[:12])  # the whitening stem was fitted before training
+    assert run.optimizer.param_groups[0]["nesterov"] is True
+    lines = []
+    result = run_audit(dataset, run.config, run=run, on_epoch=lambda s, line: lines.append(line))
+    assert [x["t_size"] for x in lines] == [0, 0, 0] and all(not x["clusters"] for x in lines)
+    frame = result.to_pandas()
+    assert len(frame) == 300 and set(frame["cluster"]) <= {"CS", "CH", "NS", "NHR", "NHI"}
+    assert set(frame["action"]) <= {"keep", "unlabel"}  # no relabeling by default
+    md = result.metadata
+    assert md["model"] == "air_cnn" and md["config"]["schedule"] == "once"
+    assert md["config"]["mixup"] == 1.0 and md["config"]["guard"] == "none"
+
+
+def test_schedule_paper_keeps_the_loop_on_t(digits16):
+    dataset = load_dataset(*digits16)
+    lines = []
+    config = AuditConfig(epochs=3, device="cpu", schedule="paper", model="air_cnn")
+    run_audit(dataset, config, on_epoch=lambda s, line: lines.append(line))
+    assert lines[0]["t_size"] == 0 and lines[-1]["clusters"]  # warmup 2, one epoch on T

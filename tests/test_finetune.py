@@ -159,3 +159,23 @@ def test_predict_on_a_folder_without_labels(split_digits, tmp_path):
     assert r.exit_code == 0, r.output
     p = pd.read_csv(tmp_path / "p.csv")
     assert len(p) == 5 and "label" not in p.columns and set(p["prediction"].astype(str)) <= {str(i) for i in range(10)}
+
+
+def test_finetune_trains_air_cnn_with_its_stem_fitted_and_exports_it(tmp_path, monkeypatch):
+    from labelclean.models import AirCNN
+
+    fitted, fit = [], AirCNN.fit_whitening
+    monkeypatch.setattr(AirCNN, "fit_whitening", lambda self, x: (fitted.append(x.shape), fit(self, x)))
+    images = torch.randint(0, 255, (40, 3, 16, 16), dtype=torch.uint8).numpy()
+    result = run_finetune(images, np.arange(20), np.arange(20) % 2, np.arange(20, 40),
+                          FinetuneConfig(epochs=1, batch_size=8, mu=1), n_classes=2,
+                          model_name="air_cnn", mean=[0.5] * 3, std=[0.25] * 3, crop_padding=1,
+                          hflip=False)
+    model = result.model.eval()
+    assert result.model_name == "air_cnn" and "channels_last" in result.precision
+    assert fitted == [(20, 3, 16, 16)]  # from the labeled images, before training
+    x = torch.randn(4, 3, 16, 16)
+    config = {"architecture": "air_cnn", "num_classes": 2, "class_names": ["a", "b"], "image_size": 16,
+              "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+    loaded, _ = load_model(export_model(model, tmp_path / "m", config=config, check_inputs=x))
+    assert torch.allclose(loaded(x), model(x), atol=1e-5)

@@ -9,6 +9,7 @@ from labelclean.training import (
     ImageBatches,
     Precision,
     lr_factor,
+    mixup_pairs,
     predict_probs,
     resolve_device,
     train_epoch,
@@ -38,6 +39,8 @@ def test_unknown_device_names_the_flag():
 def test_fp32_precision_is_a_noop():
     p = Precision.choose(torch.device("cpu"), amp=False)
     assert p.dtype is None and not p.channels_last
+    assert p.for_model("air_cnn").channels_last  # its recipe: 1.5x in fp32 on CPUs
+    assert not p.for_model("small_cnn").channels_last
     assert "fp32" in p.describe()
 
 
@@ -60,31 +63,62 @@ def test_batches_load_by_index_in_the_asked_order():
     assert torch.equal(b.load(index), torch.from_numpy(b.images[index]))
 
 
+def _epoch(model, b, opt, *, keep_probs=False, mixup=0.0):
+    labels = (b.images[:, 0].mean((1, 2)) > 127).astype(np.int64)
+    return train_epoch(
+        model,
+        b,
+        np.arange(len(labels)),
+        labels,
+        optimizer=opt,
+        scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(),
+        batch_size=16,
+        generator=torch.Generator().manual_seed(0),
+        keep_probs=keep_probs,
+        mixup=mixup,
+    )
+
+
 def test_train_epoch_learns_and_keeps_probs_by_index():
     torch.manual_seed(0)
     b = _batches()
-    labels = (b.images[:, 0].mean((1, 2)) > 127).astype(np.int64)
     model = create_model("small_cnn", 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     index = np.arange(64)
     first = None
     for _ in range(15):
-        res = train_epoch(
-            model,
-            b,
-            index,
-            labels,
-            optimizer=opt,
-            scaler=Precision.choose(torch.device("cpu"), amp=False).grad_scaler(),
-            batch_size=16,
-            generator=torch.Generator().manual_seed(0),
-            keep_probs=True,
-        )
+        res = _epoch(model, b, opt, keep_probs=True)
         first = first if first is not None else res.loss
     assert res.loss < first
     assert sorted(res.index.tolist()) == index.tolist() and res.probs.shape == (64, 2)
     probs = predict_probs(model, b, index, batch_size=10)
     assert probs.shape == (64, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_mixup_pairs_are_seeded_and_lean_on_the_first_sample():
+    draws = [mixup_pairs(8, 1.0, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert draws[0][0] == draws[1][0] and torch.equal(draws[0][1], draws[1][1])
+    lams = [mixup_pairs(8, 1.0, g)[0] for g in [torch.Generator().manual_seed(0)] * 50]
+    assert min(lams) >= 0.5 and max(lams) <= 1 and len(set(lams)) > 40
+    assert sorted(draws[0][1].tolist()) == list(range(8))
+
+
+def _one_epoch(mixup, keep_probs=False):
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    return _epoch(model, _batches(), opt, keep_probs=keep_probs, mixup=mixup), model
+
+
+def test_mixup_blends_inputs_and_labels():
+    plain, m0 = _one_epoch(0.0)
+    mixed, m1 = _one_epoch(1.0)
+    again, m2 = _one_epoch(1.0)
+    assert mixed.loss != pytest.approx(plain.loss)  # the blend changes what is learned
+    assert mixed.loss == again.loss and torch.equal(m1.fc.weight, m2.fc.weight)  # seeded
+    assert not torch.equal(m0.fc.weight, m1.fc.weight)
+    with pytest.raises(ConfigError, match="--mixup"):
+        _one_epoch(1.0, keep_probs=True)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +130,10 @@ def test_train_epoch_learns_and_keeps_probs_by_index():
         ({"record": "both"}, "--record"),
         ({"t_update": "x"}, "--t-update"),
         ({"lr": 0}, "--lr"),
+        ({"schedule": "twice"}, "--schedule"),
+        ({"schedule": "once", "warmup": 5}, "--warmup"),
+        ({"mixup": -1}, "--mixup"),
+        ({"mixup": 1.0, "record": "train"}, "--mixup"),
     ],
 )
 def test_config_errors_name_the_flag(kwargs, flag):
@@ -103,19 +141,42 @@ def test_config_errors_name_the_flag(kwargs, flag):
         AuditConfig(**kwargs)
 
 
-def test_warmup_default_depends_on_the_model():
-    assert AuditConfig(epochs=40).resolve("small_cnn").warmup == 30  # can't memorise: fit long
-    assert AuditConfig(epochs=40).resolve("preact_resnet18").warmup == 10  # the paper's share
-    assert AuditConfig(epochs=2).resolve("small_cnn").warmup == 1  # always one clustering epoch
-    assert AuditConfig(epochs=40, warmup=5).resolve("small_cnn").warmup == 5  # the user's choice
+def test_default_is_one_clustering_after_a_mixup_run():
+    c = AuditConfig(epochs=40).resolve("air_cnn")
+    assert (c.schedule, c.mixup, c.guard, c.relabel, c.lr) == ("once", 1.0, "none", False, 0.1)
+    assert c.warmup is None and c.clusters_from == 40  # no clustering before the end
+    assert AuditConfig(epochs=40).resolve("small_cnn").lr == 0.02  # no recipe: the old LR
+    assert AuditConfig(epochs=40, lr=0.3).resolve("air_cnn").lr == 0.3
+    paper = AuditConfig.from_preset("paper").resolve("preact_resnet18")
+    assert (paper.schedule, paper.mixup) == ("paper", 0.0)
+    assert AuditConfig(warmup=5).resolve("air_cnn").schedule == "paper"  # a warmup asks for it
+    frozen = AuditConfig(extra={"mode": "frozen"}).resolve("resnet18 (frozen) + linear head")
+    assert (frozen.schedule, frozen.mixup) == ("paper", 0.0)  # not measured there
+    assert AuditConfig.from_dict(c.to_dict()) == c
 
 
-def test_guard_default_depends_on_the_model():
-    assert AuditConfig().resolve("small_cnn").guard == "confident"  # underfits: count only sure
-    assert AuditConfig().resolve("preact_resnet18").guard == "budget"  # fits: its disagreement
-    assert AuditConfig(guard="none").resolve("small_cnn").guard == "none"
-    assert AuditConfig().resolve("small_cnn").relabel is False  # its guesses are often wrong
-    assert AuditConfig().resolve("resnet18").relabel is True
+def test_warmup_default_depends_on_memorising():
+    def paper(**kw):
+        return AuditConfig(schedule="paper", **kw)
+
+    assert paper(epochs=40).resolve("small_cnn").warmup == 30  # can't memorise: fit long
+    assert paper(epochs=40).resolve("preact_resnet18").warmup == 10  # the paper's share
+    assert paper(epochs=40, mixup=1.0).resolve("preact_resnet18").warmup == 30  # mixup: no fit
+    assert paper(epochs=2).resolve("small_cnn").warmup == 1  # always one clustering epoch
+    assert paper(epochs=40, warmup=5).resolve("small_cnn").warmup == 5  # the user's choice
+    assert paper(epochs=40, warmup=5).clusters_from == 5
+
+
+def test_guard_default_depends_on_the_schedule_and_the_model():
+    def paper(**kw):
+        return AuditConfig(schedule="paper", **kw)
+
+    assert paper().resolve("small_cnn").guard == "confident"  # underfits: count only sure
+    assert paper().resolve("preact_resnet18").guard == "budget"  # fits: its disagreement
+    assert paper(guard="none").resolve("small_cnn").guard == "none"
+    assert paper().resolve("small_cnn").relabel is False  # its guesses are often wrong
+    assert paper().resolve("resnet18").relabel is True
+    assert AuditConfig(guard="budget").resolve("air_cnn").guard == "budget"
     with pytest.raises(ConfigError, match="--guard"):
         AuditConfig(guard="strict")
 

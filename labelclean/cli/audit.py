@@ -87,6 +87,14 @@ def _print_outcome(frame: Any, out: Path, quiet: bool) -> None:
         typer.echo("clusters: " + "  ".join(f"{k} {v}" for k, v in sorted(clusters.items())))
 
 
+def _schedule_note(config: Any) -> str:
+    """E.g. ``mixup 1, one clustering at the end`` or ``30 warmup, then the loop on T``."""
+    mix = f"mixup {config.mixup:g}, " if config.mixup else ""
+    if config.schedule == "once":
+        return mix + "one clustering at the end"
+    return mix + f"{config.warmup} warmup, then the loop on T"
+
+
 @app.command(no_args_is_help=True)
 def audit(
     images: ImagesArg,
@@ -122,8 +130,8 @@ def audit(
     model: Annotated[
         str | None,
         typer.Option(
-            help="small_cnn, preact_resnet18 or any timm model name "
-            "\\[default: chosen from image size and device].",
+            help="air_cnn, small_cnn, preact_resnet18 or any timm model name \\[default: "
+            "air_cnn on a CPU for 16-64 px, small_cnn below; else preact_resnet18 or resnet18].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
@@ -150,18 +158,37 @@ def audit(
     epochs: Annotated[
         int | None, typer.Option(help="Total epochs \\[default: 40].", rich_help_panel=_TRAIN)
     ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="once: train on all samples, cluster once after the last epoch (best measured "
+            "on human label noise); paper: the paper's loop on T after --warmup \\[default: "
+            "once; paper with --preset paper, --warmup or --frozen].",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
     warmup: Annotated[
         int | None,
         typer.Option(
-            help="Epochs on all samples before clustering \\[default: 3/4 of the epochs for the "
-            "small CPU network, 1/4 for other models].",
+            help="Epochs on all samples before the loop on T (implies --schedule paper) "
+            "\\[default: 3/4 of the epochs for a network that does not memorise in them "
+            "(small_cnn, or with --mixup), 1/4 for others].",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    mixup: Annotated[
+        float | None,
+        typer.Option(
+            help="Beta(a, a) input mixup while training, 0 = off; needs --record eval "
+            "\\[default: 1 with --schedule once, 0 with paper].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
-            help="SGD learning rate \\[default: 0.02; the paper preset uses 0.06].",
+            help="SGD learning rate \\[default: 0.1 for air_cnn, else 0.02; the paper preset "
+            "uses 0.06].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,
@@ -230,8 +257,8 @@ def audit(
             help="Low-noise guard: budget (confident relabels only, flags capped near the "
             "model's disagreement, no class dropped from T), confident (the cap is the "
             "estimated share of wrong labels, unsure disagreements keep their label) or none "
-            "(the paper's literal rule) \\[default: confident for the small CPU network, else "
-            "budget].",
+            "(the paper's literal rule) \\[default: none with --schedule once; with paper, "
+            "confident for a network that does not memorise (small_cnn, --mixup), else budget].",
             rich_help_panel=_CLUSTER,
         ),
     ] = None,
@@ -240,7 +267,8 @@ def audit(
         typer.Option(
             "--relabel/--no-relabel",
             help="NS samples get their pseudo label (the paper) or are unlabeled (safer with a weak network). "
-            "\\[default: relabel, except with the small CPU network]",
+            "\\[default: relabel, except for a network that does not memorise: small_cnn, "
+            "or with --mixup]",
             rich_help_panel=_CLUSTER,
             show_default=False,
         ),
@@ -315,7 +343,9 @@ def audit(
         pretrained=pretrained or None,
         weights=str(weights) if weights else None,
         epochs=epochs,
+        schedule=schedule,
         warmup=warmup,
+        mixup=mixup,
         lr=lr,
         lr_schedule=lr_schedule,
         batch_size=batch_size,
@@ -379,8 +409,8 @@ def audit(
         else:
             run = AuditRun(dataset, config, dist=dist)
         progress.log(
-            f"model {run.model_name} on {run.precision.describe()}; {run.config.epochs} epochs "
-            f"({run.config.warmup} warmup); checkpoints in {work_dir}"
+            f"model {run.model_name} on {run.precision.describe()}; {run.config.epochs} epochs, "
+            f"{_schedule_note(run.config)}; checkpoints in {work_dir}"
         )
         try:
             result = run_checkpointed(

@@ -29,7 +29,7 @@ from labelclean.config import FinetuneConfig
 from labelclean.data.strong_augment import strong_augment
 from labelclean.errors import ReportError
 from labelclean.fgcm.health import check_finite, check_finite_weights
-from labelclean.models import create_model
+from labelclean.models import create_model, fit_data_init
 from labelclean.training import (
     ImageBatches,
     Precision,
@@ -192,7 +192,7 @@ def run_finetune(
     """
     active = dist is not None and dist.active
     device = dist.device if active else resolve_device(config.device)
-    precision = Precision.choose(device, amp=config.amp)
+    precision = Precision.choose(device, amp=config.amp).for_model(model_name)
     generator = seed_everything(config.seed)
     model = create_model(
         model_name, n_classes, pretrained=config.pretrained, weights=config.weights
@@ -200,12 +200,15 @@ def run_finetune(
     model = model.to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
+    if not (config.pretrained or config.weights) and len(labeled_rows):
+        with torch.no_grad():  # the whitening stem of air_cnn, from the labeled images
+            fit_data_init(model, batches.prepare(batches.load(np.sort(labeled_rows)[:5000])))
     train_model: nn.Module = model
     if active:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
     optimizer = build_optimizer(
         model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )

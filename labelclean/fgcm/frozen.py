@@ -236,7 +236,10 @@ class FrozenAuditRun(AuditRun):
         self.embedding = info
         self.batches = ReindexedBatches(FeatureBatches(features, self.precision), self.canon)
         self.optimizer = build_optimizer(
-            self.model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            self.model,
+            lr=self.config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
         self.scaler = self.precision.grad_scaler()
 
