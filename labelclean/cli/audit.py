@@ -248,6 +248,22 @@ def audit(
             help="With --frozen: also embed mirrored images (augmentation).", rich_help_panel=_MODEL
         ),
     ] = False,
+    frozen_folds: Annotated[
+        int | None,
+        typer.Option(
+            help="With --frozen: cross-fitted heads; each sample's confidence comes from a head "
+            "that never trained on it (1 = one head on everything) \\[default: 5].",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    neighbours: Annotated[
+        int | None,
+        typer.Option(
+            help="With --frozen: k nearest neighbours in the embedding space whose labels vote "
+            "on each sample (0 = off) \\[default: 10].",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -343,7 +359,9 @@ def audit(
         if frozen:
             from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
 
-            config = frozen_config(config, head=head, flip=frozen_flip)
+            config = frozen_config(
+                config, head=head, flip=frozen_flip, folds=frozen_folds, neighbours=neighbours
+            )
             run: AuditRun = FrozenAuditRun(
                 dataset, config, dist=dist, cache_dir=cache_dir, progress=progress
             )
