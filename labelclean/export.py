@@ -93,6 +93,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not cfg_path.is_file() or not weights_path.is_file():
         raise ConfigError(f"{path}: not an exported model (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
     config = json.loads(cfg_path.read_text())
-    model = create_model(config["architecture"], int(config["num_classes"]))
+    if "frozen" in config:  # a frozen backbone + head from a --frozen report
+        from labelclean.fgcm.frozen_finetune import build_frozen_classifier
+
+        model = build_frozen_classifier(config)
+    else:
+        model = create_model(config["architecture"], int(config["num_classes"]))
     model.load_state_dict(load_file(str(weights_path)))
     return model.eval(), config

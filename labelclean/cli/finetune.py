@@ -104,6 +104,11 @@ def finetune(
     from labelclean.errors import CheckpointError, ConfigError
     from labelclean.export import _check_out_dir, export_model
     from labelclean.fgcm.finetune import run_finetune, split_report
+    from labelclean.fgcm.frozen_finetune import (
+        finetune_frozen,
+        frozen_audit_config,
+        is_frozen_report,
+    )
     from labelclean.report.parquet import read_report
     from labelclean.training import ImageBatches, Precision, StepInterrupted, resolve_device
 
@@ -129,6 +134,13 @@ def finetune(
     rep = read_report(report_path)
     md, frame = rep.metadata, rep.frame
     report_hash = hashlib.sha256(Path(report_path).read_bytes()).hexdigest()
+    # A --frozen report: a head on the audit's cached embeddings, exported with its backbone.
+    frozen = is_frozen_report(md) and model is None and not pretrained and weights is None
+    if frozen and resume:
+        raise ConfigError(
+            "--resume: finetune from a --frozen report trains only a head, in seconds, and "
+            "keeps no checkpoints; run it again without --resume"
+        )
     resume_state = None
     if resume:
         payload, ckpt = load_latest(work_dir)
@@ -185,41 +197,68 @@ def finetune(
             raise ConfigError(
                 f"{report_path}: {len(data.rejections)} image(s) of the report can no longer be read"
             )
-        test_data = None
+        test_data = test_set = None
         if test is not None:
-            test_data = _load_test(test, test_labels, names, size, cache_dir, progress)
+            test_set, test_codes = _load_test(test, test_labels, names, size, cache_dir, progress)
+            test_data = (np.ascontiguousarray(test_set.cache.images), test_codes)
         norm = md.get("normalization") or {
             "mean": list(data.cache.mean),
             "std": list(data.cache.std),
         }
-        arch = model or md.get("model") or "small_cnn"
+        arch = model or _architecture(md)
         progress.log(
             f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images; model {arch}"
+            + (" (frozen) + a head on its embeddings" if frozen else "")
         )
+
+        def on_epoch(line: dict) -> None:
+            progress.log(" ".join(f"{k} {v}" for k, v in line.items()))
+
         try:
-            result = run_finetune(
-                data.cache.images,
-                labeled_rows,
-                labels,
-                unlabeled_rows,
-                config,
-                n_classes=len(names),
-                model_name=arch,
-                mean=norm["mean"],
-                std=norm["std"],
-                crop_padding=audit_cfg.get("crop_padding") or size // 8,
-                hflip=audit_cfg.get("hflip", True),
-                test=test_data,
-                progress=progress,
-                on_epoch=lambda line: progress.log(" ".join(f"{k} {v}" for k, v in line.items())),
-                resume_state=resume_state,
-                on_checkpoint=checkpoint,
-                should_stop=stop,
-                dist=dist,
-            )
+            if frozen:
+                result, net, section = finetune_frozen(
+                    data,
+                    labeled_rows,
+                    labels,
+                    unlabeled_rows,
+                    config,
+                    audit_config=frozen_audit_config(md, str(report_path)),
+                    test=test_set,
+                    test_labels=test_data[1] if test_data else None,
+                    cache_dir=cache_dir,
+                    progress=progress,
+                    on_epoch=on_epoch,
+                    should_stop=stop,
+                )
+            else:
+                section = None
+                result = run_finetune(
+                    data.cache.images,
+                    labeled_rows,
+                    labels,
+                    unlabeled_rows,
+                    config,
+                    n_classes=len(names),
+                    model_name=arch,
+                    mean=norm["mean"],
+                    std=norm["std"],
+                    crop_padding=audit_cfg.get("crop_padding") or size // 8,
+                    hflip=audit_cfg.get("hflip", True),
+                    test=test_data,
+                    progress=progress,
+                    on_epoch=on_epoch,
+                    resume_state=resume_state,
+                    on_checkpoint=checkpoint,
+                    should_stop=stop,
+                    dist=dist,
+                )
+                net = result.model.float()
         except StepInterrupted:
             typer.echo(
-                f"interrupted; checkpoints are in {work_dir}. Resume with:\n  {resume_command()}",
+                "interrupted; nothing was written (the frozen finetune keeps no checkpoints)"
+                if frozen
+                else f"interrupted; checkpoints are in {work_dir}. Resume with:\n  "
+                f"{resume_command()}",
                 err=True,
             )
             raise typer.Exit(stop.exit_code) from None
@@ -236,12 +275,13 @@ def finetune(
         "history": result.history,
     }
     export_model(
-        result.model.float(),
+        net,
         out,
         overwrite=overwrite,
         check_inputs=check,
         config={
             "architecture": arch,
+            **({"frozen": section} if section else {}),
             "num_classes": len(names),
             "class_names": names,
             "image_size": size,
@@ -258,6 +298,19 @@ def finetune(
     typer.echo(f"model: {out}")
     if result.test_accuracy is not None:
         typer.echo(f"test accuracy {result.test_accuracy:.4f}")
+
+
+def _architecture(metadata: dict) -> str:
+    """The architecture the audit trained, as ``finetune`` builds it.
+
+    Reports made before ``architecture`` was stored: the frozen backbone (``config.model``)
+    or the ``model`` name.
+    """
+    if metadata.get("architecture"):
+        return str(metadata["architecture"])
+    if metadata.get("mode") == "frozen" and (metadata.get("config") or {}).get("model"):
+        return str(metadata["config"]["model"])
+    return str(metadata.get("model") or "small_cnn")
 
 
 def _null():  # noqa: ANN202
@@ -278,7 +331,7 @@ def _load_test(images, labels, names, size, cache_dir, progress):  # noqa: ANN00
         raise ConfigError(f"--test: classes not in the report: {', '.join(unknown[:10])}")
     code = {n: i for i, n in enumerate(names)}
     mapped = np.array([code[ds.manifest.class_names[g]] for g in ds.manifest.given_labels])
-    return np.ascontiguousarray(ds.cache.images), mapped
+    return ds, mapped
 
 
 @app.command(no_args_is_help=True)

@@ -117,6 +117,17 @@ class FinetuneResult:
     precision: str = ""
 
 
+def epoch_line(epoch: int, totals: torch.Tensor, steps: int, seconds: float) -> dict[str, Any]:
+    """An epoch's log record from the summed ``(loss_x, loss_m, mask rate)`` of its steps."""
+    return {
+        "epoch": epoch + 1,
+        "loss_x": round(float(totals[0]) / steps, 5),
+        "loss_m": round(float(totals[1]) / steps, 5),
+        "mask_rate": round(float(totals[2]) / steps, 4),
+        "seconds": round(seconds, 2),
+    }
+
+
 def cycled_order(n: int, total: int, generator: torch.Generator) -> np.ndarray:
     """``total`` indices into ``range(n)``: fresh permutations back to back, the last cut."""
     reps = -(-total // n)
@@ -265,13 +276,7 @@ def run_finetune(
                 [loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()]
             )
             report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
-        line: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss_x": round(float(totals[0]) / steps, 5),
-            "loss_m": round(float(totals[1]) / steps, 5),
-            "mask_rate": round(float(totals[2]) / steps, 4),
-            "seconds": round(time.perf_counter() - start, 2),
-        }
+        line = epoch_line(epoch, totals, steps, time.perf_counter() - start)
         if test is not None and (
             (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
         ):
