@@ -42,7 +42,7 @@ def test_report_html_quiet_and_overwrite(digits, tmp_path):
     assert r.exit_code == 0, r.output
     assert "estimated noise" not in r.output and f"wrote {out}" in r.output
     text = out.read_text()
-    assert "first 4 of 12" in text and "the 20 most suspicious of 80" in text
+    assert "first 4 of 12" in text and "the 20 most suspicious of 54 kept ones" in text
     again = invoke("report", digits, "--html", out, "-q")
     assert (
         again.exit_code == 1 and "already exists" in again.output and "--overwrite" in again.output

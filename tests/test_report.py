@@ -148,8 +148,11 @@ def test_html_escapes_class_names_and_marks_missing_images(tmp_path):
 
 
 def test_html_says_what_it_sampled(tmp_path):
-    text = write_html_report(read_report(make_report(tmp_path)), tmp_path / "r.html", max_grid=5, table_rows=10, max_scatter=20).read_text()
-    assert "first 5 of 12" in text and "10 most suspicious of 60" in text and "20 of 60 samples drawn" in text
+    rep = read_report(make_report(tmp_path))
+    text = write_html_report(rep, tmp_path / "r.html", max_grid=5, table_rows=10, max_scatter=20).read_text()
+    kept = int((rep.frame["action"] == "keep").sum())
+    assert "first 5 of 12" in text and "20 of 60 samples drawn" in text
+    assert f"every flagged sample and the 10 most suspicious of {kept} kept ones" in text
 
 
 def test_cli_report_and_export(tmp_path):

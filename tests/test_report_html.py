@@ -223,11 +223,11 @@ def test_page_parses_has_every_section_and_embeds_its_images(page):
     path, text = page
     p = Page(text)
     assert p.stack == [], f"unclosed tags {p.stack}"
-    assert SECTIONS | {"export", "rows", "thumbs"} <= p.ids
+    assert SECTIONS | {"export", "rows", "thumbs", "heat", "table-info"} <= p.ids
     for section in SECTIONS:
         assert f'<section id="{section}">' in text
-    # 3 figures + 12 relabeled tiles + 7 NHR + 7 NHI tiles, every one a data URI
-    assert len(p.imgs) == 3 + 12 + 7 + 7
+    # 2 figures + 12 relabeled tiles + 7 NHR + 7 NHI tiles + the table's first page of 50 rows
+    assert len(p.imgs) == 2 + 12 + 7 + 7 + 50
     assert all(
         src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in p.imgs
     )
@@ -235,7 +235,7 @@ def test_page_parses_has_every_section_and_embeds_its_images(page):
     thumbs = json.loads(p.scripts["thumbs"])
     assert len(rows) == N and set(thumbs) == {r["path"] for r in rows}
     assert all(u.startswith("data:image/") for u in thumbs.values())
-    assert path.stat().st_size < 400_000
+    assert path.stat().st_size < 900_000
 
 
 def test_page_makes_no_network_request(page):
@@ -268,7 +268,7 @@ def test_page_escapes_class_names_and_paths(tmp_path):
     text = write_html_report(read_report(digits), tmp_path / "r.html").read_text()
     p = Page(text)
     assert p.stack == []
-    assert set(p.scripts) == {"rows", "thumbs", "columns", "inline3"}  # no injected script
+    assert set(p.scripts) == {"rows", "thumbs", "columns", "table-info", "inline4"}  # no injected script
     assert evil not in text and "<b>y" not in text and "<b>config" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "b&amp;c" in text
     rows = json.loads(p.scripts["rows"])  # the data reaches the script intact
@@ -283,7 +283,7 @@ def test_missing_images_show_a_placeholder_and_a_note(tmp_path):
     (rep.image_root / gone).unlink()
     text = write_html_report(rep, tmp_path / "r.html").read_text()
     p = Page(text)
-    assert len(p.imgs) == 3 + 12 + 7 + 7 - 1
+    assert len(p.imgs) == 2 + 12 + 7 + 7 - 1 + 50 - 1  # its tile and its table thumbnail
     assert text.count(">missing image</div>") == 1
     assert "1 image(s) could not be read" in text and gone in text
     assert gone not in json.loads(p.scripts["thumbs"])
@@ -297,15 +297,16 @@ def test_page_says_what_it_sampled(digits, tmp_path):
     assert "Sampled to keep this page light" in text
     assert "20 of 80 samples drawn at random" in text
     assert "relabeled grid: first 3 of 12" in text and "unlabeled NHR grid: first 3 of 7" in text
-    assert "the 10 most suspicious of 80 samples" in text
-    assert len(json.loads(p.scripts["rows"])) == 10 and len(p.imgs) == 3 + 3 * 3
+    assert "table: every flagged sample and the 10 most suspicious of 54 kept ones" in text
+    assert len(json.loads(p.scripts["rows"])) == 26 + 10 and len(p.imgs) == 2 + 3 * 3 + 36
 
 
 def test_many_classes_cap_the_heatmap_and_say_so(tmp_path):
     names = [str(c) for c in range(10)] + [f"extra{c}" for c in range(35)]
     digits = make_digits_report(tmp_path, class_names=names)
     text = write_html_report(read_report(digits), tmp_path / "r.html").read_text()
-    assert "heatmap: the 30 classes with the most relabels of 45" in text
+    assert "heatmap: the 30 classes with the most changes of 45" in text
+    assert len(Page(text).ids & {"heat"}) == 1 and text.count('<th scope="row">') == 30
 
 
 def test_refuses_to_overwrite(digits, tmp_path):
@@ -390,3 +391,101 @@ def test_script_filters_sorts_pages_and_exports_in_a_real_browser(page, digits, 
     assert (
         got["given_label"].to_numpy() == frame.loc[got["index"], "given_label"].to_numpy()
     ).all()
+
+
+def test_first_page_of_the_table_is_plain_html(page):
+    """Without JavaScript the table still shows its first page, most suspicious first."""
+    _, text = page
+    body = re.search(r'<tbody id="tbody">(.*?)</tbody>', text, re.S).group(1)
+    assert body.count("<tr>") == 50
+    first = json.loads(Page(text).scripts["rows"])[0]
+    assert f'<td class="text path">{first["path"]}</td>' in body
+    assert "Without JavaScript: the first 50 of 80 rows" in text
+
+
+def test_given_and_suggested_are_words_not_only_colours(page):
+    _, text = page
+    tiles = re.findall(r'<figcaption>(.*?)</figcaption>', text, re.S)
+    assert len(tiles) == 12 + 14
+    for caption in tiles:
+        plain = re.sub(r"<[^>]+>", " ", caption)
+        assert "given" in plain and ("now" in plain or "suggested" in plain)
+
+
+def test_figures_are_drawn_at_twice_their_display_size(page):
+    import base64
+    import struct
+
+    _, text = page
+    figs = re.findall(r'<img class="fig" src="data:image/png;base64,([^"]+)" width="(\d+)" height="(\d+)"', text)
+    assert len(figs) == 2
+    for data, w, h in figs:
+        pw, ph = struct.unpack(">II", base64.b64decode(data)[16:24])
+        assert abs(pw - 2 * int(w)) <= 1 and abs(ph - 2 * int(h)) <= 1
+
+
+def test_scatter_draws_every_mixture_ellipse(digits, monkeypatch):
+    from matplotlib.patches import Ellipse
+
+    from labelclean.report import figures
+
+    seen = []
+    real = figures.png
+    monkeypatch.setattr(figures, "png", lambda fig, **kw: (seen.append(fig), real(fig, **kw))[1])
+    rep = read_report(digits)
+    figures.scatter(rep.frame, rep.metadata, max_points=20)  # sampled points, all components
+    ellipses = [p for p in seen[0].axes[0].patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 5 and all(e.get_zorder() > 1 for e in ellipses)
+
+
+def test_templates_and_assets_are_package_data():
+    import tomllib
+
+    from labelclean.report.templating import ASSETS, TEMPLATES, asset_names
+
+    pyproject = Path(__file__).parent.parent / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    patterns = data["labelclean"]
+    shipped = [p for p in TEMPLATES.rglob("*.j2")] + [ASSETS / n for n in asset_names()]
+    import labelclean
+
+    root = Path(labelclean.__file__).parent
+    for file in shipped:
+        rel = file.relative_to(root)
+        assert any(rel.match(p) for p in patterns), f"{rel} is not package data"
+
+
+def test_css_cluster_colours_match_the_figures():
+    from labelclean.report.templating import COLORS, asset
+
+    css = asset("common.css")
+    for name, value in COLORS.items():
+        assert f".chip-{name}{{background:{value}}}" in css and f".c-{name}{{color:{value}}}" in css
+
+
+CUT_PROBE = """<script>
+(function () {
+  const $ = id => document.getElementById(id);
+  $('f-action').value = 'relabel'; $('f-action').dispatchEvent(new Event('input'));
+  document.body.dataset.relabel = $('cut').hidden ? 'hidden' : 'shown';
+  $('f-action').value = 'keep'; $('f-action').dispatchEvent(new Event('input'));
+  document.body.dataset.keep = $('cut').hidden ? 'hidden' : 'shown';
+  $('f-action').value = ''; $('f-action').dispatchEvent(new Event('input'));
+  document.querySelector('#heat td.pick[data-given="4"][data-other="3"]').click();
+  document.body.dataset.pair = $('count').textContent;
+})();
+</script></body>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs a headless chromium")
+def test_page_says_so_where_a_filter_reaches_the_sampled_kept_rows(digits, tmp_path):
+    text = write_html_report(read_report(digits), tmp_path / "r.html", table_rows=10).read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", CUT_PROBE), encoding="utf-8")
+    dom = _chromium_dom(probe, tmp_path / "profile")
+    assert 'data-relabel="hidden"' in dom  # only flagged rows: the page has them all
+    assert 'data-keep="shown"' in dom  # kept rows: sampled, and the page says so
+    # the heatmap cell given 4 -> clean 3 lists exactly those 4 relabeled samples
+    frame = read_report(digits).frame
+    n = int(((frame["given_label"] == "4") & (frame["clean_label"] == "3")).sum())
+    assert f'data-pair="rows 1-{n} of {n} (page 1 of 1)"' in dom

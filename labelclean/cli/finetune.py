@@ -81,6 +81,13 @@ def finetune(
     force: Annotated[
         bool, typer.Option(help="With --resume: continue even if the report or options changed.")
     ] = False,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train on the reviewed labels: a decisions file of `labelclean review` (or a "
+            "Label Studio export); dropped images are left out."
+        ),
+    ] = None,
 ) -> None:
     """Train a model on the cleaned labels plus the unlabeled rest (paper 3.3) and export it."""
     import hashlib
@@ -134,6 +141,13 @@ def finetune(
     rep = read_report(report_path)
     md, frame = rep.metadata, rep.frame
     report_hash = hashlib.sha256(Path(report_path).read_bytes()).hexdigest()
+    if decisions is not None:
+        from labelclean.review.apply import reviewed_frame
+        from labelclean.review.decisions import load_decisions
+
+        found = load_decisions(decisions, rep, fingerprint=report_hash)
+        frame = reviewed_frame(rep, found.by_path)
+        report_hash += ":" + hashlib.sha256(Path(decisions).read_bytes()).hexdigest()
     # A --frozen report: a head on the audit's cached embeddings, exported with its backbone.
     frozen = is_frozen_report(md) and model is None and not pretrained and weights is None
     if frozen and resume:

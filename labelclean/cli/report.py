@@ -59,7 +59,9 @@ def report(
     table_rows: Annotated[
         int,
         typer.Option(
-            min=1, help="Most suspicious samples in the page's table.", rich_help_panel="Page"
+            min=1,
+            help="Kept samples in the page's table, the most suspicious (every flagged one is in it).",
+            rich_help_panel="Page",
         ),
     ] = 500,
     thumb_size: Annotated[
@@ -72,7 +74,8 @@ def report(
     The page shows the paper's figures for your data: the joint-confidence clusters, the
     confidence of typical samples over the epochs, the relabeled and unlabeled images, a
     per-class table with a given->clean heatmap, and a filterable table of the most
-    suspicious samples whose selection exports as CSV for re-annotation.
+    suspicious samples whose selection exports as CSV for re-annotation. To decide on the
+    suggestions, use `labelclean review`.
     """
     from labelclean._io import check_writable
     from labelclean.report.html import write_html_report
@@ -128,6 +131,23 @@ def export(
         bool,
         typer.Option("--overwrite", help="Replace an existing --out.", rich_help_panel="Output"),
     ] = False,
+    format: Annotated[  # noqa: A002 - the option's name
+        str,
+        typer.Option(
+            "--format",
+            help="manifest (.csv/.parquet by --out), or label-studio: import tasks (.json) with "
+            "the suggestion as a pre-annotation, and their labeling config beside them.",
+            rich_help_panel="Output",
+        ),
+    ] = "manifest",
+    document_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="label-studio: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, which "
+            "image URLs are relative to \\[default: the image folder's parent].",
+            rich_help_panel="Output",
+        ),
+    ] = None,
 ) -> None:
     """Write the cleaned manifest (path,label) for any training pipeline.
 
@@ -136,12 +156,20 @@ def export(
     filter; samples the audit unlabeled have an empty label (use them as unlabeled data).
     With --drop-unlabeled they are left out and only path,label is written. Paths are as
     in your manifest (relative to the image folder) unless --absolute-paths.
+    --format label-studio writes Label Studio import tasks instead (see README).
     """
     from labelclean._io import atomic_write_with, check_writable
     from labelclean.errors import ConfigError
     from labelclean.report.parquet import read_report
     from labelclean.report.summary import cleaned_manifest
 
+    if format not in ("manifest", "label-studio"):
+        raise ConfigError(f"--format {format!r}: choose manifest or label-studio")
+    if format == "label-studio":
+        from labelclean.cli.review import export_label_studio
+
+        export_label_studio(report_path, out, document_root=document_root, overwrite=overwrite)
+        return
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
         raise ConfigError(

@@ -1,0 +1,207 @@
+"""``labelclean review`` (decide in the browser) and ``labelclean apply`` (the final labels)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelclean.cli._app import app
+
+ReportArg = Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")]
+WILDCARDS = ("", "0.0.0.0", "::", "[::]")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _decisions_path(report_path: Path, decisions: Path | None) -> Path:
+    """The decisions file to use, refused when it cannot be one (a folder, the report)."""
+    from labelclean.errors import ConfigError
+    from labelclean.review.decisions import default_decisions_path
+
+    path = decisions or default_decisions_path(report_path)
+    if path.is_dir():
+        raise ConfigError(f"--decisions {path} is a folder; name a .csv file")
+    if path.resolve() == report_path.resolve():
+        raise ConfigError(f"--decisions {path} is the report itself; choose another file")
+    if path.suffix.lower() != ".csv":
+        raise ConfigError(f"--decisions {path}: the review writes CSV; name the file *.csv")
+    if not path.parent.exists():
+        raise ConfigError(f"--decisions {path}: the folder {path.parent} does not exist")
+    return path
+
+
+@app.command(no_args_is_help=True)
+def review(
+    report_path: ReportArg,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Decisions file, read to resume and rewritten on every decision "
+            "\\[default: <report>.decisions.csv].",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")] = 0,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to serve on. Anything but the loopback lets others on the network "
+            "decide labels."
+        ),
+    ] = "127.0.0.1",
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Do not open a browser; just print the address.")
+    ] = False,
+) -> None:
+    """Review the audit's suggestions in your browser: accept, keep, relabel or drop each image.
+
+    A local web app shows every NS, NHR and NHI sample, then CH (and CS on demand), one
+    card at a time. Keys: a accept the suggestion, k keep the given label, 1-9 a class (/
+    searches all), d drop, u undo, j/l next/previous. Each decision is written at once to the
+    decisions file (path,decision,label,time), so a restart resumes; `labelclean apply`
+    turns it into the final labels. Stop the server with Ctrl-C.
+    """
+    import signal
+    import threading
+    import webbrowser
+
+    from labelclean.errors import ConfigError
+    from labelclean.report.parquet import read_report
+    from labelclean.review.decisions import report_fingerprint
+    from labelclean.review.server import ReviewServer
+    from labelclean.review.state import ReviewState
+
+    if host.strip() in WILDCARDS:
+        raise ConfigError(
+            f"--host {host!r} is a wildcard; name the address clients will use (its Host is "
+            "checked against it)"
+        )
+    host = host.strip().strip("[]")
+    path = _decisions_path(report_path, decisions)
+    rep = read_report(report_path)
+    state = ReviewState(rep, path, fingerprint=report_fingerprint(report_path))
+    try:
+        server = ReviewServer(state, host, port)
+    except OSError as err:
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot serve there ({err.strerror})"
+        ) from None
+    if host not in LOOPBACK:
+        typer.echo(f"warning: serving on {host}: anyone who reaches it can decide labels", err=True)
+    typer.echo(f"serving at {server.url}")
+    typer.echo(
+        f"{len(state.queue)} samples to review ({len(state.decisions)} decided); "
+        f"decisions go to {path}. Ctrl-C stops.",
+        err=True,
+    )
+    sys.stdout.flush()
+    stopped = {"code": 130}
+
+    def _term(signum: int, frame: object) -> None:
+        stopped["code"] = 143
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, _term)
+    if not no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+    typer.echo(f"stopped; {len(state.decisions)} decisions are in {path}", err=True)
+    raise typer.Exit(stopped["code"])
+
+
+@app.command(name="apply", no_args_is_help=True)
+def apply_(
+    report_path: ReportArg,
+    decisions: Annotated[
+        Path,
+        typer.Argument(
+            help="Decisions: the CSV of `labelclean review`, or a Label Studio JSON export."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Final labels: .csv or .parquet.")],
+    only_reviewed: Annotated[
+        bool,
+        typer.Option(
+            "--only-reviewed",
+            help="Where nobody decided, keep the given label (instead of the audit's outcome).",
+        ),
+    ] = False,
+    drop_unlabeled: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unlabeled", help="Leave out the images left without a label (as export)."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out.")
+    ] = False,
+) -> None:
+    """Write the final path,label file: reviewer decisions first, the audit's outcome for the rest.
+
+    accept takes the suggested label, keep the given one, relabel the chosen class, and
+    dropped images are left out. Images nobody decided get the audit's clean label (empty
+    where it unlabeled them), or their given label with --only-reviewed.
+    """
+    from labelclean._io import atomic_write_with, check_writable
+    from labelclean.errors import ConfigError
+    from labelclean.report.parquet import read_report
+    from labelclean.review.apply import apply_decisions
+    from labelclean.review.decisions import load_decisions, report_fingerprint
+
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {out}: name the file *.csv or *.parquet")
+    for name, other in (("report", report_path), ("decisions file", decisions)):
+        if out.resolve() == other.resolve():
+            raise ConfigError(f"--out {out} is the {name}; choose another file")
+    check_writable(out, overwrite=overwrite)
+    rep = read_report(report_path)
+    found = load_decisions(decisions, rep, fingerprint=report_fingerprint(report_path))
+    table, summary = apply_decisions(
+        rep, found.by_path, only_reviewed=only_reviewed, drop_unlabeled=drop_unlabeled
+    )
+    if suffix == ".parquet":
+        atomic_write_with(out, lambda tmp: table.to_parquet(tmp, index=False), overwrite=overwrite)
+    else:
+        atomic_write_with(out, lambda tmp: table.to_csv(tmp, index=False), overwrite=overwrite)
+    typer.echo(f"wrote {out}")
+    for line in summary.lines():
+        typer.echo(line)
+
+
+def export_label_studio(
+    report_path: Path, out: Path, *, document_root: Path | None, overwrite: bool
+) -> None:
+    """``export --format label-studio``: the import tasks and their labeling config."""
+    import json
+
+    from labelclean._io import atomic_write_text, check_writable
+    from labelclean.errors import ConfigError
+    from labelclean.interop.label_studio import export_tasks, label_config
+    from labelclean.report.parquet import read_report
+    from labelclean.review.decisions import report_fingerprint
+
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"--out {out}: Label Studio tasks are JSON; name the file *.json")
+    config_path = out.with_suffix(".label-config.xml")
+    for p in (out, config_path):
+        check_writable(p, overwrite=overwrite)
+    rep = read_report(report_path)
+    root = document_root or rep.image_root.parent
+    tasks = export_tasks(rep, document_root=root, fingerprint=report_fingerprint(report_path))
+    atomic_write_text(out, json.dumps(tasks, indent=1, ensure_ascii=False), overwrite=overwrite)
+    atomic_write_text(config_path, label_config(rep.class_names), overwrite=overwrite)
+    typer.echo(f"wrote {out}: {len(tasks)} Label Studio tasks, the suggestion pre-annotated")
+    typer.echo(f"wrote {config_path}: the labeling config to paste into the project")
+    typer.echo(
+        f"serve the images with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}; then "
+        f"`labelclean apply {report_path} <export>.json --out final.csv`"
+    )

@@ -1,0 +1,1 @@
+"""Formats of other tools: Label Studio import tasks and exports."""

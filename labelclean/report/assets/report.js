@@ -1,0 +1,106 @@
+// The report page: sortable tables, and the sample table's filters, pages and CSV export.
+// Without JavaScript the page still shows the first page of the sample table.
+(function () {
+  'use strict';
+  const $ = id => document.getElementById(id);
+  const cmp = (x, y) => (x === y ? 0 : x === null ? 1 : y === null ? -1 : x < y ? -1 : 1);
+  // Static tables: click a header to sort by it (numbers by value, text by text).
+  document.querySelectorAll('table.sortable').forEach(table => {
+    const heads = Array.from(table.tHead.rows[0].cells);
+    heads.forEach((th, i) => th.addEventListener('click', () => {
+      const asc = th.dataset.dir !== 'asc';
+      heads.forEach(h => delete h.dataset.dir);
+      th.dataset.dir = asc ? 'asc' : 'desc';
+      const key = row => { const c = row.cells[i]; const v = c.dataset.v ?? c.textContent;
+        const x = Number(v); return v !== '' && !isNaN(x) ? x : v.toLowerCase(); };
+      const body = table.tBodies[0];
+      Array.from(body.rows).sort((a, b) => cmp(key(a), key(b)) * (asc ? 1 : -1))
+        .forEach(r => body.appendChild(r));
+    }));
+  });
+  // The sample table: filter, sort, page, export.
+  const data = JSON.parse($('rows').textContent);
+  const thumbs = JSON.parse($('thumbs').textContent);
+  const cols = JSON.parse($('columns').textContent);
+  const info = JSON.parse($('table-info').textContent);
+  const per = info.per_page;
+  let sortCol = null, asc = true, page = 0, pair = null;
+  function visible() {
+    const text = $('f-text').value.toLowerCase(), cl = $('f-cluster').value;
+    const ac = $('f-action').value, cls = $('f-class').value, by = $('f-conf').value;
+    const lo = parseFloat($('f-min').value), hi = parseFloat($('f-max').value);
+    const rows = data.filter(r => (!cl || r.cluster === cl) && (!ac || r.action === ac)
+      && (!cls || r.given_label === cls || r.clean_label === cls || r.pseudo_label === cls)
+      && (!pair || (r.given_label === pair[0] && r.clean_label === pair[1]))
+      && (isNaN(lo) || r[by] >= lo) && (isNaN(hi) || r[by] <= hi)
+      && (!text || r.path.toLowerCase().includes(text)));
+    if (sortCol) rows.sort((a, b) => cmp(a[sortCol], b[sortCol]) * (asc ? 1 : -1));
+    return rows;
+  }
+  function cell(v) {
+    const td = document.createElement('td');
+    td.textContent = v === null ? '' : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(3) : v;
+    return td;
+  }
+  const LABEL_CLASS = {given_label: 'given', clean_label: 'suggested', pseudo_label: 'suggested'};
+  function draw() {
+    const rows = visible(), body = $('tbody');
+    const pages = Math.max(1, Math.ceil(rows.length / per));
+    page = Math.min(page, pages - 1);
+    body.replaceChildren();
+    for (const r of rows.slice(page * per, (page + 1) * per)) {
+      const tr = document.createElement('tr'), td = document.createElement('td');
+      if (thumbs[r.path]) { const im = document.createElement('img'); im.src = thumbs[r.path]; im.alt = ''; td.appendChild(im); }
+      else { td.textContent = '-'; td.title = 'no thumbnail'; }
+      tr.appendChild(td);
+      for (const c of cols) {
+        const d = cell(r[c]);
+        if (typeof r[c] !== 'number') d.className = 'text';
+        if (c === 'cluster') d.className += ' c-' + r[c];
+        if (c === 'path') { d.className += ' path'; d.title = r[c]; }
+        if (LABEL_CLASS[c] && r[c] !== null) d.className += ' ' + LABEL_CLASS[c];
+        tr.appendChild(d);
+      }
+      body.appendChild(tr);
+    }
+    const first = rows.length ? page * per + 1 : 0, last = Math.min(rows.length, (page + 1) * per);
+    $('count').textContent = `rows ${first}-${last} of ${rows.length} (page ${page + 1} of ${pages})`;
+    $('count2').textContent = $('count').textContent;
+    $('prev').disabled = $('prev2').disabled = page === 0;
+    $('next').disabled = $('next2').disabled = page >= pages - 1;
+    $('export').textContent = `Export ${rows.length} rows as CSV`;
+    // Kept samples are sampled: say so whenever the selection can reach the cut.
+    const reachesCut = info.kept_shown < info.kept_total
+      && ($('f-action').value === 'keep' || rows.some(r => r.action === 'keep'));
+    $('cut').hidden = !reachesCut;
+    $('pair').hidden = !pair;
+    if (pair) $('pair-text').textContent = `given ${pair[0]} \u2192 clean ${pair[1]}`;
+    document.querySelectorAll('#samples th[data-col]').forEach(th => {
+      th.dataset.dir = th.dataset.col === sortCol ? (asc ? 'asc' : 'desc') : ''; });
+  }
+  document.querySelectorAll('#samples th[data-col]').forEach(th => th.addEventListener('click', () => {
+    const c = th.dataset.col; asc = sortCol === c ? !asc : true; sortCol = c; draw(); }));
+  ['f-text', 'f-cluster', 'f-action', 'f-class', 'f-conf', 'f-min', 'f-max'].forEach(id =>
+    $(id).addEventListener('input', () => { page = 0; draw(); }));
+  ['prev', 'prev2'].forEach(id => $(id).addEventListener('click', () => { page -= 1; draw(); }));
+  ['next', 'next2'].forEach(id => $(id).addEventListener('click', () => { page += 1; draw(); }));
+  // A heatmap cell filters the table to that given -> clean pair.
+  document.querySelectorAll('#heat td.pick').forEach(td => td.addEventListener('click', () => {
+    pair = [td.dataset.given, td.dataset.other]; page = 0; draw();
+    $('samples').scrollIntoView(); }));
+  $('pair-clear').addEventListener('click', () => { pair = null; page = 0; draw(); });
+  $('export').addEventListener('click', () => {
+    const esc = v => { v = v === null || v === undefined ? '' : String(v);
+      return /[",\r\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; };
+    const head = cols.concat(['new_label']);
+    const lines = [head.join(',')].concat(visible().map(r => head.map(c => esc(r[c])).join(',')));
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([lines.join('\n') + '\n'], {type: 'text/csv'}));
+    a.download = 'labelclean-selection.csv';
+    document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  });
+  document.querySelectorAll('.js-only').forEach(e => { e.hidden = false; });
+  document.querySelectorAll('.no-js').forEach(e => { e.hidden = true; });
+  draw();
+})();

@@ -1,0 +1,245 @@
+"""The report page's sections: each is a template plus a function that builds its context.
+
+To add a section (e.g. "Annotators"): write ``templates/sections/<id>.html.j2`` (it sees its
+context as ``c``), write ``build_<id>(page: PageData) -> dict | None`` here (None leaves
+the section out, e.g. when the report has no such data; append to ``page.sampled`` whatever
+it left out), and add one :class:`Section` line to :data:`SECTIONS`. The navigation bar
+follows the list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelclean.report import figures
+from labelclean.report.heat import heat_table
+from labelclean.report.parquet import Report
+from labelclean.report.summary import CLUSTER_MEANING, Summary
+from labelclean.report.thumbs import Thumbnails
+
+TABLE_COLUMNS = (
+    "index",
+    "path",
+    "given_label",
+    "clean_label",
+    "pseudo_label",
+    "cluster",
+    "action",
+    "conf_given",
+    "conf_pseudo",
+    "cluster_prob",
+)
+NUMERIC = ("index", "conf_given", "conf_pseudo", "cluster_prob")
+PER_PAGE = 50
+#: Table rows with an embedded thumbnail (the most suspicious first); the rest show "-".
+MAX_TABLE_THUMBS = 5000
+UNLABEL_ORDER = ("NHR", "NHI", "NS", "CH", "CS")
+UNLABEL_REASON = {
+    "NHR": "noisy, hard, relevant label: too ambiguous to keep or fix",
+    "NHI": "noisy, hard, irrelevant label: too ambiguous to keep or fix",
+    "NS": "noisy, but the new label was not confident enough to use",
+    "CH": "in a clean cluster, but the model's most frequent label disagrees (refinement)",
+    "CS": "in a clean cluster, but the model's most frequent label disagrees (refinement)",
+}
+GUIDE = (
+    ("CS", "top right: the model agrees with the label from early on; kept."),
+    ("CH", "lower on the diagonal: agrees, but learnt it late; kept."),
+    ("NS", "top left: the model is sure of another label; relabeled to it."),
+    ("NHR", "unsure of any label, the given one plausible; unlabeled."),
+    ("NHI", "unsure, the given label unlikely; unlabeled."),
+)
+
+
+@dataclass
+class PageData:
+    """Everything a section builder may use; ``sampled`` collects what the page left out."""
+
+    report: Report
+    summary: Summary
+    max_scatter: int
+    max_grid: int
+    table_rows: int
+    thumbs: Thumbnails  #: grid-sized thumbnails
+    table_thumbs: Thumbnails  #: table-sized thumbnails
+    missing: dict[str, str]  #: unreadable image -> reason
+    sampled: list[str] = field(default_factory=list)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The report's rows."""
+        return self.report.frame
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: its anchor, its name in the navigation, template, builder."""
+
+    id: str
+    title: str
+    build: Callable[[PageData], dict[str, Any] | None]
+
+    @property
+    def template(self) -> str:
+        """``sections/<id>.html.j2``."""
+        return f"sections/{self.id}.html.j2"
+
+
+def _present(clusters: pd.Series, order: tuple[str, ...]) -> list[str]:
+    names = [c for c in order if (clusters == c).any()]
+    return names + sorted(set(clusters) - set(names))
+
+
+def build_summary(page: PageData) -> dict[str, Any]:
+    """Headline cards, clusters, top flips, the most relabeled classes, the settings."""
+    s, n = page.summary, max(page.summary.n, 1)
+    cards = [
+        ("samples", s.n),
+        ("classes", s.n_classes),
+        ("estimated noise", f"{s.estimated_noise:.1%}"),
+    ]
+    cards += [(a, f"{k} ({k / n:.0%})") for a, k in s.actions.items()]
+    return {
+        "cards": cards,
+        "clusters": [(c, k, k / n, CLUSTER_MEANING.get(c, "")) for c, k in s.clusters.items()],
+        "flips": s.top_flips.to_dict("records"),
+        "most": s.most_relabeled.head(5).to_dict("records"),
+        "config": json.dumps(
+            page.report.metadata.get("config", {}), indent=1, sort_keys=True, default=str
+        ),
+    }
+
+
+def build_scatter(page: PageData) -> dict[str, Any]:
+    """Figure 2: the joint confidences coloured by cluster, with the mixture."""
+    fig, note = figures.scatter(page.frame, page.report.metadata, max_points=page.max_scatter)
+    if note:
+        page.sampled.append(f"scatter: {note}")
+    return {"fig": fig, "note": note, "guide": GUIDE}
+
+
+def build_traces(page: PageData) -> dict[str, Any]:
+    """Figure 1: typical samples of each cluster and their confidence over epochs."""
+    thumbs = Thumbnails(page.report.image_root, 96, page.missing)
+    return {"fig": figures.traces(page.frame, thumbs) if len(page.frame) else None}
+
+
+def _tile(row: pd.Series, thumbs: Thumbnails) -> dict[str, Any]:
+    got = thumbs.get(str(row["path"]))
+    return {
+        "path": str(row["path"]),
+        "index": int(row["index"]),
+        "given": row["given_label"],
+        "clean": row["clean_label"] if isinstance(row["clean_label"], str) else None,
+        "pseudo": row["pseudo_label"],
+        "conf_given": float(row["conf_given"]),
+        "conf_pseudo": float(row["conf_pseudo"]),
+        "src": got[0] if got else None,
+        "width": got[1] if got else thumbs.size,
+        "height": got[2] if got else thumbs.size,
+    }
+
+
+def build_relabeled(page: PageData) -> dict[str, Any]:
+    """Figure 3: relabeled images, given -> clean, most confident first."""
+    rows = page.frame[page.frame["action"] == "relabel"]
+    rows = rows.sort_values("conf_pseudo", ascending=False, kind="stable")
+    if len(rows) > page.max_grid:
+        page.sampled.append(f"relabeled grid: first {page.max_grid} of {len(rows)}")
+    tiles = [_tile(r, page.thumbs) for _, r in rows.head(page.max_grid).iterrows()]
+    return {"tiles": tiles, "total": len(rows), "size": page.thumbs.size}
+
+
+def build_unlabeled(page: PageData) -> dict[str, Any]:
+    """Unlabeled images per cluster, lowest given-label confidence first."""
+    rows = page.frame[page.frame["action"] == "unlabel"]
+    groups = []
+    for c in _present(rows["cluster"], UNLABEL_ORDER):
+        part = rows[rows["cluster"] == c].sort_values("conf_given", kind="stable")
+        if len(part) > page.max_grid:
+            page.sampled.append(f"unlabeled {c} grid: first {page.max_grid} of {len(part)}")
+        tiles = [_tile(r, page.thumbs) for _, r in part.head(page.max_grid).iterrows()]
+        groups.append(
+            {"cluster": c, "reason": UNLABEL_REASON.get(c, ""), "tiles": tiles, "total": len(part)}
+        )
+    return {"groups": groups, "total": len(rows), "size": page.thumbs.size}
+
+
+def build_classes(page: PageData) -> dict[str, Any]:
+    """The per-class table and the given -> clean heatmap of the labeled samples."""
+    f = page.frame[page.frame["action"] != "unlabel"]
+    heat, note = heat_table(f["given_label"], f["clean_label"], page.report.class_names)
+    if note:
+        page.sampled.append(f"heatmap: {note}")
+    return {"per_class": page.summary.per_class.to_dict("records"), "heat": heat, "heat_note": note}
+
+
+def suspicious_order(frame: pd.DataFrame) -> np.ndarray:
+    """Row positions, most suspicious first: flagged, then model disagreement, then low a."""
+    return np.lexsort(
+        (
+            frame["conf_given"].to_numpy(),
+            (frame["pseudo_label"] == frame["given_label"]).to_numpy(),
+            (frame["action"] == "keep").to_numpy(),
+        )
+    )
+
+
+def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    cols = list(TABLE_COLUMNS)
+    out = rows[cols].astype(object).where(rows[cols].notna(), None)
+    out["index"] = rows["index"].astype(np.int64).tolist()
+    for col in ("conf_given", "conf_pseudo", "cluster_prob"):
+        values = rows[col].to_numpy(dtype=np.float64)
+        out[col] = [round(float(v), 4) if np.isfinite(v) else None for v in values]
+    return out.to_dict("records")
+
+
+def build_samples(page: PageData) -> dict[str, Any]:
+    """Every flagged sample and the most suspicious kept ones, with the first page as HTML."""
+    f = page.frame
+    order = suspicious_order(f)
+    kept = f["action"].to_numpy()[order] == "keep"
+    chosen = np.concatenate([order[~kept], order[kept][: page.table_rows]])
+    rows = f.iloc[chosen]
+    kept_total, kept_shown = int(kept.sum()), int(min(kept.sum(), page.table_rows))
+    if kept_shown < kept_total:
+        page.sampled.append(
+            f"table: every flagged sample and the {kept_shown} most suspicious of "
+            f"{kept_total} kept ones"
+        )
+    paths = list(dict.fromkeys(rows["path"].astype(str)))
+    if len(paths) > MAX_TABLE_THUMBS:
+        page.sampled.append(f"table thumbnails: the first {MAX_TABLE_THUMBS} of {len(paths)} rows")
+    thumbs = {p: u for p in paths[:MAX_TABLE_THUMBS] if (u := page.table_thumbs.uri(p))}
+    records = _records(rows)
+    return {
+        "records": records,
+        "first_page": records[:PER_PAGE],
+        "thumbs": thumbs,
+        "columns": list(TABLE_COLUMNS),
+        "numeric": NUMERIC,
+        "flagged": int((~kept).sum()),
+        "kept_total": kept_total,
+        "kept_shown": kept_shown,
+        "n": len(f),
+        "per_page": PER_PAGE,
+        "clusters": [c for c, k in page.summary.clusters.items() if k],
+        "classes": page.report.class_names,
+    }
+
+
+SECTIONS: list[Section] = [
+    Section("summary", "Summary", build_summary),
+    Section("scatter", "Joint confidence", build_scatter),
+    Section("traces", "Traces", build_traces),
+    Section("relabeled", "Relabeled", build_relabeled),
+    Section("unlabeled", "Unlabeled", build_unlabeled),
+    Section("classes", "Classes", build_classes),
+    Section("samples", "Samples", build_samples),
+]

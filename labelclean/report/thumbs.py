@@ -1,0 +1,70 @@
+"""Thumbnails of a report's images, read from disk once and shared by the page and the review app.
+
+Images are only ever shrunk: a source smaller than the tile (digits, CIFAR) keeps its own
+size and the browser enlarges it crisply (``image-rendering: pixelated``), which keeps a
+table of CIFAR thumbnails small. Few-colour images are stored as PNG (exact), photos as JPEG.
+Unreadable paths are remembered with their reason, never raised: a missing image shows as a
+placeholder.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+
+class Thumbnails:
+    """Thumbnails of ``root / path`` fitting ``size`` pixels; failures' reasons in ``missing``."""
+
+    def __init__(self, root: Path, size: int, missing: dict[str, str] | None = None) -> None:
+        self.root, self.size = root, size
+        self.missing = missing if missing is not None else {}
+        self._cache: dict[str, tuple[bytes, str, int, int] | None] = {}
+
+    def image(self, rel: str) -> Any:
+        """The image shrunk to fit ``size``, as RGB PIL image, or None (reason in ``missing``)."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.root / rel) as img:
+                img.draft("RGB", (self.size, self.size))  # JPEG: decode at reduced size
+                img = img.convert("RGB")
+                img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+                return img
+        except Exception as err:  # noqa: BLE001 - missing/broken images show a placeholder
+            self.missing.setdefault(rel, f"{type(err).__name__}: {err}")
+            return None
+
+    def encoded(self, rel: str) -> tuple[bytes, str, int, int] | None:
+        """``(bytes, mime type, display width, display height)`` fitting ``size``, or None."""
+        if rel not in self._cache:
+            img = self.image(rel)
+            if img is None:
+                self._cache[rel] = None
+            else:
+                buf = io.BytesIO()
+                if img.getcolors(256) is not None:  # digits, icons: PNG is exact and tiny
+                    img.save(buf, format="PNG", optimize=True)
+                    mime = "image/png"
+                else:
+                    img.save(buf, format="JPEG", quality=85)
+                    mime = "image/jpeg"
+                scale = self.size / max(img.size)
+                w, h = round(img.width * scale), round(img.height * scale)
+                self._cache[rel] = (buf.getvalue(), mime, w, h)
+        return self._cache[rel]
+
+    def get(self, rel: str) -> tuple[str, int, int] | None:
+        """``(data URI, display width, display height)``, or None when unreadable."""
+        got = self.encoded(rel)
+        if got is None:
+            return None
+        data, mime, w, h = got
+        return f"data:{mime};base64," + base64.b64encode(data).decode("ascii"), w, h
+
+    def uri(self, rel: str) -> str | None:
+        """A data URI of the thumbnail, or None when the image cannot be read."""
+        got = self.get(rel)
+        return got[0] if got else None

@@ -1,0 +1,1 @@
+"""Review the audit's suggestions in a local web app and apply the decisions."""

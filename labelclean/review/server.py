@@ -1,0 +1,199 @@
+"""The review app's HTTP server: the standard library's ThreadingHTTPServer, locked down.
+
+It serves the page, its own assets, the report's data and the images the report names
+(by row number: no path from the request ever reaches the filesystem, so there is no
+traversal and no listing), and accepts one kind of write, a decision, which goes to the
+decisions file and nowhere else. Against DNS rebinding and cross-site requests every request
+must carry a ``Host`` that is the address it serves on, and an ``Origin``, when present, of
+that address; a decision must also be JSON and carry the page's per-run token in a header
+(which no cross-site form can send). Other methods are refused with 405.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from labelclean._version import __version__
+from labelclean.errors import LabelcleanError
+from labelclean.report.heat import heat_table
+from labelclean.report.templating import ASSET_TYPES, asset, asset_names, render
+from labelclean.review.state import ReviewState, parse_decision
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+TOKEN_HEADER = "X-Labelclean-Token"
+MAX_BODY = 64 * 1024
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class ReviewServer(ThreadingHTTPServer):
+    """A threading HTTP server that knows its state, its allowed hosts and its token."""
+
+    daemon_threads = True
+
+    def __init__(self, state: ReviewState, host: str, port: int) -> None:
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
+        self.state = state
+        self.token = secrets.token_urlsafe(24)
+        bound = self.server_address[1]
+        names = set(LOOPBACK) if host in ("127.0.0.1", "localhost", "::1") else {host}
+        names |= {f"[{host}]" if ":" in host else host}
+        self.allowed_hosts = {f"{n}:{bound}" for n in names}
+        self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
+        queue = state.report.frame.iloc[state.queue]
+        heat, heat_note = heat_table(
+            queue["given_label"], queue["pseudo_label"], state.classes, col_title="suggested"
+        )
+        self.page = render(
+            "review.html.j2",
+            token=self.token,
+            meta=state.meta(),
+            heat=heat if len(queue) else None,
+            heat_note=(f"Heatmap: {heat_note}." if heat_note else "")
+            if len(queue)
+            else "The queue is empty.",
+            report_name=state.report.path.name if state.report.path else "report",
+            version=__version__,
+        ).encode("utf-8")
+
+    @property
+    def url(self) -> str:
+        """Where the app is served."""
+        host = self.server_address[0]
+        host = "127.0.0.1" if host in ("127.0.0.1", "0.0.0.0") else host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.server_address[1]}/"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ReviewServer
+    server_version = "labelclean-review"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    # -- replies -------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, mime: str, *, cache: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", mime)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "private, max-age=3600" if cache else "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", CSP)
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, HEAD, POST")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, obj: Any, status: int = 200) -> None:
+        self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json({"error": message}, status)
+
+    # -- checks ----------------------------------------------------------------------------
+    def _trusted(self) -> bool:
+        """Host is our address and Origin, if any, too (DNS rebinding, cross-site requests)."""
+        host = self.headers.get("Host", "")
+        if host not in self.server.allowed_hosts:
+            self._error(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this server's address")
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in self.server.allowed_origins:
+            self._error(HTTPStatus.FORBIDDEN, f"Origin {origin!r} is not this server's address")
+            return False
+        return True
+
+    def _row(self, text: str) -> int | None:
+        n = len(self.server.state.paths)
+        return int(text) if text.isascii() and text.isdigit() and int(text) < n else None
+
+    # -- methods ---------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - the base class's naming
+        if not self._trusted():
+            return
+        url = urlsplit(self.path)
+        path, state = url.path, self.server.state
+        parts = path.strip("/").split("/")
+        if path == "/":
+            self._send(200, self.server.page, "text/html; charset=utf-8")
+        elif path == "/favicon.ico":
+            self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        elif len(parts) == 2 and parts[0] == "assets" and parts[1] in asset_names():
+            mime = ASSET_TYPES["." + parts[1].rsplit(".", 1)[-1]]
+            self._send(200, asset(parts[1]).encode("utf-8"), mime)
+        elif path == "/api/rows":
+            part = parse_qs(url.query).get("part", ["queue"])[0]
+            if part not in ("queue", "more"):
+                self._error(HTTPStatus.BAD_REQUEST, "part is queue or more")
+                return
+            self._json(state.rows(part))
+        elif len(parts) == 3 and parts[:2] == ["api", "trace"] and self._row(parts[2]) is not None:
+            self._json(state.traces(int(parts[2])))
+        elif len(parts) == 2 and parts[0] in ("thumb", "image") and self._row(parts[1]) is not None:
+            row = int(parts[1])
+            got = state.thumbnail(row) if parts[0] == "thumb" else state.original(row)
+            if got is None:
+                self._error(HTTPStatus.NOT_FOUND, f"the image of row {row} cannot be read")
+            else:
+                self._send(200, got[0], got[1], cache=True)
+        else:
+            self._error(HTTPStatus.NOT_FOUND, "not found")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._trusted():
+            return
+        if urlsplit(self.path).path != "/api/decision":
+            self._error(HTTPStatus.NOT_FOUND, "not found")
+            return
+        if not secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), self.server.token):
+            self._error(HTTPStatus.FORBIDDEN, f"missing or wrong {TOKEN_HEADER}")
+            return
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY:
+            self._error(HTTPStatus.BAD_REQUEST, "a decision is a small JSON body")
+            return
+        try:
+            payload = json.loads(self.rfile.read(length))
+            row, decision, label = parse_decision(payload, len(self.server.state.paths))
+            result = self.server.state.decide(row, decision, label)
+        except ValueError:
+            self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
+        except LabelcleanError as err:
+            self._error(HTTPStatus.BAD_REQUEST, str(err))
+        except OSError as err:
+            logger.error("cannot write %s: %s", self.server.state.path, err)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot write the decisions file: {err}")
+        else:
+            self._json(result)
+
+    def _refuse(self) -> None:
+        self.close_connection = True
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not served here")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse  # noqa: N815

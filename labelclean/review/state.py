@@ -1,0 +1,165 @@
+"""What the review app knows: the queue of samples, the decisions so far, the images.
+
+The page addresses samples by report row number only, never by path, so it can reach
+exactly the images the report names. Every decision rewrites the decisions file at once
+(atomically, under a lock), so closing the browser or killing the server loses nothing.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelclean.data.manifest import IMAGE_SUFFIXES
+from labelclean.report.parquet import Report
+from labelclean.report.summary import CLUSTER_MEANING
+from labelclean.report.thumbs import Thumbnails
+from labelclean.review.decisions import (
+    DECISIONS,
+    Decision,
+    DecisionError,
+    check_decision,
+    load_decisions,
+    now,
+    suggested_labels,
+    write_decisions,
+)
+
+#: Reviewed first, in this order (any other non-CS cluster after them); CS on demand.
+QUEUE_ORDER = ("NS", "NHR", "NHI", "CH")
+ON_DEMAND = "CS"
+CARD_SIZE = 256
+
+
+class ReviewState:
+    """The report, its decisions file and the queue, shared by the server's threads."""
+
+    def __init__(self, report: Report, decisions_path: Path, *, fingerprint: str) -> None:
+        self.report, self.path, self.fingerprint = report, Path(decisions_path), fingerprint
+        f = report.frame
+        self.paths = f["path"].astype(str).tolist()
+        self.row_of = {p: i for i, p in enumerate(self.paths)}
+        self.classes = report.class_names
+        self._labels = suggested_labels(report)
+        self._lock = threading.Lock()
+        self.decisions: dict[str, Decision] = {}
+        if self.path.exists():
+            self.decisions = load_decisions(self.path, report, fingerprint=fingerprint).by_path
+        self.thumbs = Thumbnails(report.image_root, CARD_SIZE)
+        clusters = f["cluster"].astype(str).to_numpy()
+        rank = {c: k for k, c in enumerate(QUEUE_ORDER)}
+        others = sorted(set(clusters) - set(QUEUE_ORDER) - {ON_DEMAND})
+        rank.update({c: len(QUEUE_ORDER) + k for k, c in enumerate(others)})
+        rank[ON_DEMAND] = len(rank) + 1
+        key = np.array([rank[c] for c in clusters])
+        order = np.lexsort((f["conf_given"].to_numpy(), key))  # surest wrong labels first
+        on_demand = clusters[order] == ON_DEMAND
+        self.queue, self.more = order[~on_demand], order[on_demand]
+        self.cluster_names = [c for c in (*QUEUE_ORDER, *others, ON_DEMAND) if c in set(clusters)]
+
+    def meta(self) -> dict[str, Any]:
+        """Classes, clusters and counts the page needs before any row."""
+        return {
+            "classes": self.classes,
+            "clusters": self.cluster_names,
+            "meaning": {c: CLUSTER_MEANING.get(c, "") for c in self.cluster_names},
+            "queue_size": len(self.queue),
+            "more_size": len(self.more),
+            "more_cluster": ON_DEMAND,
+            "has_guard": "guard" in self.report.frame.columns,
+            "decisions_file": str(self.path),
+        }
+
+    def rows(self, part: str) -> dict[str, Any]:
+        """The rows of the queue (``part="queue"``) or of CS (``"more"``), column by column."""
+        rows = self.queue if part == "queue" else self.more
+        f = self.report.frame.iloc[rows]
+        code = {c: k for k, c in enumerate(self.classes)}
+        ccode = {c: k for k, c in enumerate(self.cluster_names)}
+        out: dict[str, Any] = {
+            "id": [int(i) for i in rows],
+            "path": f["path"].astype(str).tolist(),
+            "given": [code[g] for g in f["given_label"].astype(str)],
+            "suggested": [code[s] for s in f["pseudo_label"].astype(str)],
+            "cluster": [ccode[c] for c in f["cluster"].astype(str)],
+            "action": f["action"].astype(str).tolist(),
+            "conf_given": np.round(f["conf_given"].to_numpy(np.float64), 3).tolist(),
+            "conf_pseudo": np.round(f["conf_pseudo"].to_numpy(np.float64), 3).tolist(),
+        }
+        if "guard" in f.columns:
+            out["guard"] = [None if g is None or g != g else str(g) for g in f["guard"]]
+        ids = set(out["id"])
+        with self._lock:
+            out["decisions"] = {
+                str(self.row_of[p]): self._public(d)
+                for p, d in self.decisions.items()
+                if self.row_of[p] in ids
+            }
+        return out
+
+    def traces(self, row: int) -> dict[str, Any]:
+        """The per-epoch confidences of one sample (for its sparkline)."""
+        r = self.report.frame.iloc[row]
+        return {
+            "given": np.round(np.asarray(r["trace_given"], np.float64), 3).tolist(),
+            "pseudo": np.round(np.asarray(r["trace_pseudo"], np.float64), 3).tolist(),
+        }
+
+    def decide(self, row: int, decision: str | None, label: str | None) -> dict[str, Any]:
+        """Record (or with ``decision=None`` forget) the decision on one row; write the file."""
+        path = self.paths[row]
+        with self._lock:
+            if decision is None:
+                self.decisions.pop(path, None)
+                public = None
+            else:
+                d = Decision(path, decision, label, now())
+                d = check_decision(d, "decision", labels=self._labels, classes=set(self.classes))
+                self.decisions.pop(path, None)
+                self.decisions[path] = d
+                public = self._public(d)
+            write_decisions(
+                self.path,
+                self.decisions.values(),
+                fingerprint=self.fingerprint,
+                report_name=self.report.path.name if self.report.path else "report",
+            )
+            decided = len(self.decisions)
+        return {"id": row, "decision": public, "decided": decided}
+
+    def thumbnail(self, row: int) -> tuple[bytes, str] | None:
+        """The card-sized image of one row, or None when it cannot be read."""
+        got = self.thumbs.encoded(self.paths[row])
+        return (got[0], got[1]) if got else None
+
+    def original(self, row: int) -> tuple[bytes, str] | None:
+        """The image file of one row as it is on disk (image types only)."""
+        file = self.report.image_root / self.paths[row]
+        if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
+            return None
+        mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        return file.read_bytes(), mime
+
+    @staticmethod
+    def _public(d: Decision) -> dict[str, Any]:
+        return {"decision": d.decision, "label": d.label, "time": d.time}
+
+
+def parse_decision(payload: Any, n_rows: int) -> tuple[int, str | None, str | None]:
+    """``(row, decision, label)`` from a request body, or a DecisionError saying what is wrong."""
+    if not isinstance(payload, dict):
+        raise DecisionError("the request body must be a JSON object")
+    row = payload.get("id")
+    if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < n_rows:
+        raise DecisionError(f"id must be a row of the report (0..{n_rows - 1})")
+    decision = payload.get("decision")
+    if decision is not None and decision not in DECISIONS:
+        raise DecisionError(f"decision must be one of {', '.join(DECISIONS)} or null")
+    label = payload.get("label")
+    if label is not None and not isinstance(label, str):
+        raise DecisionError("label must be a string")
+    return row, decision, label

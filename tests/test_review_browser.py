@@ -1,0 +1,140 @@
+"""`labelclean review` in a real headless Chromium: keys decide, the file has it, reload resumes.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and selenium
+(the ``test`` extra); selenium is pointed at ``/usr/bin/chromedriver`` so it never downloads
+a driver. Skipped, saying why, where they are missing.
+"""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_report_html import make_digits_report
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+    "--disable-background-networking --disable-component-update --disable-sync"
+).split()
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+
+
+def chromium(profile: Path):
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument("--window-size=1400,1000")
+    options.binary_location = CHROMIUM
+    return webdriver.Chrome(options=options, service=Service(DRIVER))
+
+
+def wait_for(driver, condition, timeout=20):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+
+
+@pytest.fixture
+def review(tmp_path):
+    report = make_digits_report(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labelclean", "review", str(report), "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline().strip()
+    assert line.startswith("serving at http://127.0.0.1:"), proc.stderr.read() if proc.poll() else line
+    driver = chromium(tmp_path / "profile")
+    yield report, line.split()[-1], driver, proc
+    driver.quit()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def card(driver):
+    from selenium.webdriver.common.by import By
+
+    text = lambda i: driver.find_element(By.ID, i).text  # noqa: E731
+    return {"path": text("path"), "given": text("given"), "suggested": text("suggested")}
+
+
+def press(driver, key):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(key).perform()
+
+
+def decided(driver):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, "progress").text
+
+
+def test_keyboard_decisions_land_in_the_file_resume_and_apply(review, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    report, url, driver, proc = review
+    decisions = report.with_suffix(".decisions.csv")
+    driver.get(url)
+    wait_for(driver, lambda d: d.find_element(By.ID, "path").text)
+    assert "decided 0 / 40 to review" in decided(driver)
+
+    first = card(driver)
+    press(driver, "a")  # accept the suggestion
+    wait_for(driver, lambda d: "decided 1 / 40" in decided(d) and card(d)["path"] != first["path"])
+    second = card(driver)
+    press(driver, "k")  # keep the given label
+    wait_for(driver, lambda d: "decided 2 / 40" in decided(d) and card(d)["path"] != second["path"])
+    third = card(driver)
+    other = next(str(c) for c in range(10) if str(c) not in (third["given"], third["suggested"]))
+    press(driver, other)  # digits: the key is the class name
+    wait_for(driver, lambda d: "decided 3 / 40" in decided(d) and card(d)["path"] != third["path"])
+    fourth = card(driver)
+    press(driver, "d")
+    wait_for(driver, lambda d: "decided 4 / 40" in decided(d))
+    press(driver, "u")  # undo the drop: the fourth is undecided again, and on the card
+    wait_for(driver, lambda d: "decided 3 / 40" in decided(d) and card(d)["path"] == fourth["path"])
+    press(driver, "l")
+    wait_for(driver, lambda d: card(d)["path"] == third["path"])
+    press(driver, "j")
+    wait_for(driver, lambda d: card(d)["path"] == fourth["path"])
+    seen = [first, second, third]
+
+    rows = pd.read_csv(decisions, comment="#", dtype=str, keep_default_na=False)
+    assert rows[["path", "decision"]].values.tolist() == [
+        [first["path"], "accept"], [second["path"], "keep"], [third["path"], "relabel"]]
+    assert rows["label"].tolist() == [first["suggested"], second["given"], other]
+    assert rows["time"].str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+
+    driver.refresh()  # a reload resumes: the same progress, the first undecided sample
+    wait_for(driver, lambda d: d.find_element(By.ID, "path").text)
+    assert "decided 3 / 40" in decided(driver) and card(driver)["path"] == fourth["path"]
+    # a heatmap cell filters to its given -> suggested pair
+    cell = driver.find_element(By.CSS_SELECTOR, "#heat td.pick")
+    pair = cell.get_attribute("data-given"), cell.get_attribute("data-other")
+    cell.click()
+    wait_for(driver, lambda d: (card(d)["given"], card(d)["suggested"]) == pair)
+
+    proc.send_signal(signal.SIGTERM)  # the server stops; everything is already on disk
+    proc.communicate(timeout=30)
+    final = tmp_path / "final.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "labelclean", "apply", str(report), str(decisions), "--out", str(final)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    labels = pd.read_csv(final, dtype=str, keep_default_na=False).set_index("path")["label"]
+    assert [labels[c["path"]] for c in seen] == [first["suggested"], second["given"], other]
+    assert "3 decided by a reviewer (1 accept, 1 keep, 1 relabel, 0 drop)" in done.stdout
+
