@@ -17,7 +17,7 @@ ceiling. Noise is `labelclean corrupt`'s (labelclean.evaluate.corrupt_labels); a
 noise flips 40% of each source class of IMAGENETTE_PAIRS to its partner.
 
 Run by hand:  python benchmarks/frozen_quality.py --data /work/shared/data [--seeds 0 1 2]
-                [--settings sym-20 sym-40 asym-40] [--methods ...] [--half A|B]
+                [--settings sym-20 sym-40 asym-40] [--methods ...] [--half A|B] [--limit N]
 """
 
 from __future__ import annotations
@@ -52,22 +52,36 @@ SETTINGS = {
 }
 
 
-def load(data: Path, half: str | None):
-    """imagenette-dev with its clean labels, embedded once (cached); optionally one half."""
+def subset(ds, keep: np.ndarray):
+    """The images of ``ds`` where ``keep`` is True, with their decoded pixels."""
+    from labelclean.data.images import Dataset
+
+    return Dataset(ds.manifest.subset(keep), dataclasses.replace(ds.cache, images=ds.cache.images[keep]), [])
+
+
+def load(data: Path, half: str | None, limit: int | None = None):
+    """imagenette-dev with its clean labels, embedded once (cached); optionally one half.
+
+    ``limit``: only the first ``limit`` images of a seeded permutation (seed 0), a random
+    subset, for a machine where embedding all 3,925 photos takes too long.
+    """
     from labelclean.config import AuditConfig
-    from labelclean.data.images import Dataset, load_dataset
+    from labelclean.data.images import load_dataset
     from labelclean.fgcm.frozen import efficientnet_lite0_weights, embed_images
 
     root = data / "imagenette-dev"
     ds = load_dataset(root / "images", root / "labels.csv")
+    if limit is not None and limit < len(ds.manifest):
+        keep = np.zeros(len(ds.manifest), bool)
+        keep[np.random.default_rng(0).permutation(len(keep))[:limit]] = True
+        ds = subset(ds, keep)
     config = AuditConfig(model="tf_efficientnet_lite0", weights=str(efficientnet_lite0_weights()))
     t0 = time.perf_counter()
     features, _ = embed_images(ds, config, flip=True)
     embed_seconds = time.perf_counter() - t0
     if half is not None:  # a fixed random half, for tuning on one and confirming on the other
         keep = np.random.default_rng(1234).permutation(len(features)) % 2 == "AB".index(half)
-        ds = Dataset(ds.manifest.subset(keep), dataclasses.replace(ds.cache, images=ds.cache.images[keep]), [])
-        features = features[keep]
+        ds, features = subset(ds, keep), features[keep]
     return ds, features, config, embed_seconds
 
 
@@ -129,13 +143,14 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--half", choices=["A", "B"], default=None)
+    parser.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     parser.add_argument("--section", default="Frozen audit on natural photos")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
     from labelclean.evaluate import cleaning_metrics, corrupt_labels
 
-    ds, features, config, embed_seconds = load(args.data, args.half)
+    ds, features, config, embed_seconds = load(args.data, args.half, args.limit)
     names = ds.manifest.class_names
     truth = ds.manifest.given_labels.copy()
     truth_names = np.asarray(names)[truth]
@@ -176,7 +191,9 @@ def main() -> None:
                            ["noise", "method", *metrics[:-1], "min F1", "min cleaned", "seconds"])
     print(table)
     if not args.no_write:
-        where = f"half {args.half} ({len(truth)} images)" if args.half else f"all {len(truth)} images"
+        where = f"all {len(truth)} images"
+        if args.half or args.limit:
+            where = f"a random {'half' if args.half else 'subset'} of {len(truth)} images"
         replace_section(args.section, (
             f"`python benchmarks/frozen_quality.py {' '.join(sys.argv[1:])}` "
             f"({time.strftime('%Y-%m-%d')}): imagenette-dev, {where}, EfficientNet-Lite0 "

@@ -4,6 +4,8 @@ The backbone is the built-in small CNN, seeded and untrained: tiny, local, no do
 """
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -76,9 +78,12 @@ def test_export_round_trip_gives_the_same_outputs(frozen_report, tmp_path):
 
 def test_cli_frozen_audit_finetune_predict(frozen_report, tmp_path):
     images, labels, report = frozen_report
+    cache = Path(os.environ["LABELCLEAN_CACHE_DIR"])
+    embedded = sorted(cache.glob("embed-*.npy"))
     r = runner.invoke(app, ["finetune", str(report), "--out", str(tmp_path / "m"), "--epochs", "3",
                             "--test", str(images), "--test-labels", str(labels), "--quiet"])
     assert r.exit_code == 0, r.output
+    assert sorted(cache.glob("embed-*.npy")) == embedded  # the audit's embeddings, reused
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["architecture"] == "small_cnn" and cfg["frozen"]["head"] == "linear"
     trained = json.loads((tmp_path / "m" / "metrics.json").read_text())["test_accuracy"]
@@ -135,6 +140,21 @@ def test_a_bad_frozen_section_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="frozen"):
         build_frozen_classifier({"frozen": {"backbone": "small_cnn"}, "num_classes": 2})
+    spec = {"backbone": "no_such_net", "head": "linear", "embedding_dim": 8, "input_size": 32,
+            "flip": False}
+    with pytest.raises(ConfigError, match="no_such_net"):
+        build_frozen_classifier({"frozen": spec, "num_classes": 2})
+
+
+def test_reports_without_the_architecture_field_name_the_backbone_not_the_display_name():
+    from labelclean.fgcm.finetune import report_architecture
+
+    old = {"mode": "frozen", "model": "tf_efficientnet_lite0 (frozen) + linear head",
+           "config": {"model": "tf_efficientnet_lite0"}}
+    assert report_architecture(old) == "tf_efficientnet_lite0"
+    assert report_architecture({**old, "config": {"model": None}}) == "resnet18"
+    assert report_architecture({"model": "small_cnn"}) == "small_cnn"
+    assert report_architecture({**old, "architecture": "x"}) == "x"
 
 
 def test_frozen_options_bad_input(small_digits_csv, tmp_path):
@@ -143,5 +163,13 @@ def test_frozen_options_bad_input(small_digits_csv, tmp_path):
         r = runner.invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn",
                                 flag, value, "--out", str(tmp_path / "x.parquet"), "--quiet"])
         assert r.exit_code == 1 and flag in r.output and "Traceback" not in r.output
+    for flag in ("--frozen-folds", "--neighbours"):  # frozen-only options without --frozen
+        r = runner.invoke(app, ["audit", str(images), str(labels), flag, "3",
+                                "--out", str(tmp_path / "x.parquet"), "--quiet"])
+        assert r.exit_code == 1 and f"{flag} needs --frozen" in r.output
+    r = runner.invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn",
+                            "--frozen-folds", "301", "--out", str(tmp_path / "x.parquet"), "--quiet"])
+    assert r.exit_code == 1 and "--frozen-folds 301" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.parquet").exists()
     with pytest.raises(TypeError, match="unknown frozen options"):
         frozen_config(AuditConfig(), colour="red")

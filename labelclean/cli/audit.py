@@ -297,9 +297,11 @@ def audit(
     from labelclean.data.images import load_dataset, write_rejected_csv
     from labelclean.distributed import init_from_env
     from labelclean.fgcm.audit import AuditInterrupted, AuditRun
+    from labelclean.fgcm.frozen import check_frozen_flags
     from labelclean.training import resolve_device
 
     check_writable(out, overwrite=overwrite or resume)
+    check_frozen_flags(frozen, folds=frozen_folds, neighbours=neighbours)
     work_dir = work_dir or default_work_dir(out)
     dist = init_from_env(resolve_device(device))
     quiet = quiet or not dist.is_main

@@ -110,7 +110,7 @@ def finetune(
     from labelclean.distributed import init_from_env
     from labelclean.errors import CheckpointError, ConfigError
     from labelclean.export import _check_out_dir, export_model
-    from labelclean.fgcm.finetune import run_finetune, split_report
+    from labelclean.fgcm.finetune import report_architecture, run_finetune, split_report
     from labelclean.fgcm.frozen_finetune import (
         finetune_frozen,
         frozen_audit_config,
@@ -219,7 +219,7 @@ def finetune(
             "mean": list(data.cache.mean),
             "std": list(data.cache.std),
         }
-        arch = model or _architecture(md)
+        arch = model or report_architecture(md)
         progress.log(
             f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images; model {arch}"
             + (" (frozen) + a head on its embeddings" if frozen else "")
@@ -312,19 +312,6 @@ def finetune(
     typer.echo(f"model: {out}")
     if result.test_accuracy is not None:
         typer.echo(f"test accuracy {result.test_accuracy:.4f}")
-
-
-def _architecture(metadata: dict) -> str:
-    """The architecture the audit trained, as ``finetune`` builds it.
-
-    Reports made before ``architecture`` was stored: the frozen backbone (``config.model``)
-    or the ``model`` name.
-    """
-    if metadata.get("architecture"):
-        return str(metadata["architecture"])
-    if metadata.get("mode") == "frozen" and (metadata.get("config") or {}).get("model"):
-        return str(metadata["config"]["model"])
-    return str(metadata.get("model") or "small_cnn")
 
 
 def _null():  # noqa: ANN202

@@ -128,6 +128,19 @@ def epoch_line(epoch: int, totals: torch.Tensor, steps: int, seconds: float) -> 
     }
 
 
+def report_architecture(metadata: dict[str, Any]) -> str:
+    """The architecture the audit trained, as ``finetune`` builds it.
+
+    Reports made before ``architecture`` was stored: for a ``--frozen`` report the backbone
+    (``config.model``, resnet18 when none was named), never the display name in ``model``.
+    """
+    if metadata.get("architecture"):
+        return str(metadata["architecture"])
+    if metadata.get("mode") == "frozen":
+        return str((metadata.get("config") or {}).get("model") or "resnet18")
+    return str(metadata.get("model") or "small_cnn")
+
+
 def cycled_order(n: int, total: int, generator: torch.Generator) -> np.ndarray:
     """``total`` indices into ``range(n)``: fresh permutations back to back, the last cut."""
     reps = -(-total // n)

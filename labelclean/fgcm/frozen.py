@@ -7,6 +7,19 @@ embeddings: minutes on a CPU instead of hours of training a network. The loop is
 
 With ``flip``, each image is also embedded mirrored; training picks one of the two views at
 random per sample (the augmentation), recording uses their mean.
+
+Two deviations from the paper, both for a head that memorises where a network from scratch
+would not (issue 19; measurements in README "How it works"):
+
+- Cross-fitting (``folds``, default 5): the paper records each sample's confidence from the
+  network trained on T, that sample included. A linear head on 1,280 pretrained features
+  fits a wrong label it trains on within a few epochs, so its recorded confidence in that
+  label rises and the sample looks clean. Here head k trains on T outside fold k and
+  records fold k, so every recorded confidence comes from a head that never saw the label.
+- Neighbour vote (``neighbours``, default k = 10, weight 0.5): each recorded softmax is mixed
+  with the share of each class among the labels of the sample's k nearest neighbours in the
+  embedding space (labels of T only), evidence no head can memorise
+  (:mod:`labelclean.fgcm.neighbours`).
 """
 
 from __future__ import annotations
@@ -129,22 +142,15 @@ class _Features(nn.Module):
         return self.model.forward_features(x)
 
 
-@torch.inference_mode()
-def embed_images(
-    dataset: Dataset,
-    config: AuditConfig,
-    *,
-    flip: bool = False,
-    batch_size: int = 64,
-    cache_dir: Path | None = None,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Embeddings ``[N, V, D]`` (V = 2 with ``flip``) in manifest order, cached on disk.
+def embedding_cache_path(
+    dataset: Dataset, config: AuditConfig, *, flip: bool, cache_dir: Path | None = None
+) -> Path:
+    """Where :func:`embed_images` caches the embeddings of ``dataset``.
 
-    The cache key covers the model name, a hash of the weights file, the input size, the
-    decoded-image cache key (paths, sizes, mtimes, image size) and the flip flag.
+    Keyed by model name, a hash of the weights file, input size, the decoded-image cache key
+    (paths, sizes, mtimes, image size), flip and the number of images.
     """
-    norm, size = input_spec(config.model or "resnet18")
+    size = input_spec(config.model or "resnet18")[1]
     key = hashlib.sha256(
         "|".join(
             [
@@ -158,13 +164,24 @@ def embed_images(
             ]
         ).encode()
     ).hexdigest()[:32]
-    path = (cache_dir or default_cache_dir()) / f"embed-{key}.npy"
-    info = {
-        "backbone": config.model or "resnet18",
-        "input_size": size,
-        "normalization": norm,
-        "cache": str(path),
-    }
+    return (cache_dir or default_cache_dir()) / f"embed-{key}.npy"
+
+
+@torch.inference_mode()
+def embed_images(
+    dataset: Dataset,
+    config: AuditConfig,
+    *,
+    flip: bool = False,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings ``[N, V, D]`` (V = 2 with ``flip``) in manifest order, cached on disk."""
+    norm, size = input_spec(config.model or "resnet18")
+    path = embedding_cache_path(dataset, config, flip=flip, cache_dir=cache_dir)
+    info = {"backbone": config.model or "resnet18", "input_size": size, "normalization": norm}
+    info["cache"] = str(path)
     if path.is_file():
         return np.load(path), info
     if not (config.pretrained or config.weights):
@@ -282,6 +299,10 @@ class FrozenAuditRun(AuditRun):
         self.canon = np.argsort(np.asarray(manifest.paths, dtype=object), kind="stable")
         self.given = np.asarray(manifest.given_labels, dtype=np.int64)[self.canon]
         self.n_samples, self.n_classes = len(manifest), len(manifest.class_names)
+        if folds > self.n_samples:
+            raise ConfigError(
+                f"--frozen-folds {folds}: more folds than the {self.n_samples} images"
+            )
         device = resolve_device(config.device)
         # Every rank does the whole (cheap) head training with the same seeds, so all ranks
         # hold identical heads without DDP; only rank 0 writes.
@@ -399,6 +420,16 @@ def check_frozen_options(options: dict[str, Any]) -> None:
         raise ConfigError(f"--neighbours {options['neighbours']}: must be 0 (off) or more")
     if not 0 <= float(options["neighbour_weight"]) <= 1:
         raise ConfigError(f"neighbour_weight {options['neighbour_weight']}: expected [0, 1]")
+
+
+def check_frozen_flags(frozen: bool, *, folds: int | None, neighbours: int | None) -> None:
+    """Refuse the frozen-only CLI options without ``--frozen``, and bad values, before any work."""
+    given = {"--frozen-folds": folds, "--neighbours": neighbours}
+    used = [flag for flag, value in given.items() if value is not None]
+    if used and not frozen:
+        raise ConfigError(f"{used[0]} needs --frozen")
+    options = {"folds": folds, "neighbours": neighbours}
+    check_frozen_options({**FROZEN_OPTIONS, **{k: v for k, v in options.items() if v is not None}})
 
 
 def frozen_config(

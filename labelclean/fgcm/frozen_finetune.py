@@ -34,7 +34,7 @@ from labelclean._progress import Progress, report
 from labelclean.config import AuditConfig, FinetuneConfig
 from labelclean.data.augment import normalize
 from labelclean.data.images import Dataset
-from labelclean.errors import ConfigError, ReportError
+from labelclean.errors import ConfigError
 from labelclean.fgcm.finetune import FinetuneResult, cycled_order, epoch_line, mixed_loss
 from labelclean.fgcm.frozen import (
     FROZEN_OPTIONS,
@@ -264,8 +264,7 @@ def is_frozen_report(metadata: dict[str, Any]) -> bool:
 def frozen_audit_config(metadata: dict[str, Any], report: str) -> AuditConfig:
     """The audit's settings from a frozen report, with its backbone weights checked."""
     config = AuditConfig.from_dict(metadata.get("config") or {})
-    if not config.model:
-        raise ReportError(f"{report}: a --frozen report without a backbone in its metadata")
+    config.model = config.model or "resnet18"  # the frozen audit's default backbone
     if config.weights and not Path(config.weights).is_file():
         raise ConfigError(
             f"{report}: the audit's backbone weights {config.weights} are gone; put them back, "
