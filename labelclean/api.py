@@ -30,6 +30,8 @@ def audit(
     frozen: bool = False,
     head: str = "linear",
     frozen_flip: bool = False,
+    frozen_folds: int | None = None,
+    neighbours: int | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit the labels of an image dataset with FGCM.
@@ -53,6 +55,9 @@ def audit(
             ``weights``/``pretrained``): the fast audit.
         head: ``linear`` or ``mlp`` (frozen mode).
         frozen_flip: Also embed mirrored images and use them as augmentation (frozen mode).
+        frozen_folds: Cross-fitted heads (frozen mode; None = the default, 1 = one head).
+        neighbours: k of the nearest-neighbour label vote (frozen mode; None = the default,
+            0 = off).
         **options: :class:`AuditConfig` fields, e.g. ``epochs=20``, ``preset="paper"``.
 
     Returns:
@@ -77,7 +82,9 @@ def audit(
     if frozen:
         from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
 
-        config = frozen_config(config, head=head, flip=frozen_flip)
+        config = frozen_config(
+            config, head=head, flip=frozen_flip, folds=frozen_folds, neighbours=neighbours
+        )
         run = FrozenAuditRun(
             dataset, config, cache_dir=data_options.get("cache_dir"), progress=progress
         )

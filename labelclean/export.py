@@ -169,7 +169,12 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{weights_path}: not a readable safetensors file; it may be truncated ({err})"
         ) from None
     try:
-        model = create_model(arch, int(n))
+        if "frozen" in config:  # a frozen backbone + head from a --frozen report
+            from labelclean.fgcm.frozen_finetune import build_frozen_classifier
+
+            model = build_frozen_classifier(config)
+        else:
+            model = create_model(arch, int(n))
     except ConfigError as err:
         raise ModelError(f"{cfg_path}: architecture {arch!r} cannot be built ({err})") from None
     try:

@@ -8,7 +8,7 @@ from labelclean.api import audit
 from labelclean.config import AuditConfig
 from labelclean.data.images import load_dataset
 from labelclean.fgcm import frozen as frozen_mod
-from labelclean.fgcm.frozen import embed_images
+from labelclean.fgcm.frozen import embed_images, frozen_config
 from labelclean.models import create_model, load_weights
 from labelclean.report.parquet import REPORT_SCHEMA
 
@@ -19,18 +19,17 @@ def test_embeddings_are_cached_and_reused(small_digits_csv, tmp_path, monkeypatc
     config = AuditConfig(model="small_cnn", epochs=2, warmup=1)
     first, info = embed_images(ds, config, flip=True, cache_dir=tmp_path)
     assert first.shape[:2] == (300, 2) and first.dtype == np.float16
-    real = frozen_mod._backbone
 
-    def backbone_that_must_not_run(c):  # built (its input size is part of the key), never run
-        backbone, norm, size = real(c)
-        backbone.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded again"))
-        return backbone, norm, size
+    def embed_again(config):
+        raise AssertionError("embedded again")
 
-    monkeypatch.setattr(frozen_mod, "_backbone", backbone_that_must_not_run)
-    again, _ = embed_images(ds, config, flip=True, cache_dir=tmp_path)  # a hit: no forward pass
+    monkeypatch.setattr(frozen_mod, "backbone_and_input", embed_again)
+    again, _ = embed_images(ds, config, flip=True, cache_dir=tmp_path)  # a hit builds no backbone
     assert np.array_equal(first, again)
-    with pytest.raises(AssertionError, match="embedded again"):  # another model: a miss
+    with pytest.raises(AssertionError, match="embedded again"):  # another model misses
         embed_images(ds, AuditConfig(model="resnet10t", epochs=2, warmup=1), cache_dir=tmp_path)
+    with pytest.raises(AssertionError, match="embedded again"):  # so does one view
+        embed_images(ds, config, flip=False, cache_dir=tmp_path)
 
 
 def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, tmp_path):
@@ -41,6 +40,7 @@ def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, t
     assert frame.columns.tolist() == REPORT_SCHEMA.names and len(frame) == 300
     md = result.metadata
     assert md["mode"] == "frozen" and "small_cnn (frozen) + linear head" == md["model"]
+    assert md["architecture"] == "small_cnn"
     assert md["config"]["extra"]["flip"] is True
 
 
@@ -74,3 +74,56 @@ def test_efficientnet_lite0_port_loads_by_position_and_is_a_real_backbone():
     within = torch.cdist(f[:4], f[:4]).mean() + torch.cdist(f[4:], f[4:]).mean()
     across = 2 * torch.cdist(f[:4], f[4:]).mean()
     assert across > within
+
+
+def test_nearest_neighbours_are_the_closest_others_by_cosine(monkeypatch):
+    from labelclean.fgcm import neighbours as nb
+
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    got = nb.nearest_neighbours(x, 3, chunk=7)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    assert np.array_equal(np.sort(got, 1), np.sort(np.argsort(-sim, 1)[:, :3], 1))
+    monkeypatch.setattr(nb, "MAX_REFERENCE", 20)  # large data: search a random subset
+    sub = nb.nearest_neighbours(x, 3, chunk=7)
+    assert len(np.unique(sub)) <= 20 and not (sub == np.arange(50)[:, None]).any()
+
+
+def test_neighbour_votes_count_only_labeled_neighbours():
+    from labelclean.fgcm.neighbours import neighbour_votes
+
+    neighbours = np.array([[1, 2, 3], [0, 2, 3], [3, 3, 3], [2, 2, 2]])
+    labels = np.array([0, 1, 1, -1])
+    votes = neighbour_votes(neighbours, labels, 2)
+    assert votes[0].tolist() == [0, 1] and votes[1].tolist() == [0.5, 0.5]
+    assert votes[2].tolist() == [0.5, 0.5]  # no labeled neighbour: uniform
+    assert votes[3].tolist() == [0, 1]
+
+
+def test_no_head_records_a_sample_it_trained_on(small_digits_csv, tmp_path, monkeypatch):
+    from labelclean.fgcm.audit import run_audit
+
+    images, labels = small_digits_csv
+    ds = load_dataset(images, labels)
+    config = frozen_config(AuditConfig(model="small_cnn", epochs=3, warmup=1), folds=3)
+    run = frozen_mod.FrozenAuditRun(ds, config, cache_dir=tmp_path)
+    trained, recorded = {}, {}
+    heads = list(run.model)
+    real_train, real_predict = frozen_mod.train_epoch, frozen_mod.predict_probs
+
+    def spy_train(head, batches, rows, *args, **kwargs):
+        trained.setdefault(heads.index(head), set()).update(rows.tolist())
+        return real_train(head, batches, rows, *args, **kwargs)
+
+    def spy_predict(head, batches, rows, **kwargs):
+        recorded.setdefault(heads.index(head), set()).update(rows.tolist())
+        return real_predict(head, batches, rows, **kwargs)
+
+    monkeypatch.setattr(frozen_mod, "train_epoch", spy_train)
+    monkeypatch.setattr(frozen_mod, "predict_probs", spy_predict)
+    run_audit(ds, run.config, run=run)
+    assert sorted(recorded) == sorted(trained) == [0, 1, 2]
+    assert set().union(*recorded.values()) == set(range(300))
+    for k in range(3):
+        assert not trained[k] & recorded[k]

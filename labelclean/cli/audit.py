@@ -289,6 +289,22 @@ def audit(
             help="With --frozen: also embed mirrored images (augmentation).", rich_help_panel=_MODEL
         ),
     ] = False,
+    frozen_folds: Annotated[
+        int | None,
+        typer.Option(
+            help="With --frozen: cross-fitted heads; each sample's confidence comes from a head "
+            "that never trained on it (1 = one head on everything) \\[default: 5].",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    neighbours: Annotated[
+        int | None,
+        typer.Option(
+            help="With --frozen: k nearest neighbours in the embedding space whose labels vote "
+            "on each sample (0 = off) \\[default: 10].",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -325,10 +341,12 @@ def audit(
     from labelclean.data.images import load_dataset, write_rejected_csv
     from labelclean.distributed import init_from_env
     from labelclean.fgcm.audit import AuditInterrupted, AuditRun
+    from labelclean.fgcm.frozen import check_frozen_flags
     from labelclean.training import resolve_device
 
     inputs = {"IMAGES": images, "LABELS": labels, "--weights": weights}
     check_writable(out, overwrite=overwrite or resume, inputs=inputs)
+    check_frozen_flags(frozen, folds=frozen_folds, neighbours=neighbours)
     work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
     rejected_csv = sidecar_path(out, ".rejected.csv")
     if on_bad_image == "skip":
@@ -402,7 +420,9 @@ def audit(
         if frozen:
             from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
 
-            config = frozen_config(config, head=head, flip=frozen_flip)
+            config = frozen_config(
+                config, head=head, flip=frozen_flip, folds=frozen_folds, neighbours=neighbours
+            )
             run: AuditRun = FrozenAuditRun(
                 dataset, config, dist=dist, cache_dir=cache_dir, progress=progress
             )

@@ -128,9 +128,14 @@ def finetune(
     from labelclean.data.images import load_images
     from labelclean.data.manifest import Manifest
     from labelclean.distributed import init_from_env
-    from labelclean.errors import CheckpointError
+    from labelclean.errors import CheckpointError, ConfigError
     from labelclean.export import METRICS_NAME, _check_out_dir, export_model
-    from labelclean.fgcm.finetune import run_finetune, split_report
+    from labelclean.fgcm.finetune import report_architecture, run_finetune, split_report
+    from labelclean.fgcm.frozen_finetune import (
+        finetune_frozen,
+        frozen_audit_config,
+        is_frozen_report,
+    )
     from labelclean.report.parquet import read_report
     from labelclean.training import ImageBatches, Precision, StepInterrupted, resolve_device
 
@@ -172,6 +177,13 @@ def finetune(
         found = load_decisions(decisions, rep, fingerprint=report_hash.hexdigest())
         frame = reviewed_frame(rep, found.by_path)
         report_hash.update(b":" + hashlib.sha256(Path(decisions).read_bytes()).digest())
+    # A --frozen report: a head on the audit's cached embeddings, exported with its backbone.
+    frozen = is_frozen_report(md) and model is None and not pretrained and weights is None
+    if frozen and resume:
+        raise ConfigError(
+            "--resume: finetune from a --frozen report trains only a head, in seconds, and "
+            "keeps no checkpoints; run it again without --resume"
+        )
     if not resume and dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
         raise CheckpointError(
             f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
@@ -219,6 +231,11 @@ def finetune(
             progress=progress,
             should_stop=stop,
         )
+        if data.rejections and frozen:  # the audit's embeddings are of every row
+            raise ConfigError(
+                f"{report_path}: {len(data.rejections)} image(s) of the report can no longer "
+                "be read; a --frozen report's head needs every image it was audited on"
+            )
         if data.rejections:  # --on-bad-image skip: train on the images that are left
             frame = frame[~frame["index"].isin([r.row for r in data.rejections])]
             frame = frame.reset_index(drop=True)
@@ -230,41 +247,68 @@ def finetune(
             if resume
             else None
         )
-        test_data = None
+        test_data = test_set = None
         if test is not None:
-            test_data = _load_test(test, test_labels, names, size, cache_dir, progress)
+            test_set, test_codes = _load_test(test, test_labels, names, size, cache_dir, progress)
+            test_data = (np.ascontiguousarray(test_set.cache.images), test_codes)
         norm = md.get("normalization") or {
             "mean": list(data.cache.mean),
             "std": list(data.cache.std),
         }
-        arch = model or md.get("model") or "small_cnn"
+        arch = model or report_architecture(md)
         progress.log(
             f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images; model {arch}"
+            + (" (frozen) + a head on its embeddings" if frozen else "")
         )
+
+        def on_epoch(line: dict) -> None:
+            progress.log(" ".join(f"{k} {v}" for k, v in line.items()))
+
         try:
-            result = run_finetune(
-                data.cache.images,
-                labeled_rows,
-                labels,
-                unlabeled_rows,
-                config,
-                n_classes=len(names),
-                model_name=arch,
-                mean=norm["mean"],
-                std=norm["std"],
-                crop_padding=audit_cfg.get("crop_padding") or size // 8,
-                hflip=audit_cfg.get("hflip", True),
-                test=test_data,
-                progress=progress,
-                on_epoch=lambda line: progress.log(" ".join(f"{k} {v}" for k, v in line.items())),
-                resume_state=resume_state,
-                on_checkpoint=checkpoint,
-                should_stop=stop,
-                dist=dist,
-            )
+            if frozen:
+                result, net, section = finetune_frozen(
+                    data,
+                    labeled_rows,
+                    labels,
+                    unlabeled_rows,
+                    config,
+                    audit_config=frozen_audit_config(md, str(report_path)),
+                    test=test_set,
+                    test_labels=test_data[1] if test_data else None,
+                    cache_dir=cache_dir,
+                    progress=progress,
+                    on_epoch=on_epoch,
+                    should_stop=stop,
+                )
+            else:
+                section = None
+                result = run_finetune(
+                    data.cache.images,
+                    labeled_rows,
+                    labels,
+                    unlabeled_rows,
+                    config,
+                    n_classes=len(names),
+                    model_name=arch,
+                    mean=norm["mean"],
+                    std=norm["std"],
+                    crop_padding=audit_cfg.get("crop_padding") or size // 8,
+                    hflip=audit_cfg.get("hflip", True),
+                    test=test_data,
+                    progress=progress,
+                    on_epoch=on_epoch,
+                    resume_state=resume_state,
+                    on_checkpoint=checkpoint,
+                    should_stop=stop,
+                    dist=dist,
+                )
+                net = result.model.float()
         except StepInterrupted:
             typer.echo(
-                f"interrupted; checkpoints are in {work_dir}. Resume with:\n  {resume_command()}",
+                "interrupted; nothing was written (the frozen finetune keeps no checkpoints)"
+                if frozen
+                else f"interrupted; checkpoints are in {work_dir}. Resume with:\n  "
+                f"{resume_command()}",
                 err=True,
             )
             raise typer.Exit(stop.exit_code) from None
@@ -281,13 +325,14 @@ def finetune(
         "history": result.history,
     }
     export_model(
-        result.model.float(),
+        net,
         out,
         overwrite=overwrite,
         check_inputs=check,
         extra_files={METRICS_NAME: json.dumps(metrics, indent=1)},
         config={
             "architecture": arch,
+            **({"frozen": section} if section else {}),
             "num_classes": len(names),
             "class_names": names,
             "image_size": size,
@@ -358,7 +403,7 @@ def _load_test(images, labels, names, size, cache_dir, progress):  # noqa: ANN00
         raise ConfigError(f"--test: classes not in the report: {', '.join(unknown[:10])}")
     code = {n: i for i, n in enumerate(names)}
     mapped = np.array([code[ds.manifest.class_names[g]] for g in ds.manifest.given_labels])
-    return np.ascontiguousarray(ds.cache.images), mapped
+    return ds, mapped
 
 
 @app.command(no_args_is_help=True)

@@ -258,6 +258,7 @@ class AuditRun:
         self.generator = seed_everything(config.seed, deterministic=config.deterministic)
         self.model_name = config.model or default_model_name(cache.image_size, device)
         self.precision = self.precision.for_model(self.model_name)
+        self.architecture = self.model_name  #: what ``finetune`` trains (report metadata)
         self.config = config.resolve(self.model_name)
         model = create_model(
             self.model_name,
@@ -303,6 +304,22 @@ class AuditRun:
             nesterov=bool(RECIPES.get(self.model_name, {}).get("nesterov", False)),
         )
         self.scaler = self.precision.grad_scaler()
+
+    def train_epoch(
+        self,
+        index: np.ndarray,
+        labels: np.ndarray,
+        epoch: int,
+        keep_probs: bool,
+        progress: Progress | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> Any:
+        """One training epoch on ``(index, labels)``; a subclass may train differently."""
+        return _train(self, index, labels, epoch, keep_probs, progress, should_stop)
+
+    def record(self, result: Any, progress: Progress | None) -> np.ndarray:
+        """The epoch's softmax ``[N, C]`` of every sample; a subclass may record differently."""
+        return _record(self, result, progress)
 
     @property
     def relabel(self) -> bool:
@@ -456,14 +473,16 @@ def run_audit(
             return should_stop is not None and should_stop()
 
         try:
-            result = _train(run, train_index, train_labels, epoch, keep, progress, stop_or_fault)
+            result = run.train_epoch(
+                train_index, train_labels, epoch, keep, progress, stop_or_fault
+            )
         except StepInterrupted:
             raise AuditInterrupted(state, run) from None
         health = {"epoch": epoch, "epochs": config.epochs, "lr": config.lr, "task": "audit"}
         check_finite(result.loss, what="the training loss", **health)
         check_finite_weights(run.model, **health)
         maybe_fail("record", epoch)
-        probs = _record(run, result, progress)
+        probs = run.record(result, progress)
         check_finite(probs, what="the recorded probabilities", **health)
         state.history.update(probs, given)
         state.epoch = epoch + 1
@@ -669,6 +688,7 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "mode": config.extra.get("mode", "train"),
         "relabel": run.relabel,
         "model": run.model_name,
+        "architecture": run.architecture,
         "wall_time_s": round(wall_time, 3),
         "gmm": None if state.gmm is None else state.gmm.to_dict(),
         "cluster_names": list(state.component_names),

@@ -118,6 +118,30 @@ class FinetuneResult:
     precision: str = ""
 
 
+def epoch_line(epoch: int, totals: torch.Tensor, steps: int, seconds: float) -> dict[str, Any]:
+    """An epoch's log record from the summed ``(loss_x, loss_m, mask rate)`` of its steps."""
+    return {
+        "epoch": epoch + 1,
+        "loss_x": round(float(totals[0]) / steps, 5),
+        "loss_m": round(float(totals[1]) / steps, 5),
+        "mask_rate": round(float(totals[2]) / steps, 4),
+        "seconds": round(seconds, 2),
+    }
+
+
+def report_architecture(metadata: dict[str, Any]) -> str:
+    """The architecture the audit trained, as ``finetune`` builds it.
+
+    Reports made before ``architecture`` was stored: for a ``--frozen`` report the backbone
+    (``config.model``, resnet18 when none was named), never the display name in ``model``.
+    """
+    if metadata.get("architecture"):
+        return str(metadata["architecture"])
+    if metadata.get("mode") == "frozen":
+        return str((metadata.get("config") or {}).get("model") or "resnet18")
+    return str(metadata.get("model") or "small_cnn")
+
+
 def cycled_order(n: int, total: int, generator: torch.Generator) -> np.ndarray:
     """``total`` indices into ``range(n)``: fresh permutations back to back, the last cut."""
     reps = -(-total // n)
@@ -290,13 +314,7 @@ def run_finetune(
         health = {"epoch": epoch, "epochs": config.epochs, "lr": config.lr, "task": "finetune"}
         check_finite(float(totals[0] + totals[1]), what="the loss", **health)
         check_finite_weights(model, **health)
-        line: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "loss_x": round(float(totals[0]) / steps, 5),
-            "loss_m": round(float(totals[1]) / steps, 5),
-            "mask_rate": round(float(totals[2]) / steps, 4),
-            "seconds": round(time.perf_counter() - start, 2),
-        }
+        line = epoch_line(epoch, totals, steps, time.perf_counter() - start)
         if test is not None and (
             (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
         ):

@@ -7,6 +7,19 @@ embeddings: minutes on a CPU instead of hours of training a network. The loop is
 
 With ``flip``, each image is also embedded mirrored; training picks one of the two views at
 random per sample (the augmentation), recording uses their mean.
+
+Two deviations from the paper, both for a head that memorises where a network from scratch
+would not (issue 19; measurements in README "How it works"):
+
+- Cross-fitting (``folds``, default 5): the paper records each sample's confidence from the
+  network trained on T, that sample included. A linear head on 1,280 pretrained features
+  fits a wrong label it trains on within a few epochs, so its recorded confidence in that
+  label rises and the sample looks clean. Here head k trains on T outside fold k and
+  records fold k, so every recorded confidence comes from a head that never saw the label.
+- Neighbour vote (``neighbours``, default k = 10, weight 0.5): each recorded softmax is mixed
+  with the share of each class among the labels of the sample's k nearest neighbours in the
+  embedding space (labels of T only), evidence no head can memorise
+  (:mod:`labelclean.fgcm.neighbours`).
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +43,17 @@ from labelclean.data.images import Dataset, default_cache_dir
 from labelclean.distributed import Dist
 from labelclean.errors import ConfigError, MissingExtraError
 from labelclean.fgcm.audit import AuditRun, ReindexedBatches
+from labelclean.fgcm.neighbours import features_in_order, nearest_neighbours, neighbour_votes
 from labelclean.models import BUILTIN_MODELS, create_model
-from labelclean.training import Precision, build_optimizer, resolve_device, seed_everything
+from labelclean.training import (
+    EpochResult,
+    Precision,
+    build_optimizer,
+    predict_probs,
+    resolve_device,
+    seed_everything,
+    train_epoch,
+)
 
 logger = logging.getLogger(__name__)
 HEADS = ("linear", "mlp")
@@ -54,6 +77,8 @@ def efficientnet_lite0_weights() -> Path:
 def _file_hash(path: str | None) -> str:
     if not path:
         return "none"
+    if not Path(path).is_file():
+        raise ConfigError(f"--weights {path}: no such file")
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -61,17 +86,48 @@ def _file_hash(path: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _backbone(config: AuditConfig) -> tuple[nn.Module, dict[str, Any], int]:
+def backbone_module(
+    name: str, *, pretrained: bool = False, weights: str | None = None
+) -> nn.Module:
+    """The feature extractor ``images -> [B, D]``, in eval mode.
+
+    A timm model without its classifier, or a built-in network's pooled features.
+
+    Weights not given are initialised from a fixed seed, so that a backbone built again
+    (by ``finetune``, for the export) is the one whose embeddings were cached.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if name in BUILTIN_MODELS:  # built-ins: features come from forward_features
+            model = _Features(create_model(name, 1, pretrained=pretrained, weights=weights))
+        else:
+            model = create_model(name, 0, pretrained=pretrained, weights=weights)
+    return model.eval()
+
+
+def input_spec(name: str) -> tuple[dict[str, Any], int]:
+    """The backbone's input normalisation and size, read without building the network."""
+    cfg: Any = None
+    if name not in BUILTIN_MODELS:
+        import timm
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name) if timm.is_model(name) else None
+        if cfg is None:  # let the factory say what is wrong with the name
+            cfg = getattr(backbone_module(name), "pretrained_cfg", None)
+        cfg = cfg if isinstance(cfg, dict) or cfg is None else cfg.to_dict()
+    size = int(cfg.get("input_size", (3, 224, 224))[-1]) if cfg else 32
+    mean = list(cfg.get("mean", (0.5,) * 3)) if cfg else [0.5] * 3
+    std = list(cfg.get("std", (0.5,) * 3)) if cfg else [0.5] * 3
+    return {"mean": mean, "std": std, "source": "model"}, size
+
+
+def backbone_and_input(config: AuditConfig) -> tuple[nn.Module, dict[str, Any], int]:
     """The frozen feature extractor, its normalisation and its input size."""
     name = config.model or "resnet18"
-    n_out = 1 if name in BUILTIN_MODELS else 0  # built-ins: features come from forward_features
-    model = create_model(name, n_out, pretrained=config.pretrained, weights=config.weights)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1]) if cfg else 32
-    mean, std = list(cfg.get("mean", (0.5,) * 3)), list(cfg.get("std", (0.5,) * 3))
-    if name in BUILTIN_MODELS:  # timm models with num_classes=0 already return features
-        model = _Features(model)
-    return model.eval(), {"mean": mean, "std": std, "source": "model"}, size
+    model = backbone_module(name, pretrained=config.pretrained, weights=config.weights)
+    norm, size = input_spec(name)
+    return model, norm, size
 
 
 class _Features(nn.Module):
@@ -86,27 +142,15 @@ class _Features(nn.Module):
         return self.model.forward_features(x)
 
 
-@torch.inference_mode()
-def embed_images(
-    dataset: Dataset,
-    config: AuditConfig,
-    *,
-    flip: bool = False,
-    batch_size: int = 64,
-    cache_dir: Path | None = None,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Embeddings ``[N, V, D]`` (V = 2 with ``flip``) in manifest order, cached on disk.
+def embedding_cache_path(
+    dataset: Dataset, config: AuditConfig, *, flip: bool, cache_dir: Path | None = None
+) -> Path:
+    """Where :func:`embed_images` caches the embeddings of ``dataset``.
 
-    The cache key covers the model name, a hash of the weights file, the input size, the
-    decoded-image cache key (paths, sizes, mtimes, image size) and the flip flag.
+    Keyed by model name, a hash of the weights file, input size, the decoded-image cache key
+    (paths, sizes, mtimes, image size), flip and the number of images.
     """
-    if not (config.pretrained or config.weights):
-        logger.warning(
-            "--frozen without --weights or --pretrained: a random backbone's "
-            "features carry little signal"
-        )
-    backbone, norm, size = _backbone(config)
+    size = input_spec(config.model or "resnet18")[1]
     key = hashlib.sha256(
         "|".join(
             [
@@ -120,16 +164,33 @@ def embed_images(
             ]
         ).encode()
     ).hexdigest()[:32]
-    path = (cache_dir or default_cache_dir()) / f"embed-{key}.npy"
-    info = {
-        "backbone": config.model or "resnet18",
-        "input_size": size,
-        "normalization": norm,
-        "cache": str(path),
-    }
+    return (cache_dir or default_cache_dir()) / f"embed-{key}.npy"
+
+
+@torch.inference_mode()
+def embed_images(
+    dataset: Dataset,
+    config: AuditConfig,
+    *,
+    flip: bool = False,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings ``[N, V, D]`` (V = 2 with ``flip``) in manifest order, cached on disk."""
+    norm, size = input_spec(config.model or "resnet18")
+    path = embedding_cache_path(dataset, config, flip=flip, cache_dir=cache_dir)
+    info = {"backbone": config.model or "resnet18", "input_size": size, "normalization": norm}
+    info["cache"] = str(path)
     if path.is_file():
         return np.load(path), info
     check_work_dir(path.parent, flag="--cache-dir")  # before embedding, not after
+    if not (config.pretrained or config.weights):
+        logger.warning(
+            "--frozen without --weights or --pretrained: a random backbone's "
+            "features carry little signal"
+        )
+    backbone = backbone_and_input(config)[0]
     device = resolve_device(config.device)
     precision = Precision.choose(device, amp=config.amp)
     backbone = backbone.to(device)
@@ -189,7 +250,8 @@ class FeatureBatches:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
 
-def _head(kind: str, dim: int, n_classes: int) -> nn.Module:
+def make_head(kind: str, dim: int, n_classes: int) -> nn.Module:
+    """The trainable head on standardised embeddings ``[B, D] -> [B, C]``."""
     if kind == "linear":
         return nn.Linear(dim, n_classes)
     if kind == "mlp":
@@ -199,8 +261,20 @@ def _head(kind: str, dim: int, n_classes: int) -> nn.Module:
     raise ConfigError(f"--head {kind!r}: expected linear or mlp")
 
 
+def fold_of(n_samples: int, folds: int, seed: int) -> np.ndarray:
+    """Fold ``[N]`` of each canonical position: a seeded random split into equal parts."""
+    return (np.random.default_rng(seed).permutation(n_samples) % folds).astype(np.int64)
+
+
 class FrozenAuditRun(AuditRun):
-    """An AuditRun whose model is a light head on cached embeddings of a frozen backbone."""
+    """An AuditRun whose model is cross-fitted heads on cached embeddings of a frozen backbone.
+
+    ``folds`` heads: head k trains on the samples of T outside fold k and records the
+    samples of fold k, so no sample's recorded confidence comes from a head that saw its
+    label (see :func:`train_epoch`). With ``neighbours`` > 0 each recorded softmax is mixed
+    with the labels of the sample's nearest neighbours in the embedding space
+    (:mod:`labelclean.fgcm.neighbours`).
+    """
 
     def __init__(
         self,
@@ -210,31 +284,60 @@ class FrozenAuditRun(AuditRun):
         dist: Dist | None = None,
         cache_dir: Path | None = None,
         progress: Progress | None = None,
+        features: np.ndarray | None = None,
     ) -> None:
-        head = config.extra.get("head", "linear")
-        flip = bool(config.extra.get("flip", False))
-        _head(head, 1, 2)  # validate the option before the long embedding pass
+        """Embed (or reuse the cache), then set up the heads.
+
+        ``features``: embeddings ``[N, V, D]`` in manifest order, computed already (noise
+        variants of one dataset in benchmarks); they must come from ``config``'s backbone.
+        """
+        options = {**FROZEN_OPTIONS, **config.extra}
+        head, flip, folds = str(options["head"]), bool(options["flip"]), int(options["folds"])
+        make_head(head, 1, 2)  # validate the options before the long embedding pass
+        check_frozen_options(options)
         manifest = dataset.manifest
         self.dataset = dataset
         self.canon = np.argsort(np.asarray(manifest.paths, dtype=object), kind="stable")
         self.given = np.asarray(manifest.given_labels, dtype=np.int64)[self.canon]
         self.n_samples, self.n_classes = len(manifest), len(manifest.class_names)
+        if folds > self.n_samples:
+            raise ConfigError(
+                f"--frozen-folds {folds}: more folds than the {self.n_samples} images"
+            )
         device = resolve_device(config.device)
+        # Every rank does the whole (cheap) head training with the same seeds, so all ranks
+        # hold identical heads without DDP; only rank 0 writes.
         self.dist = dist or Dist(device=device)
         self.precision = Precision(device, None, channels_last=False)  # a head: fp32 is cheap
-        features, info = embed_images(
-            dataset, config, flip=flip, cache_dir=cache_dir, progress=progress
-        )
+        if features is None:
+            features, info = embed_images(
+                dataset, config, flip=flip, cache_dir=cache_dir, progress=progress
+            )
+        else:
+            norm, size = input_spec(config.model or "resnet18")
+            info = {"backbone": config.model or "resnet18", "normalization": norm}
+            info["input_size"] = size
         self.generator = seed_everything(config.seed, deterministic=config.deterministic)
         self.model_name = f"{info['backbone']} (frozen) + {head} head"
+        self.architecture = info["backbone"]
         self.config = config.resolve(self.model_name)
-        self.model = _head(head, features.shape[-1], self.n_classes).to(device)
+        dim = features.shape[-1]
+        self.model = nn.ModuleList([make_head(head, dim, self.n_classes) for _ in range(folds)]).to(
+            device
+        )
         self.train_model = self.model
-        if self.dist.active:
-            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.folds = fold_of(self.n_samples, folds, config.seed) if folds > 1 else None
         self.normalization = info["normalization"]
         self.embedding = info
-        self.batches = ReindexedBatches(FeatureBatches(features, self.precision), self.canon)
+        source = FeatureBatches(features, self.precision)
+        self.batches = ReindexedBatches(source, self.canon)
+        self.neighbour_weight = float(options["neighbour_weight"])
+        self.neighbours = None
+        if int(options["neighbours"]) > 0 and self.neighbour_weight > 0:
+            self.neighbours = nearest_neighbours(
+                features_in_order(source, self.canon), int(options["neighbours"])
+            )
+        self.current_labels = self.given.copy()
         self.optimizer = build_optimizer(
             self.model,
             lr=self.config.lr,
@@ -243,8 +346,107 @@ class FrozenAuditRun(AuditRun):
         )
         self.scaler = self.precision.grad_scaler()
 
+    def _fold_rows(self, index: np.ndarray, k: int, *, inside: bool) -> np.ndarray:
+        if self.folds is None:
+            return index
+        return index[(self.folds[index] == k) == inside]
 
-def frozen_config(config: AuditConfig, *, head: str = "linear", flip: bool = False) -> AuditConfig:
+    def train_epoch(
+        self,
+        index: np.ndarray,
+        labels: np.ndarray,
+        epoch: int,
+        keep_probs: bool,
+        progress: Progress | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> Any:
+        """One epoch per head, each on the part of ``(index, labels)`` outside its fold.
+
+        ``index`` is T with its labels (all samples with their given labels in warmup);
+        they are also the labels the neighbours vote with in :meth:`record`.
+        """
+        self.current_labels = np.full(self.n_samples, -1, dtype=np.int64)
+        self.current_labels[index] = labels
+        label_of = self.current_labels
+        loss, seen = 0.0, 0
+        for k, head in enumerate(self.model):
+            rows = self._fold_rows(index, k, inside=False)
+            if len(rows) == 0:
+                continue
+            result = train_epoch(
+                head,
+                self.batches,
+                rows,
+                label_of[rows],
+                optimizer=self.optimizer,
+                scaler=self.scaler,
+                batch_size=self.config.batch_size,
+                generator=self.generator,
+                task=f"epoch {epoch + 1}/{self.config.epochs}, head {k + 1}/{len(self.model)}",
+                progress=progress if self.dist.is_main else None,
+                should_stop=should_stop,
+            )
+            loss, seen = loss + result.loss * result.seen, seen + result.seen
+        return EpochResult(loss=loss / max(seen, 1), seen=seen)
+
+    def record(self, result: Any, progress: Progress | None) -> np.ndarray:
+        """Every sample's softmax from the head that did not train on it.
+
+        With ``neighbours`` set, mixed with the vote of the sample's nearest neighbours.
+        """
+        probs = np.empty((self.n_samples, self.n_classes), dtype=np.float32)
+        everyone = np.arange(self.n_samples)
+        for k, head in enumerate(self.model):
+            rows = self._fold_rows(everyone, k, inside=True)
+            probs[rows] = predict_probs(head, self.batches, rows, batch_size=1024)
+        if self.neighbours is not None:
+            votes = neighbour_votes(self.neighbours, self.current_labels, self.n_classes)
+            probs = (1 - self.neighbour_weight) * probs + self.neighbour_weight * votes
+        return probs
+
+
+#: The frozen audit's own settings and defaults (config.extra); the README's "How it works"
+#: gives the measurements behind them.
+FROZEN_OPTIONS: dict[str, Any] = {
+    "head": "linear",
+    "flip": False,
+    "folds": 5,  # --frozen-folds: cross-fitted heads (1 = one head on all of T)
+    "neighbours": 10,  # --neighbours: k of the neighbour vote (0 = off)
+    "neighbour_weight": 0.5,  # share of the recorded softmax that is the neighbour vote
+}
+
+
+def check_frozen_options(options: dict[str, Any]) -> None:
+    """Refuse bad frozen options, naming the flag."""
+    if int(options["folds"]) < 1:
+        raise ConfigError(f"--frozen-folds {options['folds']}: must be at least 1")
+    if int(options["neighbours"]) < 0:
+        raise ConfigError(f"--neighbours {options['neighbours']}: must be 0 (off) or more")
+    if not 0 <= float(options["neighbour_weight"]) <= 1:
+        raise ConfigError(f"neighbour_weight {options['neighbour_weight']}: expected [0, 1]")
+
+
+def check_frozen_flags(frozen: bool, *, folds: int | None, neighbours: int | None) -> None:
+    """Refuse the frozen-only CLI options without ``--frozen``, and bad values, before any work."""
+    given = {"--frozen-folds": folds, "--neighbours": neighbours}
+    used = [flag for flag, value in given.items() if value is not None]
+    if used and not frozen:
+        raise ConfigError(f"{used[0]} needs --frozen")
+    options = {"folds": folds, "neighbours": neighbours}
+    check_frozen_options({**FROZEN_OPTIONS, **{k: v for k, v in options.items() if v is not None}})
+
+
+def frozen_config(
+    config: AuditConfig, *, head: str = "linear", flip: bool = False, **options: Any
+) -> AuditConfig:
     """Mark ``config`` as a frozen-feature audit (recorded in the report's metadata)."""
-    config.extra = {**config.extra, "mode": "frozen", "head": head, "flip": flip}
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(FROZEN_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown frozen options: {', '.join(unknown)}")
+    extra = {**FROZEN_OPTIONS, **given, "head": head, "flip": flip}
+    check_frozen_options(extra)
+    config.extra = {**config.extra, "mode": "frozen", **extra}
+    if config.weights:  # finetune re-reads them, maybe from another working directory
+        config.weights = str(Path(config.weights).resolve())
     return config
