@@ -113,7 +113,13 @@ def load_latest(work_dir: Path) -> tuple[dict[str, Any], Path]:
 def clear_checkpoints(work_dir: Path) -> None:
     """Delete this tool's checkpoints and trace files (nothing else), then empty folders."""
     traces = work_dir / TRACE_DIR
-    for path in [*_checkpoint_files(work_dir), *(traces / name for name in TRACE_FILES)]:
+    # a kill -9 while a checkpoint was written leaves its temporary file (_io.atomic_path)
+    leftovers = [*work_dir.glob(".checkpoint-*.pt.*.tmp"), *traces.glob(".trace_*.tmp")]
+    for path in [
+        *_checkpoint_files(work_dir),
+        *(traces / name for name in TRACE_FILES),
+        *leftovers,
+    ]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     for folder in (traces, work_dir):
