@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("report.parquet"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args()
+    if args.out.exists() and not args.overwrite:  # before the audit, not after it
+        raise SystemExit(f"error: {args.out} exists; pass --overwrite to replace it")
     options = {}
     if args.images is None:  # digits written as PNGs to ./labelclean-demo, 30% labels flipped
         from labelclean.demo import DEMO_CONFIG, write_demo_data

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch.multiprocessing as mp
 
 
@@ -88,6 +89,7 @@ def test_torchrun_cli(tmp_path, small_digits_csv):
     assert len(pd.read_parquet(out)) == len(pd.read_csv(labels))
 
 
+@pytest.mark.slow  # the per-rank finetune test below stays in the fast suite
 def test_torchrun_finetune(tmp_path):
     from labelclean.demo import run_demo
 

@@ -116,6 +116,7 @@ def split_digits(tmp_path_factory):
     return images, tmp / "train.csv", tmp / "test.csv", tmp
 
 
+@pytest.mark.slow  # 3 minutes: the quality check of the finetune path, under -m slow
 def test_finetune_on_the_audit_beats_cross_entropy_on_noisy_labels(split_digits):
     from labelclean.api import audit
     from labelclean.data.images import load_dataset

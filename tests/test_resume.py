@@ -13,6 +13,8 @@ from labelclean.checkpoint import WorkDirLock, load_latest, save_checkpoint
 from labelclean.errors import CheckpointError
 
 EPOCHS = ["--epochs", "5", "--warmup", "2"]
+# The fast suite keeps one kill per phase that matters; the other cases run under -m slow.
+SLOW = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,9 @@ def _same(a, b):
 
 @pytest.mark.parametrize(
     "fault,code",
-    [("epoch_end:2:KILL", -9), ("train_step:3:KILL", -9), ("record:1:KILL", -9),
-     ("checkpoint_write:3:KILL", -9), ("train_step:2:INT", 130), ("record:3:TERM", 143)],
+    [pytest.param("epoch_end:2:KILL", -9, marks=SLOW), pytest.param("train_step:3:KILL", -9, marks=SLOW),
+     pytest.param("record:1:KILL", -9, marks=SLOW), ("checkpoint_write:3:KILL", -9),
+     ("train_step:2:INT", 130), ("record:3:TERM", 143)],
 )
 def test_killed_then_resumed_equals_unbroken(data, reference, tmp_path, fault, code):
     out = tmp_path / "r.parquet"
@@ -64,7 +67,7 @@ def test_killed_then_resumed_equals_unbroken(data, reference, tmp_path, fault, c
     _same(pd.read_parquet(out), reference)
 
 
-@pytest.mark.parametrize("fault", ["checkpoint_write:3:KILL", "train_step:3:KILL"])
+@pytest.mark.parametrize("fault", ["checkpoint_write:3:KILL", pytest.param("train_step:3:KILL", marks=SLOW)])
 def test_traces_on_disk_are_checkpointed_by_reference_and_resume_exactly(data, reference, tmp_path, fault):
     """kill -9 after epoch 4's trace column is written but before (or while) its checkpoint is."""
     out, work = tmp_path / "r.parquet", tmp_path / "r.work"
@@ -80,6 +83,7 @@ def test_traces_on_disk_are_checkpointed_by_reference_and_resume_exactly(data, r
     assert not work.exists()  # checkpoints and trace files go once the report is written
 
 
+@pytest.mark.slow
 def test_two_deterministic_runs_hash_the_same(data, reference, tmp_path):
     assert _audit(data, tmp_path / "b.parquet", cache=tmp_path / "c").returncode == 0
     _same(pd.read_parquet(tmp_path / "b.parquet"), reference)
@@ -136,6 +140,7 @@ def test_lock_stops_a_second_run_and_stale_locks_are_taken_over(tmp_path):
     assert not (tmp_path / "lock").exists()
 
 
+@pytest.mark.slow
 def test_earlier_checkpoints_without_resume_are_refused(data, tmp_path):
     out = tmp_path / "r.parquet"
     assert _audit(data, out, fault="epoch_end:1:KILL", cache=tmp_path / "c").returncode == -9
@@ -143,6 +148,7 @@ def test_earlier_checkpoints_without_resume_are_refused(data, tmp_path):
     assert again.returncode == 1 and "pass --resume" in again.stderr
 
 
+@pytest.mark.slow
 def test_shuffled_manifest_gives_the_same_report_sorted_by_path(data, tmp_path):
     images, labels = data
     frame = pd.read_csv(labels).sample(frac=1, random_state=1)
@@ -157,6 +163,7 @@ def test_shuffled_manifest_gives_the_same_report_sorted_by_path(data, tmp_path):
     assert rb["index"].tolist() != ra["index"].tolist()  # rows still name their own manifest line
 
 
+@pytest.mark.slow
 def test_finetune_interrupted_then_resumed_equals_unbroken(tmp_path):
     """finetune --resume: SIGINT mid-run, resume, same weights as an unbroken run."""
     from labelclean.demo import run_demo
