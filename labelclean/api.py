@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labelclean._progress import Progress
 from labelclean.config import AuditConfig
 from labelclean.fgcm.audit import AuditResult, EpochHook
+from labelclean.progress import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from labelclean.cli._app import app
+from labelclean.cli._console import RichProgress, console
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
     AnnotatorColumnOpt,
@@ -23,7 +24,6 @@ from labelclean.cli._options import (
     PathColumnOpt,
     data_kwargs,
 )
-from labelclean.cli._progress import RichProgress, console
 from labelclean.cli._signals import StopRequest, resume_command
 
 _MODEL = "Model"

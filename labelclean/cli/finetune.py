@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from labelclean.cli._app import app
+from labelclean.cli._console import RichProgress
 from labelclean.cli._options import (
     CacheDirOpt,
     ImagesArg,
@@ -18,7 +19,6 @@ from labelclean.cli._options import (
     OnBadImageOpt,
     PathColumnOpt,
 )
-from labelclean.cli._progress import RichProgress
 
 _TRAIN = "Training"
 
@@ -129,7 +129,7 @@ def finetune(
     from labelclean.data.manifest import Manifest
     from labelclean.distributed import init_from_env
     from labelclean.errors import CheckpointError, ConfigError
-    from labelclean.export import METRICS_NAME, _check_out_dir, export_model
+    from labelclean.export import METRICS_NAME, check_export_dir, export_model
     from labelclean.fgcm.finetune import report_architecture, run_finetune, split_report
     from labelclean.fgcm.frozen_finetune import (
         finetune_frozen,
@@ -164,7 +164,7 @@ def finetune(
         "--weights": weights,
         "--decisions": decisions,
     }
-    _check_out_dir(out, overwrite, inputs=inputs)
+    check_export_dir(out, overwrite, inputs=inputs)
     work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
     dist = init_from_env(resolve_device(device))
     quiet = quiet or not dist.is_main

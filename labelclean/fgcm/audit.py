@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from labelclean._faults import maybe_fail
-from labelclean._progress import Progress
 from labelclean._version import __version__
 from labelclean.config import AuditConfig
 from labelclean.data.images import Dataset
@@ -47,6 +46,7 @@ from labelclean.fgcm.guard import GUARD_REASONS, apply_guard
 from labelclean.fgcm.health import check_finite, check_finite_weights, collapse_warning
 from labelclean.fgcm.history import ConfidenceHistory
 from labelclean.models import RECIPES, create_model, default_model_name, fit_data_init
+from labelclean.progress import Progress
 from labelclean.training import (
     ImageBatches,
     Precision,
