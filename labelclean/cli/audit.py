@@ -151,7 +151,8 @@ def audit(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="'paper': the paper's CIFAR schedule (350 epochs, warmup 80, PreAct ResNet-18).",
+            help="'paper': the paper's Algorithm 1 exactly (PreAct ResNet-18, 350 epochs, warmup "
+            "80, union T, no guard, relabel, no extra clustering); with --epochs, scaled.",
             rich_help_panel=_TRAIN,
         ),
     ] = None,

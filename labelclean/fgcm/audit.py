@@ -493,7 +493,8 @@ def run_audit(
         maybe_fail("epoch_end", epoch)
         if should_stop is not None and should_stop() and state.epoch < config.epochs:
             raise AuditInterrupted(state, run)
-    _update_clusters(state, run, config.epochs)
+    if config.final_clustering or not (state.cluster >= 0).any():  # the paper: no extra one
+        _update_clusters(state, run, config.epochs)
     return _with_votes(_build_result(state, run, wall_time=time.perf_counter() - start), state, run)
 
 
