@@ -14,6 +14,7 @@ setting runs on the same images, and variants that share their training share it
                   NS relabeled, report = the last epoch's clustering), its schedule scaled to
                   --epochs (warmup 80/350, LR steps at 80 and 150 of 350, LR 0.06)
     paper-alg1+final  the same run with labelclean's extra clustering after the last epoch
+    paper-alg1-latest Algorithm 1 with T = this epoch's refined clusters (--t-update latest)
 
 Wall time of a variant = its training (shared or not) + its own clustering; the
 branch of paper-loop counts the shared epochs up to its warmup. cleanlab's K-fold prune is
@@ -55,6 +56,7 @@ TRAININGS: dict[str, dict[str, Any]] = {
     "ce": {"schedule": "once", "mixup": 0.0},
     "old-default": {"model": "small_cnn", "schedule": "paper", "mixup": 0.0, "lr": 0.02},
     "paper": {"preset": "paper", "model": "air_cnn"},
+    "paper-latest": {"preset": "paper", "model": "air_cnn", "t_update": "latest"},
 }
 #: variant -> (training, clustering overrides, branch: continue with the paper's loop)
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -66,6 +68,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "old-default": ("old-default", {}, False),
     "paper-alg1": ("paper", {}, False),
     "paper-alg1+final": ("paper", {"final_clustering": True}, False),
+    "paper-alg1-latest": ("paper-latest", {}, False),
 }
 
 
