@@ -115,6 +115,19 @@ def replace_section(title: str, body: str, path: Path = RESULTS) -> None:
     path.write_text(text)
 
 
+def publish(title: str, rows: list[dict], columns: list[str], about: str, *, write: bool) -> str:
+    """Print the rows as a table and, with ``write``, make it RESULTS.md's ``## title``.
+
+    The section opens with the command line that made it, so anyone can run it again.
+    """
+    table = markdown_table(rows, columns)
+    print(table)
+    if write:
+        command = f"python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}"
+        replace_section(title, f"`{command}`: {about}\n\n{table}")
+    return table
+
+
 class Timer:
     """``with Timer() as t: ...; t.seconds``."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CIFAR_DEV, limit_threads, markdown_table, noisy_cifar, replace_section  # noqa: E402
+from _common import CIFAR_DEV, limit_threads, noisy_cifar, publish  # noqa: E402
 
 
 def main() -> None:
@@ -75,12 +75,9 @@ def main() -> None:
         results.append({"arm": name, "labeled": len(rows), "unlabeled": len(unlabeled) if mu else 0,
                         "test accuracy": res.test_accuracy, "minutes": (time.perf_counter() - t1) / 60})
         print(results[-1], flush=True)
-    table = markdown_table(results, list(results[0]))
-    print(table)
-    if not args.no_write:
-        replace_section("Finetune", f"`python benchmarks/finetune.py {' '.join(sys.argv[1:])}`: "
-                        f"{args.setting} noise on {len(train.manifest)} cifar10-dev/train images, test on cifar10-dev/test (2,000), "
-                        f"small_cnn, {args.epochs} epochs per arm; the audit took {audit_minutes:.1f} min.\n\n{table}")
+    publish("Finetune", results, list(results[0]),
+            f"{args.setting} noise on {len(train.manifest)} cifar10-dev/train images, test on cifar10-dev/test (2,000), "
+            f"small_cnn, {args.epochs} epochs per arm; the audit took {audit_minutes:.1f} min.", write=not args.no_write)
 
 
 if __name__ == "__main__":

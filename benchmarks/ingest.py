@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_data_argument, data_folder, markdown_table, replace_section  # noqa: E402
+from _common import add_data_argument, data_folder, publish  # noqa: E402
 
 
 def one_run(data: Path, cache: Path, workers: int) -> dict:
@@ -53,12 +53,9 @@ def main() -> None:
             print(rows[-1], flush=True)
     rows.append({"run": "ratio (second / first speed)",
                  "images/s": rows[1]["images/s"] / rows[0]["images/s"]})
-    table = markdown_table(rows, ["run", "images", "seconds", "images/s", "peak RSS MB", "cache MB", "size"])
-    print(table)
-    if not args.no_write:
-        replace_section("Ingestion", f"`python benchmarks/ingest.py {' '.join(sys.argv[1:])}`: "
-                        f"{args.data.name}/train.csv, {args.workers} decode threads, each run in a "
-                        f"fresh process.\n\n{table}")
+    publish("Ingestion", rows, ["run", "images", "seconds", "images/s", "peak RSS MB", "cache MB", "size"],
+            f"{args.data.name}/train.csv, {args.workers} decode threads, each run in a fresh process.",
+            write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ cache folders, logs), so that no slip on the command line can cost the user a fi
   full disk leaves the previous file (if any) intact and no temp file behind. An
   ``OSError`` while writing becomes one :class:`~labelclean.errors.OutputError` naming the
   path and the option; :func:`os_error_message` gives the same line for any other one.
+
+:func:`read_json` is the input side's one helper: a JSON file whose failure names the file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import re
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from labelclean._version import __version__
 from labelclean.errors import OutputError, OutputExistsError
@@ -58,6 +61,18 @@ def _errno(err: OSError) -> int | None:
         return err.errno
     found = re.search(r"errno (\d+)", str(err), re.IGNORECASE)
     return int(found.group(1)) if found else None
+
+
+def read_json(path: Path, error: type[Exception], *, expected: str) -> Any:
+    """A JSON file's value; an unreadable file raises ``error`` naming it and ``expected``.
+
+    One place for the three ways such a file fails (missing, not UTF-8, not JSON), so every
+    input read this way says the same about them.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise error(f"{path}: not {expected} ({err})") from None
 
 
 def is_user_os_error(err: OSError) -> bool:

@@ -1,10 +1,8 @@
-"""Measuring cleaning quality against known truth, and injecting noise to create that truth.
+"""Measuring cleaning quality against known truth (the truth often made by injected noise).
 
-The figures are DESIGN.md's "Measuring cleaning quality". Noise follows the paper (4.1.1)
-and DivideMix: a symmetric flip is uniform over the *other* classes (so the realised noise
-rate is the asked rate, not ``rate * (C - 1) / C`` as with "uniform over all classes");
-asymmetric noise uses the paper's CIFAR-10 pairs (truck->automobile, bird->airplane,
-deer->horse, cat<->dog).
+The figures are DESIGN.md's "Measuring cleaning quality". The noise that creates a known
+truth is :mod:`labelclean.noise`; its names are re-exported here, where the CLI's
+``corrupt`` and ``evaluate`` and the benchmarks have always found them.
 
 A ratio whose denominator is zero (no flagged rows, no relabels, ...) is ``None``, shown as
 ``n/a`` by the CLI and ``null`` in JSON, never 0 or NaN, so "nothing to measure" is not
@@ -16,134 +14,39 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from labelclean.errors import ConfigError, ReportError
+from labelclean.errors import ReportError
 from labelclean.fgcm.clustering import CLUSTER_NAMES
+from labelclean.noise import (
+    CIFAR10_ASYMMETRIC,
+    CIFAR10_CLASSES,
+    NOISE_TYPES,
+    asymmetric_map,
+    corrupt_labels,
+)
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-# The paper's (and DivideMix's) asymmetric CIFAR-10 noise: visually similar classes.
-CIFAR10_ASYMMETRIC = {
-    "truck": "automobile",
-    "bird": "airplane",
-    "deer": "horse",
-    "cat": "dog",
-    "dog": "cat",
-}
-NOISE_TYPES = ("symmetric", "asymmetric")
+__all__ = [
+    "ACTIONS",
+    "CIFAR10_ASYMMETRIC",
+    "CIFAR10_CLASSES",
+    "NOISE_TYPES",
+    "UNLABELED",
+    "asymmetric_map",
+    "cleaning_metrics",
+    "corrupt_labels",
+    "metrics_json",
+    "read_truth",
+]
+
 ACTIONS = ("keep", "relabel", "unlabel")
 UNLABELED = "(unlabeled)"
 _MAX_LISTED = 20
-
-
-def asymmetric_map(class_names: Sequence[str]) -> dict[str, str]:
-    """The default asymmetric map: the paper's pairs for CIFAR-10, else each class to the next.
-
-    Example:
-        >>> asymmetric_map(["a", "b", "c"])
-        {'a': 'b', 'b': 'c', 'c': 'a'}
-    """
-    names = list(class_names)
-    if set(names) == set(CIFAR10_CLASSES):
-        return dict(CIFAR10_ASYMMETRIC)
-    return {names[i]: names[(i + 1) % len(names)] for i in range(len(names))}
-
-
-def _check_mapping(mapping: Mapping[Any, Any], class_names: Sequence[str]) -> dict[str, str]:
-    if not isinstance(mapping, Mapping) or not mapping:
-        raise ConfigError(
-            '--map: expected a non-empty object of class -> class, e.g. {"cat": "dog"}'
-        )
-    bad = [
-        f"{k!r}: {v!r}"
-        for k, v in mapping.items()
-        if not (isinstance(k, str) and isinstance(v, str))
-    ]
-    if bad:
-        raise ConfigError(f"--map: class names must be strings; got {', '.join(bad)}")
-    known = set(class_names)
-    unknown = sorted({name for pair in mapping.items() for name in pair if name not in known})
-    if unknown:
-        raise ConfigError(
-            f"--map names unknown classes: {', '.join(unknown)}; the classes are "
-            f"{', '.join(class_names)}"
-        )
-    same = [k for k, v in mapping.items() if k == v]
-    if same:
-        raise ConfigError(f"--map maps {', '.join(same)} to itself; a flip must change the class")
-    return dict(mapping)
-
-
-def corrupt_labels(
-    given_labels: np.ndarray,
-    class_names: Sequence[str],
-    *,
-    noise: str,
-    rate: float,
-    seed: int = 0,
-    mapping: Mapping[str, str] | None = None,
-) -> np.ndarray:
-    """Return noisy label codes ``[N]`` made from clean ones, reproducibly from ``seed``.
-
-    Args:
-        given_labels: Clean label codes ``[N]`` into ``class_names``.
-        class_names: Names for the codes (C >= 2).
-        noise: ``symmetric``: exactly ``round(rate * N)`` samples, chosen at random, get a
-            label drawn uniformly from the C - 1 *other* classes, so the realised rate is
-            the asked one. ``asymmetric``: in each *source* class of the map,
-            ``round(rate * n_class)`` samples, chosen at random, flip to its target; other
-            classes stay clean (so the overall rate is lower than ``rate`` when the map does
-            not cover every class, as in the paper's CIFAR-10 setting).
-        rate: Fraction in [0, 1).
-        seed: Random seed.
-        mapping: class -> class for asymmetric noise; default :func:`asymmetric_map`.
-
-    Raises:
-        ConfigError: Naming ``--noise``, ``--rate`` or ``--map``.
-
-    Example:
-        >>> noisy = corrupt_labels(np.repeat(np.arange(10), 50), [str(i) for i in range(10)],
-        ...                        noise="symmetric", rate=0.4)
-        >>> float((noisy != np.repeat(np.arange(10), 50)).mean())
-        0.4
-    """
-    if noise not in NOISE_TYPES:
-        raise ConfigError(f"--noise {noise!r}: expected symmetric or asymmetric")
-    if not 0 <= rate < 1:
-        raise ConfigError(f"--rate {rate}: expected a fraction in [0, 1), e.g. 0.4")
-    c = len(class_names)
-    if c < 2:
-        raise ConfigError(f"need at least two classes to flip labels, found {c}")
-    given = np.asarray(given_labels)
-    if given.ndim != 1 or (given.size and not np.issubdtype(given.dtype, np.integer)):
-        raise ValueError(
-            f"given_labels: expected integer codes [N], got {given.dtype} {given.shape}"
-        )
-    given = given.astype(np.int64)
-    if given.size and (given.min() < 0 or given.max() >= c):
-        raise ValueError(f"given_labels: codes must lie in [0, {c})")
-    rng = np.random.default_rng(seed)
-    noisy = given.copy()
-    if noise == "symmetric":
-        flip = rng.choice(len(given), int(round(rate * len(given))), replace=False)
-        offset = rng.integers(1, c, len(flip))  # 1..C-1: uniform over the other classes
-        noisy[flip] = (given[flip] + offset) % c
-        return noisy
-    pairs = _check_mapping(
-        mapping if mapping is not None else asymmetric_map(class_names), class_names
-    )
-    code = {name: i for i, name in enumerate(class_names)}
-    for source, target in pairs.items():  # flips are drawn from the clean labels: no chains
-        members = np.flatnonzero(given == code[source])
-        flip = rng.choice(members, int(round(rate * len(members))), replace=False)
-        noisy[flip] = code[target]
-    return noisy
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -188,15 +91,34 @@ def cleaning_metrics(report: pd.DataFrame, true_labels: pd.Series | np.ndarray) 
         >>> m = cleaning_metrics(read_report("r.parquet").frame, truth)  # doctest: +SKIP
         >>> m["label_precision"], m["given_precision"]  # doctest: +SKIP
     """
+    truth, action = _checked_inputs(report, true_labels)
+    rows = _encode(report, truth, action)
+    return {
+        **_overall(rows),
+        "actions": {a: int((action == a).sum()) for a in ACTIONS},
+        "clusters": _per_cluster(report, rows.noisy, action) if "cluster" in report else {},
+        "per_class": _per_class(rows),
+        "confusion": _confusion(rows),
+        "top_flips": _top_flips(rows),
+    }
+
+
+def _checked_inputs(
+    report: pd.DataFrame, true_labels: pd.Series | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The truth as strings and the action column, once both are known to be usable.
+
+    Checked here rather than trusted: a misaligned truth or an edited action would give
+    figures that look plausible and are wrong.
+    """
     n = len(report)
-    truth_raw = np.asarray(true_labels, dtype=object)
-    if truth_raw.shape != (n,):
+    truth = np.asarray(true_labels, dtype=object)
+    if truth.shape != (n,):
         raise ValueError(
-            f"true_labels: expected {n} labels aligned with the report, got {truth_raw.shape}"
+            f"true_labels: expected {n} labels aligned with the report, got {truth.shape}"
         )
-    if pd.isna(truth_raw).any():
+    if pd.isna(truth).any():
         raise ValueError("true_labels: missing values")
-    truth_raw = truth_raw.astype(str)
     missing = [
         c for c in ("given_label", "action", "clean_label", "pseudo_label") if c not in report
     ]
@@ -208,37 +130,101 @@ def cleaning_metrics(report: pd.DataFrame, true_labels: pd.Series | np.ndarray) 
         raise ReportError(
             f"report has action values {', '.join(odd)}; expected keep, relabel or unlabel"
         )
+    return truth.astype(str), action
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Every row's labels as codes into one class list, and the masks the figures count.
+
+    One encoding for all figures, so the per-class table, the confusion matrix and the
+    totals cannot disagree about which rows are noisy, flagged or correct.
+    """
+
+    classes: list[str]
+    truth: np.ndarray
+    given: np.ndarray
+    clean: np.ndarray
+    action: np.ndarray
+    noisy: np.ndarray
+    flagged: np.ndarray
+    labeled: np.ndarray
+    relabel: np.ndarray
+    correct: np.ndarray
+    cleaned: np.ndarray
+
+
+def _encode(report: pd.DataFrame, truth_raw: np.ndarray, action: np.ndarray) -> _Rows:
+    """Codes into the sorted union of every class named anywhere (truth, given, clean, pseudo)."""
     present = (
         set(truth_raw) | set(report["given_label"].dropna()) | set(report["pseudo_label"].dropna())
     )
     classes = _sort_classes(present | set(report["clean_label"].dropna()))
-    c = len(classes)
     truth = _codes(truth_raw, classes)
     given = _codes(report["given_label"], classes)
     clean = _codes(report["clean_label"], classes)
     pseudo = _codes(report["pseudo_label"], classes)
-
-    noisy = given != truth
-    flagged = action != "keep"
     labeled = action != "unlabel"
-    relabel = action == "relabel"
-    correct = labeled & (clean == truth)  # a labeled row without a clean label counts as wrong
-    cleaned = np.where(labeled, clean, pseudo) == truth
+    return _Rows(
+        classes=classes,
+        truth=truth,
+        given=given,
+        clean=clean,
+        action=action,
+        noisy=given != truth,
+        flagged=action != "keep",
+        labeled=labeled,
+        relabel=action == "relabel",
+        correct=labeled & (clean == truth),  # a labeled row without a clean label is wrong
+        cleaned=np.where(labeled, clean, pseudo) == truth,
+    )
+
+
+def _overall(rows: _Rows) -> dict[str, Any]:
+    """The whole-dataset figures of the docstring of :func:`cleaning_metrics`, in its order."""
+    n = len(rows.truth)
+    noisy, flagged, labeled, relabel = rows.noisy, rows.flagged, rows.labeled, rows.relabel
     hits = int((flagged & noisy).sum())
+    return {
+        "n": n,
+        "noisy": int(noisy.sum()),
+        "noise_rate": _ratio(noisy.sum(), n),
+        "given_precision": _ratio((~noisy).sum(), n),
+        "flagged": int(flagged.sum()),
+        "labeled": int(labeled.sum()),
+        "detection_precision": _ratio(hits, flagged.sum()),
+        "detection_recall": _ratio(hits, noisy.sum()),
+        "detection_f1": _ratio(2 * hits, flagged.sum() + noisy.sum()),
+        "label_precision": _ratio(rows.correct.sum(), labeled.sum()),
+        "label_recall": _ratio(rows.correct.sum(), n),
+        "relabel_accuracy": _ratio((relabel & (rows.clean == rows.truth)).sum(), relabel.sum()),
+        "cleaned_accuracy": _ratio(rows.cleaned.sum(), n),
+    }
+
+
+def _per_class(rows: _Rows) -> list[dict[str, Any]]:
+    """The same figures per class.
+
+    Noise and detection go by the given label; label precision by the clean label (a class
+    is judged on the rows the audit put in it).
+    """
+    c = len(rows.classes)
+    given, clean, noisy, flagged = rows.given, rows.clean, rows.noisy, rows.flagged
 
     def per(codes: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         keep = codes >= 0 if mask is None else (codes >= 0) & mask
         return np.bincount(codes[keep], minlength=c)
 
-    n_given, n_true, n_clean = per(given), per(truth), per(clean, labeled)
-    given_ok, clean_ok = per(given, ~noisy), per(clean, correct)
+    n_given, n_true, n_clean = per(given), per(rows.truth), per(clean, rows.labeled)
+    given_ok, clean_ok = per(given, ~noisy), per(clean, rows.correct)
     noisy_by, flagged_by, hits_by = (
         per(given, noisy),
         per(given, flagged),
         per(given, flagged & noisy),
     )
-    out_by, in_by, unl_by = per(given, relabel), per(clean, relabel), per(given, ~labeled)
-    per_class = [
+    out_by, in_by = per(given, rows.relabel), per(clean, rows.relabel)
+    unl_by = per(given, ~rows.labeled)
+    return [
         {
             "class": name,
             "n_given": int(n_given[k]),
@@ -254,15 +240,27 @@ def cleaning_metrics(report: pd.DataFrame, true_labels: pd.Series | np.ndarray) 
             "relabeled_in": int(in_by[k]),
             "unlabeled": int(unl_by[k]),
         }
-        for k, name in enumerate(classes)
+        for k, name in enumerate(rows.classes)
     ]
-    column = np.where(labeled & (clean >= 0), clean, c)  # the last column holds unlabeled rows
-    confusion = np.bincount(given * (c + 1) + column, minlength=c * (c + 1)).reshape(c, c + 1)
-    pair = given[relabel] * c + clean[relabel]
+
+
+def _confusion(rows: _Rows) -> dict[str, Any]:
+    """Given x clean counts; one extra last column holds the unlabeled rows."""
+    c, classes = len(rows.classes), rows.classes
+    column = np.where(rows.labeled & (rows.clean >= 0), rows.clean, c)
+    counts = np.bincount(rows.given * (c + 1) + column, minlength=c * (c + 1)).reshape(c, c + 1)
+    return {"given": classes, "clean": [*classes, UNLABELED], "counts": counts.tolist()}
+
+
+def _top_flips(rows: _Rows) -> list[dict[str, Any]]:
+    """The most frequent given->clean relabels and how many of each were right."""
+    c, classes = len(rows.classes), rows.classes
+    relabel = rows.relabel
+    pair = rows.given[relabel] * c + rows.clean[relabel]
     flips = np.bincount(pair, minlength=c * c)
-    flips_ok = np.bincount(pair[(clean == truth)[relabel]], minlength=c * c)
+    flips_ok = np.bincount(pair[(rows.clean == rows.truth)[relabel]], minlength=c * c)
     order = [int(p) for p in np.argsort(-flips, kind="stable")[:_MAX_LISTED] if flips[p]]
-    top_flips = [
+    return [
         {
             "given": classes[p // c],
             "clean": classes[p % c],
@@ -271,30 +269,6 @@ def cleaning_metrics(report: pd.DataFrame, true_labels: pd.Series | np.ndarray) 
         }
         for p in order
     ]
-    return {
-        "n": n,
-        "noisy": int(noisy.sum()),
-        "noise_rate": _ratio(noisy.sum(), n),
-        "given_precision": _ratio((~noisy).sum(), n),
-        "flagged": int(flagged.sum()),
-        "labeled": int(labeled.sum()),
-        "detection_precision": _ratio(hits, flagged.sum()),
-        "detection_recall": _ratio(hits, noisy.sum()),
-        "detection_f1": _ratio(2 * hits, flagged.sum() + noisy.sum()),
-        "label_precision": _ratio(correct.sum(), labeled.sum()),
-        "label_recall": _ratio(correct.sum(), n),
-        "relabel_accuracy": _ratio((relabel & (clean == truth)).sum(), relabel.sum()),
-        "cleaned_accuracy": _ratio(cleaned.sum(), n),
-        "actions": {a: int((action == a).sum()) for a in ACTIONS},
-        "clusters": _per_cluster(report, noisy, action) if "cluster" in report else {},
-        "per_class": per_class,
-        "confusion": {
-            "given": classes,
-            "clean": [*classes, UNLABELED],
-            "counts": confusion.tolist(),
-        },
-        "top_flips": top_flips,
-    }
 
 
 def _per_cluster(report: pd.DataFrame, noisy: np.ndarray, action: np.ndarray) -> dict[str, Any]:

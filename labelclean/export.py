@@ -21,7 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from labelclean._io import MARKER, Inputs, check_output_dir, marker_text, output_error, replace_dir
+from labelclean._io import (
+    MARKER,
+    Inputs,
+    check_output_dir,
+    marker_text,
+    output_error,
+    read_json,
+    replace_dir,
+)
 from labelclean._version import __version__
 from labelclean.errors import ConfigError, ModelError
 
@@ -108,10 +116,7 @@ def _number_list(value: Any, n: int) -> bool:
 def read_model_config(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` of an exported model, checked; ModelError names what is wrong."""
     cfg_path = Path(path) / CONFIG_NAME
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ModelError(f"{cfg_path}: not a readable JSON file ({err})") from None
+    config = read_json(cfg_path, ModelError, expected="a readable JSON file")
     if not isinstance(config, dict):
         raise ModelError(f"{cfg_path}: expected a JSON object")
     problems = []

@@ -12,6 +12,7 @@ import pytest
 from labelclean._version import __version__
 from labelclean.errors import OutputError, OutputExistsError, ReportError
 from labelclean.report import parquet as parquet_mod
+from labelclean.report import schema as schema_mod
 from labelclean.report.parquet import (
     METADATA_KEY,
     REPORT_SCHEMA,
@@ -61,8 +62,8 @@ def metadata(**over):
     return {**meta, **over}
 
 
-def write(tmp_path, name="report.parquet", **kw):
-    table = build_report_table(columns(), class_names=NAMES)
+def write(tmp_path, name="report.parquet", cols=None, **kw):
+    table = build_report_table(columns() if cols is None else cols, class_names=NAMES)
     return write_report(
         tmp_path / name, table, metadata(), overwrite=kw.pop("overwrite", False), **kw
     )
@@ -127,7 +128,7 @@ def test_row_groups_and_column_subset(tmp_path):
 
 
 def test_traces_split_when_list_offsets_would_overflow(tmp_path, monkeypatch):
-    monkeypatch.setattr(parquet_mod, "_MAX_LIST_VALUES", 7)  # 3 epochs -> 2 rows per chunk
+    monkeypatch.setattr(schema_mod, "_MAX_LIST_VALUES", 7)  # 3 epochs -> 2 rows per chunk
     table = build_report_table(columns(), class_names=NAMES)
     assert table["trace_given"].num_chunks == 3
     path = write_report(tmp_path / "r.parquet", table, metadata(), overwrite=False)
@@ -139,27 +140,13 @@ def test_traces_split_when_list_offsets_would_overflow(tmp_path, monkeypatch):
 def test_zero_epochs_and_zero_rows(tmp_path):
     cols = columns()
     cols["trace_given"] = cols["trace_pseudo"] = np.zeros((5, 0))
-    rep = read_report(
-        write_report(
-            tmp_path / "e0.parquet",
-            build_report_table(cols, class_names=NAMES),
-            metadata(),
-            overwrite=False,
-        )
-    )
+    rep = read_report(write(tmp_path, "e0.parquet", cols))
     assert [len(t) for t in rep.frame["trace_given"]] == [0] * 5
     empty = {
         k: (np.zeros((0, 3)) if k.startswith("trace") else np.asarray(v)[:0])
         for k, v in columns().items()
     }
-    rep = read_report(
-        write_report(
-            tmp_path / "n0.parquet",
-            build_report_table(empty, class_names=NAMES),
-            metadata(),
-            overwrite=False,
-        )
-    )
+    rep = read_report(write(tmp_path, "n0.parquet", empty))
     assert len(rep.frame) == 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,11 @@ from labelclean.cli._console import RichProgress
 
 ReportArg = Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")]
 EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
+def _page(help_text: str, *, low: int = 1) -> Any:
+    """A whole-number option of the HTML page, at least ``low``, in the help's "Page" panel."""
+    return typer.Option(min=low, help=help_text, rich_help_panel="Page")
 
 
 @app.command(no_args_is_help=True)
@@ -41,33 +46,16 @@ def report(
         ),
     ] = False,
     max_scatter: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Points in the joint-confidence scatter (a random sample above).",
-            rich_help_panel="Page",
-        ),
+        int, _page("Points in the joint-confidence scatter (a random sample above).")
     ] = 20_000,
-    max_grid: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Images per grid (relabeled; each unlabeled cluster).",
-            rich_help_panel="Page",
-        ),
-    ] = 60,
+    max_grid: Annotated[int, _page("Images per grid (relabeled; each unlabeled cluster).")] = 60,
     table_rows: Annotated[
         int,
-        typer.Option(
-            min=1,
-            help="Kept samples in the page's table, the most suspicious (every flagged one is in it).",
-            rich_help_panel="Page",
+        _page(
+            "Kept samples in the page's table, the most suspicious (every flagged one is in it)."
         ),
     ] = 500,
-    thumb_size: Annotated[
-        int,
-        typer.Option(min=8, help="Thumbnail side in pixels in the grids.", rich_help_panel="Page"),
-    ] = 64,
+    thumb_size: Annotated[int, _page("Thumbnail side in pixels in the grids.", low=8)] = 64,
 ) -> None:
     """Summarise a report in the terminal and, with --html, as a page to look at.
 

@@ -4,11 +4,9 @@ Training never touches PIL: the cache is built once (in parallel, with a progres
 saved under a key of paths, sizes, mtimes and the target size so the next run reuses it,
 and memory-mapped when it is larger than the memory budget.
 
-Decoding is defensive: only allow-listed formats are opened (an EPS renamed .png never
-reaches Ghostscript), the whole image is decoded (``Image.open`` reads only the header, so a
-truncated file would otherwise pass), decompression bombs are errors, animations give
-their first frame, and EXIF rotation, palettes with transparency, CMYK and 16-bit images are
-converted to RGB correctly.
+One image is decoded by :mod:`labelclean.data.decode` (defensively: allow-listed formats,
+full decode, bomb limit); :func:`decode_image` and :func:`resize_square` are re-exported
+here for the callers that predict on new images the way the cache was built.
 """
 
 from __future__ import annotations
@@ -19,27 +17,43 @@ import io
 import json
 import logging
 import os
-import re
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from labelclean._faults import maybe_fail
 from labelclean._io import atomic_path, atomic_write_text, check_work_dir, reserve_space
+from labelclean.data.decode import (
+    ALLOWED_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    decode_image,
+    resize_square,
+)
 from labelclean.data.manifest import Manifest, read_manifest
 from labelclean.errors import ConfigError, ImageError, Interrupted
 from labelclean.progress import Progress, report
 
+__all__ = [
+    "CACHE_VERSION",
+    "Dataset",
+    "ImageCache",
+    "Rejection",
+    "decode_image",
+    "default_cache_dir",
+    "infer_image_size",
+    "load_dataset",
+    "load_images",
+    "resize_square",
+    "write_rejected_csv",
+]
+
 logger = logging.getLogger(__name__)
 
-#: Pillow plugins we accept; anything else (EPS, PSD, ...) is refused before decoding.
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb threshold
 CACHE_VERSION = 1
 
 
@@ -73,100 +87,6 @@ class Dataset:
     manifest: Manifest
     cache: ImageCache
     rejections: list[Rejection]
-
-
-class _BadImage(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode -> RGB: transparency composited on white, 16-bit scaled (not clipped)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return Image.fromarray((arr / top * 255.0).round().clip(0, 255).astype(np.uint8)).convert(
-            "RGB"
-        )
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if arr.max() <= 1.0 else 1.0
-        return Image.fromarray((arr * scale).clip(0, 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, img).convert("RGB")
-    return img.convert("RGB")
-
-
-def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open, fully decode and convert one image to RGB (frame 0, EXIF-upright)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise _BadImage("missing", "file not found") from None
-    except OSError as err:
-        raise _BadImage("unreadable", str(err)) from None
-    if size == 0:
-        raise _BadImage("empty", "zero-byte file")
-    data = path.read_bytes()
-    previous = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            try:
-                img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            except Image.UnidentifiedImageError:
-                head = data[:64].lstrip().lower()
-                if head.startswith((b"<!doctype html", b"<html")):
-                    raise _BadImage("not_an_image", "an HTML page saved as an image") from None
-                if _known_other_format(data):
-                    raise _BadImage(
-                        "format_not_allowed",
-                        f"image format not allowed (allowed: {', '.join(ALLOWED_FORMATS)})",
-                    ) from None
-                raise _BadImage("not_an_image", "not a recognised image") from None
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            img.load()  # decode everything now: a truncated file fails here, not mid-training
-            return _to_rgb(ImageOps.exif_transpose(img) or img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _BadImage("too_many_pixels", _too_many_pixels(err, max_pixels)) from None
-    except _BadImage:
-        raise
-    except (OSError, SyntaxError, ValueError) as err:
-        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
-        raise _BadImage(reason, str(err)) from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-def _too_many_pixels(err: Exception, max_pixels: int) -> str:
-    """Our limit in our words: Pillow's error states twice the limit it was given."""
-    found = re.search(r"\((\d+) pixels\)", str(err))
-    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return f"{size}, above --max-pixels {max_pixels:,} (raise it if the image is genuine)"
-
-
-def _known_other_format(data: bytes) -> bool:
-    """Recognised by some Pillow plugin, but not an allowed one (checked without decoding)."""
-    return data[:4] in (b"%!PS", b"\xc5\xd0\xd3\xc6", b"8BPS") or data[:2] == b"\x00\x00"
-
-
-def resize_square(img: Image.Image, size: int) -> np.ndarray:
-    """Shorter side to ``size`` (antialiased), centre crop; returns ``[3, S, S]`` uint8."""
-    w, h = img.size
-    scale = size / min(w, h)
-    if (w, h) != (size, size):
-        new = (max(size, round(w * scale)), max(size, round(h * scale)))
-        img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left, top = (new[0] - size) // 2, (new[1] - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def infer_image_size(manifest: Manifest, *, sample: int = 256) -> int:
@@ -237,6 +157,51 @@ def load_images(
         should_stop: Checked between small blocks of images; True stops the decode with
             :class:`~labelclean.errors.Interrupted` and no cache written (so does Ctrl-C).
     """
+    _check_options(image_size, on_bad_image, max_bad_fraction, max_pixels)
+    size = image_size or infer_image_size(manifest)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _cache_key(manifest, size, max_pixels)
+    array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+
+    def reuse() -> Dataset:
+        return _reuse(
+            manifest,
+            array_path,
+            meta_path,
+            size,
+            key,
+            memory_budget,
+            on_bad_image,
+            max_bad_fraction,
+        )
+
+    try:
+        hit = array_path.is_file() and meta_path.is_file()
+    except OSError:  # a name too long, ...: the check below says so, naming --cache-dir
+        hit = False
+    if hit:
+        try:
+            return reuse()
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning("image cache %s is unusable (%s); decoding again", array_path, err)
+    check_work_dir(cache_dir, flag="--cache-dir")  # before decoding, not after
+    ok, bad = _decode_to(
+        array_path,
+        manifest,
+        size,
+        max_pixels=max_pixels,
+        workers=workers,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    _write_meta(meta_path, size, ok, bad, _channel_stats(np.load(array_path, mmap_mode="r"), ok))
+    return reuse()
+
+
+def _check_options(
+    image_size: int | None, on_bad_image: str, max_bad_fraction: float, max_pixels: int
+) -> None:
+    """Refuse bad options before any work, naming the CLI flag the user typed."""
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"--on-bad-image {on_bad_image!r}: expected error or skip")
     if not 0 <= max_bad_fraction <= 1:
@@ -245,29 +210,23 @@ def load_images(
         raise ConfigError(f"--image-size {image_size}: expected 4 to 1024 pixels")
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels {max_pixels}: expected a positive number of pixels")
-    size = image_size or infer_image_size(manifest)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _cache_key(manifest, size, max_pixels)
-    array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    try:
-        hit = array_path.is_file() and meta_path.is_file()
-    except OSError:  # a name too long, ...: the check below says so, naming --cache-dir
-        hit = False
-    if hit:
-        try:
-            return _reuse(
-                manifest,
-                array_path,
-                meta_path,
-                size,
-                key,
-                memory_budget,
-                on_bad_image,
-                max_bad_fraction,
-            )
-        except (OSError, ValueError, KeyError) as err:
-            logger.warning("image cache %s is unusable (%s); decoding again", array_path, err)
-    check_work_dir(cache_dir, flag="--cache-dir")  # before decoding, not after
+
+
+def _decode_to(
+    array_path: Path,
+    manifest: Manifest,
+    size: int,
+    *,
+    max_pixels: int,
+    workers: int,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[np.ndarray, list[Rejection]]:
+    """Decode every image into a ``.npy`` at ``array_path``; the good-row mask, the rejections.
+
+    Written through a memmap to a temp file renamed at the end, so a large set never sits
+    in memory twice and a crash or a stop leaves no half-written cache to be reused.
+    """
     n = len(manifest)
     bad: list[Rejection] = []
     with atomic_path(array_path, flag="--cache-dir") as tmp:
@@ -280,7 +239,7 @@ def load_images(
                 out[i] = resize_square(
                     decode_image(manifest.root / manifest.paths[i], max_pixels=max_pixels), size
                 )
-            except _BadImage as err:
+            except BadImage as err:
                 ok[i] = False
                 bad.append(
                     Rejection(int(manifest.rows[i]), manifest.paths[i], err.reason, err.detail)
@@ -289,7 +248,17 @@ def load_images(
         _decode_all(n, work, workers=workers, progress=progress, should_stop=should_stop)
         out.flush()
     bad.sort(key=lambda r: r.row)
-    stats = _channel_stats(np.load(array_path, mmap_mode="r"), ok)
+    return ok, bad
+
+
+def _write_meta(
+    meta_path: Path,
+    size: int,
+    ok: np.ndarray,
+    bad: list[Rejection],
+    stats: tuple[list[float], list[float]],
+) -> None:
+    """The cache's sidecar: written after the array, so its presence means the array is whole."""
     atomic_write_text(
         meta_path,
         flag="--cache-dir",
@@ -297,16 +266,13 @@ def load_images(
             {
                 "version": CACHE_VERSION,
                 "image_size": size,
-                "n": n,
+                "n": len(ok),
                 "ok": ok.tolist(),
                 "rejections": [r.__dict__ for r in bad],
                 "mean": stats[0],
                 "std": stats[1],
             }
         ),
-    )
-    return _reuse(
-        manifest, array_path, meta_path, size, key, memory_budget, on_bad_image, max_bad_fraction
     )
 
 

@@ -20,7 +20,6 @@ export of tasks made for another report is refused.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from labelclean._io import read_json
 from labelclean._version import __version__
 from labelclean.report.parquet import Report
 from labelclean.review.decisions import Decision, DecisionError
@@ -172,10 +172,7 @@ def read_label_studio_export(
 ) -> tuple[list[Decision], str | None]:
     """Decisions (``line`` = task number, from 1) and the fingerprint the tasks carried."""
     path = Path(path)
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise DecisionError(f"{path}: not a Label Studio JSON export ({err})") from None
+    tasks = read_json(path, DecisionError, expected="a Label Studio JSON export")
     if not isinstance(tasks, list):
         raise DecisionError(f"{path}: a Label Studio export is a JSON list of tasks")
     frame = report.frame

@@ -13,7 +13,9 @@ section is a template plus a context builder in :mod:`labelclean.report.sections
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from labelclean._io import atomic_write_text, check_writable
 from labelclean.errors import ConfigError
@@ -85,6 +87,31 @@ def write_html_report(
         missing=missing,
     )
     steps = len(SECTIONS) + 1
+    sections = _build_sections(page, progress, steps)
+    text = render(
+        "report.html.j2",
+        title=report.path.name if report.path else "report",
+        source=str(report.path or ""),
+        root=str(root),
+        facts=_run_facts(report.metadata),
+        version=report.metadata.get("tool_version", "?"),
+        sections=sections,
+        sampled="; ".join(page.sampled),
+        missing=(len(missing), *next(iter(missing.items()))) if missing else None,
+    )
+    out = atomic_write_text(path, text, overwrite=overwrite, flag="--html")
+    if missing:
+        logger.warning("%d image(s) under %s could not be read for the page", len(missing), root)
+    report_progress(progress, "html report", steps, steps)
+    return out
+
+
+def _build_sections(page: PageData, progress: Progress | None, steps: int) -> list[dict[str, Any]]:
+    """Each section's template and context, in :data:`SECTIONS` order.
+
+    A section with no data for this report (its builder returns None) is left out, and
+    the navigation bar with it.
+    """
     sections = []
     for k, section in enumerate(SECTIONS, start=1):
         report_progress(progress, "html report", k, steps)
@@ -98,27 +125,19 @@ def write_html_report(
                     "c": context,
                 }
             )
-    md = report.metadata
+    return sections
+
+
+def _run_facts(metadata: Mapping[str, Any]) -> str:
+    """The run in one line for the page's header (model, epochs, ..., wall time).
+
+    Keys a report does not carry (an older or a frozen run) are skipped, not shown empty.
+    """
     facts = [
-        f"{k} {md[k]}"
+        f"{k} {metadata[k]}"
         for k in ("model", "epochs", "mode", "device", "seed")
-        if md.get(k) is not None
+        if metadata.get(k) is not None
     ]
-    if isinstance(md.get("wall_time_s"), int | float):
-        facts.append(f"{md['wall_time_s']:.0f} s")
-    text = render(
-        "report.html.j2",
-        title=report.path.name if report.path else "report",
-        source=str(report.path or ""),
-        root=str(root),
-        facts=", ".join(facts),
-        version=md.get("tool_version", "?"),
-        sections=sections,
-        sampled="; ".join(page.sampled),
-        missing=(len(missing), *next(iter(missing.items()))) if missing else None,
-    )
-    out = atomic_write_text(path, text, overwrite=overwrite, flag="--html")
-    if missing:
-        logger.warning("%d image(s) under %s could not be read for the page", len(missing), root)
-    report_progress(progress, "html report", steps, steps)
-    return out
+    if isinstance(metadata.get("wall_time_s"), int | float):
+        facts.append(f"{metadata['wall_time_s']:.0f} s")
+    return ", ".join(facts)

@@ -1,13 +1,12 @@
-"""report.parquet: the schema of DESIGN.md, an atomic writer, and a reader that checks.
+"""report.parquet: an atomic writer, and a reader that checks.
 
-One row per sample in manifest order; the settings and results that apply to the whole
-run (tool version, image root, class names, config, GMM, ...) are one JSON value under
-the ``labelclean`` key of the Parquet schema metadata, so ``finetune`` and ``report`` need
-nothing but this file and the images.
+The schema and the table builder live in :mod:`labelclean.report.schema`; they are
+re-exported here, so ``from labelclean.report.parquet import ...`` keeps working for every
+name a caller needs to write or read a report.
 
-Only ``clean_label``, ``admitted_epoch`` and ``guard`` may be null (DESIGN.md marks them
-so); the other columns are declared non-nullable, which Parquet stores as ``required``.
-``guard`` came in a later version: a report without it reads back with it all null.
+The settings and results that apply to the whole run (tool version, image root, class
+names, config, GMM, ...) are one JSON value under the ``labelclean`` key of the Parquet
+schema metadata, so ``finetune`` and ``report`` need nothing but this file and the images.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -29,214 +27,42 @@ import pyarrow.parquet as pq
 from labelclean._io import atomic_path, check_writable
 from labelclean._version import __version__
 from labelclean.errors import ReportError
-from labelclean.fgcm.guard import GUARD_REASONS
+from labelclean.report.schema import (
+    ACTIONS,
+    ADDED_COLUMNS,
+    CROWD_COLUMNS,
+    CROWD_FIELDS,
+    CROWD_SCHEMA,
+    LABEL_COLUMNS,
+    METADATA_KEY,
+    NULLABLE,
+    OPTIONAL_METADATA,
+    REPORT_SCHEMA,
+    REQUIRED_METADATA,
+    VOTE_TYPE,
+    Report,
+    build_report_table,
+)
+
+__all__ = [
+    "ACTIONS",
+    "ADDED_COLUMNS",
+    "CROWD_COLUMNS",
+    "CROWD_FIELDS",
+    "CROWD_SCHEMA",
+    "METADATA_KEY",
+    "NULLABLE",
+    "OPTIONAL_METADATA",
+    "REPORT_SCHEMA",
+    "REQUIRED_METADATA",
+    "VOTE_TYPE",
+    "Report",
+    "build_report_table",
+    "read_report",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
-
-METADATA_KEY = b"labelclean"
-ACTIONS = ("keep", "relabel", "unlabel")
-NULLABLE = ("clean_label", "admitted_epoch", "guard")
-#: Columns older reports may lack; read back as all null.
-ADDED_COLUMNS = ("guard",)
-REPORT_SCHEMA = pa.schema(
-    [
-        pa.field("index", pa.int64(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("given_label", pa.string(), nullable=False),
-        pa.field("cluster", pa.string(), nullable=False),
-        pa.field("action", pa.string(), nullable=False),
-        pa.field("clean_label", pa.string(), nullable=True),
-        pa.field("pseudo_label", pa.string(), nullable=False),
-        pa.field("conf_given", pa.float32(), nullable=False),
-        pa.field("conf_pseudo", pa.float32(), nullable=False),
-        pa.field("cluster_prob", pa.float32(), nullable=False),
-        pa.field("admitted_epoch", pa.int32(), nullable=True),
-        pa.field("guard", pa.string(), nullable=True),
-        pa.field("trace_given", pa.list_(pa.float32()), nullable=False),
-        pa.field("trace_pseudo", pa.list_(pa.float32()), nullable=False),
-    ]
-)
-#: A vote of the ``votes`` column: who voted, what, and the probability that it is right
-#: given every vote and the network (the final posterior of the voted class).
-VOTE_TYPE = pa.struct(
-    [
-        pa.field("annotator", pa.string(), nullable=False),
-        pa.field("label", pa.string(), nullable=False),
-        pa.field("p_right", pa.float32(), nullable=False),
-    ]
-)
-#: Crowd input only (DESIGN.md): votes per image, share for the consensus (``given_label``),
-#: and the votes themselves.
-CROWD_FIELDS = (
-    pa.field("n_votes", pa.int32(), nullable=False),
-    pa.field("agreement", pa.float32(), nullable=False),
-    pa.field("votes", pa.list_(VOTE_TYPE), nullable=False),
-)
-CROWD_SCHEMA = pa.schema([*REPORT_SCHEMA, *CROWD_FIELDS])
-CROWD_COLUMNS = tuple(f.name for f in CROWD_FIELDS)
-REQUIRED_METADATA = (
-    "tool_version",
-    "image_root",
-    "class_names",
-    "config",
-    "seed",
-    "epochs",
-    "device",
-    "mode",
-    "wall_time_s",
-)
-OPTIONAL_METADATA = (
-    "gmm",
-    "cluster_names",
-    "image_size",
-    "normalization",
-    "rejected",
-)
-_LABEL_COLUMNS = ("given_label", "clean_label", "pseudo_label")
-_TRACE_COLUMNS = ("trace_given", "trace_pseudo")
-# A list<float32> column addresses its values with int32 offsets; above this many values in
-# one array the trace columns are split into chunks (a module constant so tests can shrink it).
-_MAX_LIST_VALUES = 2**31 - 1
-
-
-@dataclass
-class Report:
-    """A report read back: the per-sample frame and the run's metadata.
-
-    Attributes:
-        frame: One row per sample, manifest order, the columns of :data:`REPORT_SCHEMA`
-            (or the subset asked for). Null labels are missing values; ``admitted_epoch``
-            is a nullable ``Int32``; traces are float32 arrays.
-        metadata: The run's JSON metadata (see :data:`REQUIRED_METADATA`).
-        path: The file it came from, or None when built in memory.
-    """
-
-    frame: pd.DataFrame
-    metadata: dict[str, Any]
-    path: Path | None = None
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names in the audit's order."""
-        return list(self.metadata["class_names"])
-
-    @property
-    def image_root(self) -> Path:
-        """Absolute folder the ``path`` column is relative to."""
-        return Path(self.metadata["image_root"])
-
-
-def _labels(name: str, codes: Any, n: int, names: pa.Array, *, nullable: bool) -> pa.Array:
-    """Integer codes ``[N]`` -> class-name strings (``-1`` -> null), one vectorised take."""
-    codes = np.asarray(codes)
-    if codes.shape != (n,):
-        raise ValueError(f"report column {name}: expected shape [{n}], got {codes.shape}")
-    if codes.size and not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(f"report column {name}: expected integer label codes, got {codes.dtype}")
-    codes = codes.astype(np.int64, copy=False)
-    low = -1 if nullable else 0
-    bad = (codes < low) | (codes >= len(names))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"report column {name}: code {int(codes[row])} at row {row} is outside "
-            f"[{low}, {len(names)}) for {len(names)} classes"
-        )
-    null = codes < 0
-    return names.take(pa.array(np.where(null, 0, codes), mask=null if null.any() else None))
-
-
-def _traces(name: str, values: Any, n: int) -> pa.ChunkedArray:
-    """``[N, E]`` floats -> list<float32> without a per-row loop (zero-copy for float32).
-
-    Split into chunks when ``N * E`` would overflow the list's int32 offsets.
-    """
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if values.ndim != 2 or values.shape[0] != n:
-        raise ValueError(f"report column {name}: expected shape [{n}, E], got {values.shape}")
-    e = values.shape[1]
-    rows_per_chunk = max(1, _MAX_LIST_VALUES // e) if e else max(n, 1)
-    chunks = []
-    for start in range(0, n, rows_per_chunk):
-        block = values[start : start + rows_per_chunk]
-        offsets = np.arange(0, (len(block) + 1) * e, e, dtype=np.int32) if e else None
-        if offsets is None:
-            offsets = np.zeros(len(block) + 1, dtype=np.int32)
-        chunks.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(block.reshape(-1))))
-    return pa.chunked_array(chunks, type=pa.list_(pa.float32()))
-
-
-def _column(name: str, values: Any, n: int, dtype: type) -> np.ndarray:
-    array = np.asarray(values).astype(dtype, copy=False)
-    if array.shape != (n,):
-        raise ValueError(f"report column {name}: expected shape [{n}], got {array.shape}")
-    return array
-
-
-def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]) -> pa.Table:
-    """Arrays from the audit -> a table in :data:`REPORT_SCHEMA`, without per-row Python.
-
-    Args:
-        columns: One entry per schema column. ``given_label``/``pseudo_label``: integer codes
-            ``[N]`` into ``class_names``; ``clean_label``: codes with ``-1`` for null (exactly
-            the ``unlabel`` rows); ``admitted_epoch``: ``[N]`` ints, ``-1`` for null;
-            ``cluster``/``action``: strings ``[N]``; ``trace_given``/``trace_pseudo``:
-            ``[N, E]`` floats; ``guard`` (optional, all null when left out): the reason
-            code (GUARD_REASONS) of the guard that moved each sample, None where none did;
-            the rest ``[N]``.
-        class_names: Names of the label codes.
-
-    Raises:
-        ValueError: A column is missing, unknown, mis-shaped or out of range (a bug in the
-            caller, not in the user's data).
-
-    Example:
-        >>> table = build_report_table(columns, class_names=["cat", "dog"])  # doctest: +SKIP
-    """
-    schema = CROWD_SCHEMA if "votes" in columns else REPORT_SCHEMA
-    missing = [f for f in schema.names if f not in columns and f not in ADDED_COLUMNS]
-    unknown = [f for f in columns if f not in schema.names]
-    if missing or unknown:
-        raise ValueError(f"report columns: missing {missing}, unknown {unknown}")
-    n = len(columns["index"])
-    names = pa.array(list(class_names), type=pa.string())
-    action = _column("action", columns["action"], n, str)
-    bad_action = ~np.isin(action, ACTIONS)
-    if bad_action.any():
-        raise ValueError(
-            f"report column action: {sorted(set(action[bad_action]))} not in {ACTIONS}"
-        )
-    clean = np.asarray(columns["clean_label"])
-    if clean.shape == (n,) and ((clean < 0) != (action == "unlabel")).any():
-        raise ValueError("report column clean_label: must be -1 exactly on the unlabel rows")
-    admitted = _column("admitted_epoch", columns["admitted_epoch"], n, np.int32)
-    guard = _column("guard", columns.get("guard", np.full(n, None)), n, object)
-    unknown_guard = set(guard.tolist()) - set(GUARD_REASONS)
-    if unknown_guard:
-        raise ValueError(f"report column guard: {sorted(map(str, unknown_guard))} unknown")
-    arrays = {
-        "index": pa.array(_column("index", columns["index"], n, np.int64)),
-        "path": pa.array(_column("path", columns["path"], n, object), type=pa.string()),
-        "cluster": pa.array(_column("cluster", columns["cluster"], n, str), type=pa.string()),
-        "action": pa.array(action, type=pa.string()),
-        "admitted_epoch": pa.array(admitted, mask=admitted < 0),
-        "guard": pa.array(guard, type=pa.string()),
-    }
-    for name in _LABEL_COLUMNS:
-        arrays[name] = _labels(name, columns[name], n, names, nullable=name == "clean_label")
-    for name in ("conf_given", "conf_pseudo", "cluster_prob"):
-        arrays[name] = pa.array(_column(name, columns[name], n, np.float32))
-    for name in _TRACE_COLUMNS:
-        arrays[name] = _traces(name, columns[name], n)
-    if np.shape(columns["trace_given"]) != np.shape(columns["trace_pseudo"]):
-        raise ValueError("report columns trace_given and trace_pseudo differ in shape")
-    if schema is CROWD_SCHEMA:
-        arrays["n_votes"] = pa.array(_column("n_votes", columns["n_votes"], n, np.int32))
-        arrays["agreement"] = pa.array(_column("agreement", columns["agreement"], n, np.float32))
-        arrays["votes"] = columns["votes"]
-        if len(arrays["votes"]) != n or not arrays["votes"].type.equals(pa.list_(VOTE_TYPE)):
-            raise ValueError(f"report column votes: expected {n} lists of {VOTE_TYPE}")
-    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
 def _json_default(value: Any) -> Any:
@@ -455,7 +281,7 @@ def _check_rows(path: Path, frame: pd.DataFrame, metadata: Mapping[str, Any]) ->
             ~frame["action"].isin(ACTIONS), f"an action other than {', '.join(ACTIONS)}", "action"
         )
     names = list(metadata["class_names"])
-    for column in _LABEL_COLUMNS:
+    for column in LABEL_COLUMNS:
         if column in frame:
             refuse(frame[column].notna() & ~frame[column].isin(names), "an unknown class", column)
     if "action" in frame and "clean_label" in frame:
