@@ -73,7 +73,9 @@ def test_export_round_trip_gives_the_same_outputs(frozen_report, tmp_path):
     with torch.no_grad():
         want = result.model(torch.from_numpy(((features[:16].astype(np.float32).mean(1))
                                               - model.feature_mean.numpy()) / model.feature_std.numpy()))
-        assert torch.allclose(loaded(x), want, atol=2e-2)
+        # The cache keeps float16 features; standardised by a small spread, their rounding moves
+        # the logits by up to ~2% of their scale (a wrong normalisation or view moves them ~100%)
+        assert (loaded(x) - want).abs().max() <= 0.05 * want.abs().max()
 
 
 def test_cli_frozen_audit_finetune_predict(frozen_report, tmp_path):
