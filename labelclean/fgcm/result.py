@@ -60,7 +60,7 @@ def _with_votes(result: AuditResult, state: AuditState, run: AuditRun) -> AuditR
 
 def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
     """Arrays -> the report table of DESIGN.md, plus metadata."""
-    from labelclean.report.parquet import build_report_table
+    from labelclean.report.schema import build_report_table
 
     manifest, cache, config = run.dataset.manifest, run.dataset.cache, run.config
     back = np.empty_like(run.canon)
