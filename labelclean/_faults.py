@@ -3,7 +3,8 @@
 ``LABELCLEAN_FAULT=point:epoch:SIGNAL`` makes the process send itself SIGNAL (KILL, INT or
 TERM) when it reaches ``point`` (``train_step``, ``record``, ``checkpoint_write``,
 ``epoch_end``) in 0-based ``epoch``, or ``decode`` at a block of images (issue 14). Only the
-tests set it.
+tests set it. The audit loop does not read it: :func:`maybe_fail` is only the default of
+``run_audit(faults=...)``, which in-process tests replace with their own callback.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -96,6 +97,27 @@ class Precision:
         return f"{self.device}, {kind}" + (", channels_last" if self.channels_last else "")
 
 
+class BatchSource(Protocol):
+    """What the loops read batches from by sample index: :class:`ImageBatches`, embeddings."""
+
+    @property
+    def precision(self) -> Precision:
+        """The device and precision the batches are on."""
+        ...
+
+    def load(self, index: np.ndarray) -> torch.Tensor:
+        """The raw batch of samples ``index``, on the device."""
+        ...
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A randomly augmented copy of a loaded batch (training only)."""
+        ...
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        """A loaded (or augmented) batch -> the model's input."""
+        ...
+
+
 @dataclass(frozen=True)
 class ImageBatches:
     """Reads batches of a uint8 cache ``[N, 3, S, S]`` by sample index and prepares them.
@@ -129,17 +151,6 @@ class ImageBatches:
         return normalize(uint8, self.mean, self.std, channels_last=self.precision.channels_last)
 
 
-def iterate_batches(
-    index: np.ndarray, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
-) -> Iterator[np.ndarray]:
-    """Yield index batches; the last one may be short."""
-    if shuffle:
-        perm = torch.randperm(len(index), generator=generator).numpy()
-        index = index[perm]
-    for start in range(0, len(index), batch_size):
-        yield index[start : start + batch_size]
-
-
 class StepInterrupted(Exception):  # noqa: N818 - a control-flow signal
     """``should_stop()`` became true mid-epoch; the partial epoch is abandoned."""
 
@@ -158,7 +169,7 @@ class EpochResult:
 
 def train_epoch(
     model: nn.Module,
-    batches: ImageBatches,
+    batches: BatchSource,
     index: np.ndarray,
     labels: np.ndarray,
     *,
@@ -217,18 +228,9 @@ def train_epoch(
         x = batches.prepare(batches.augment(x, augment_generator or generator))
         y = torch.from_numpy(label_of[idx]).to(device, non_blocking=True)
         with batches.precision.autocast():
-            if mixup > 0:
-                lam, partner = mixup_pairs(len(idx), mixup, augment_generator or generator)
-                partner = partner.to(device)
-                logits = model(lam * x + (1 - lam) * x[partner])
-                loss = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(
-                    logits, y[partner]
-                )
-            else:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
+            logits, loss = _forward(model, x, y, mixup, augment_generator or generator)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
         scaler.step(optimizer)
         scaler.update()
         total += loss.detach() * len(idx)
@@ -242,6 +244,21 @@ def train_epoch(
         seen=seen,
         probs=probs,
         index=order if keep_probs else None,
+    )
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mixup: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss of one batch; with ``mixup``, of its blend with a shuffled copy."""
+    if mixup <= 0:
+        logits = model(x)
+        return logits, F.cross_entropy(logits, y)
+    lam, partner = mixup_pairs(len(y), mixup, generator)
+    partner = partner.to(x.device)
+    logits = model(lam * x + (1 - lam) * x[partner])
+    return logits, lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(
+        logits, y[partner]
     )
 
 
@@ -259,7 +276,7 @@ def mixup_pairs(n: int, alpha: float, generator: torch.Generator) -> tuple[float
 @torch.inference_mode()
 def predict_probs(
     model: nn.Module,
-    batches: ImageBatches,
+    batches: BatchSource,
     index: np.ndarray,
     *,
     batch_size: int,

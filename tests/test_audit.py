@@ -180,18 +180,18 @@ def test_probabilities_that_turn_nan_stop_the_run_and_keep_the_previous_checkpoi
     from labelclean.api import run_checkpointed
     from labelclean.checkpoint import load_latest
     from labelclean.errors import DivergedError
-    from labelclean.fgcm import audit as audit_mod
+    from labelclean.fgcm.run import ImageNetwork
 
-    real, calls = audit_mod._record, []
+    real, calls = ImageNetwork.record, []
 
-    def record_nan_at_epoch_3(run, result, progress):
-        probs = real(run, result, progress)
+    def record_nan_at_epoch_3(self, run, result, progress):
+        probs = real(self, run, result, progress)
         calls.append(1)
         if len(calls) == 3:
             probs[5] = np.nan
         return probs
 
-    monkeypatch.setattr(audit_mod, "_record", record_nan_at_epoch_3)
+    monkeypatch.setattr(ImageNetwork, "record", record_nan_at_epoch_3)
     dataset = load_dataset(*small_digits_csv)
     with pytest.raises(DivergedError, match="audit epoch 3/4: the recorded probabilities of 1 of 300"):
         run_checkpointed(dataset, AuditConfig(epochs=4, warmup=1, hflip=False), work_dir=tmp_path / "w")
@@ -246,9 +246,9 @@ def test_paper_preset_is_algorithm_1_and_reports_the_last_epochs_clustering(digi
     assert (resolved.relabel, resolved.mixup, resolved.final_clustering) == (True, 0.0, False)
     assert resolved.warmup == 1  # 80/350 of 4 epochs
     calls, clustered = [], []
-    real = audit_module._update_clusters
+    real = audit_module.update_clusters
     monkeypatch.setattr(
-        audit_module, "_update_clusters", lambda s, r, e: (calls.append(e), real(s, r, e))
+        audit_module, "update_clusters", lambda s, r, e: (calls.append(e), real(s, r, e))
     )
     dataset = load_dataset(*digits16)
     result = run_audit(dataset, config, on_epoch=lambda s, line: clustered.append(s.cluster.copy()))
@@ -259,3 +259,12 @@ def test_paper_preset_is_algorithm_1_and_reports_the_last_epochs_clustering(digi
     calls.clear()
     run_audit(dataset, dataclasses.replace(config, final_clustering=True))
     assert calls == [1, 2, 3, 4]  # labelclean's extra clustering after the last epoch
+
+
+def test_the_loop_calls_the_injected_fault_hook_at_its_named_points(small_digits_csv):
+    """Issue 18.5: the crash tests' fault points are a callback the caller passes, in loop order."""
+    calls = []
+    config = AuditConfig(epochs=2, batch_size=32, hflip=False, device="cpu")
+    run_audit(load_dataset(*small_digits_csv), config, faults=lambda point, epoch: calls.append((point, epoch)))
+    per_epoch = ["train_step", "record", "epoch_end"]
+    assert calls == [(point, e) for e in (0, 1) for point in per_epoch]

@@ -82,7 +82,7 @@ def test_noise_estimate_counts_only_confident_disagreements():
 
 
 def test_guard_keeps_what_a_weak_model_has_not_learned_with_its_given_label():
-    from labelclean.fgcm.audit import Clustering, admit_samples
+    from labelclean.fgcm.state import Clustering, admit_samples
 
     joint, given, pseudo, kind = _weak_model_population()
     codes = _codes(joint)
@@ -140,7 +140,7 @@ def test_class_floor_keeps_a_collapsed_class_in_t_most_confident_first():
 
 
 def test_guard_rescues_a_collapsed_class_and_admission_keeps_its_given_label():
-    from labelclean.fgcm.audit import Clustering, admit_samples
+    from labelclean.fgcm.state import Clustering, admit_samples
 
     given = np.repeat([0, 1, 2], 20)
     pseudo = np.where(given == 2, 0, given)  # class 2 is never predicted

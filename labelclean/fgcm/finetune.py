@@ -27,7 +27,7 @@ from torch import nn
 from labelclean.config import FinetuneConfig
 from labelclean.data.strong_augment import strong_augment
 from labelclean.errors import ReportError
-from labelclean.fgcm.health import check_finite, check_finite_weights
+from labelclean.fgcm.health import Where, check_finite, check_finite_weights
 from labelclean.models import create_model, fit_data_init
 from labelclean.progress import Progress, report
 from labelclean.training import (
@@ -304,14 +304,14 @@ def run_finetune(
                 else:
                     loss, loss_m, mask = loss_x, torch.zeros(()), torch.zeros(1, dtype=torch.bool)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
             scaler.step(optimizer)
             scaler.update()
             totals += torch.stack(
                 [loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()]
             )
             report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
-        health = {"epoch": epoch, "epochs": config.epochs, "lr": config.lr, "task": "finetune"}
+        health = Where(epoch=epoch, epochs=config.epochs, lr=config.lr, task="finetune")
         check_finite(float(totals[0] + totals[1]), what="the loss", **health)
         check_finite_weights(model, **health)
         line = epoch_line(epoch, totals, steps, time.perf_counter() - start)

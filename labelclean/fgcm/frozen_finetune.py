@@ -66,6 +66,9 @@ class FrozenClassifier(nn.Module):
     mirror, as the audit recorded them.
     """
 
+    feature_mean: torch.Tensor  #: buffer [D]
+    feature_std: torch.Tensor  #: buffer [D]
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -93,14 +96,15 @@ class FrozenClassifier(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             size = (self.input_size, self.input_size)
             x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
-        f = self.backbone(x).float()
+        f: torch.Tensor = self.backbone(x).float()
         if self.flip:
             f = (f + self.backbone(x.flip(-1)).float()) / 2
         return (f - self.feature_mean) / self.feature_std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C]``."""
-        return self.head(self.features(x))
+        logits: torch.Tensor = self.head(self.features(x))
+        return logits
 
 
 def frozen_export_config(
@@ -228,7 +232,7 @@ def run_frozen_finetune(
                 )
                 loss = loss_x + config.lambda_m * loss_m
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch: unannotated
             optimizer.step()
             totals += torch.stack(
                 [loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()]

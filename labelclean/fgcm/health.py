@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -19,6 +20,15 @@ from labelclean.errors import DivergedError
 #: Collapse when the predictions use less than this share of the labels' effective classes
 #: beyond the first (see :func:`collapse_warning`).
 COLLAPSE_SHARE = 0.5
+
+
+class Where(TypedDict):
+    """Where a divergence happened, for the messages of the checks below (``**where``)."""
+
+    epoch: int  #: 0-based
+    epochs: int
+    lr: float
+    task: str  #: ``audit`` or ``finetune``
 
 
 def check_finite(

@@ -1,0 +1,124 @@
+"""The audit's outcome: the final state -> report table of DESIGN.md plus metadata."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from labelclean._version import __version__
+from labelclean.data.manifest import leaves_root
+from labelclean.fgcm.clustering import CLUSTER_NAMES
+from labelclean.fgcm.guard import GUARD_REASONS
+from labelclean.fgcm.health import collapse_warning
+from labelclean.fgcm.state import AuditState
+
+if TYPE_CHECKING:
+    from labelclean.fgcm.run import AuditRun
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AuditResult:
+    """The audit's outcome: one row per sample plus metadata; ``write`` gives report.parquet."""
+
+    table: Any  #: pyarrow.Table in the report schema
+    metadata: dict[str, Any]
+
+    def to_pandas(self) -> Any:
+        """The report as a pandas DataFrame (one row per sample, manifest order)."""
+        return self.table.to_pandas()
+
+    def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write report.parquet atomically (refuses to replace a file unless ``overwrite``)."""
+        from labelclean.report.parquet import write_report
+
+        return write_report(Path(path), self.table, self.metadata, overwrite=overwrite)
+
+
+def audit_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
+    """The report of a finished audit (with votes: combined with the crowd's)."""
+    return _with_votes(_build_result(state, run, wall_time=wall_time), state, run)
+
+
+def _with_votes(result: AuditResult, state: AuditState, run: AuditRun) -> AuditResult:
+    """Crowd input: the final combination of the network and the votes (labelclean.crowd)."""
+    votes = run.dataset.manifest.votes
+    if votes is None:
+        return result
+    from labelclean.crowd.report import finish_crowd_audit
+
+    probs = np.empty_like(state.history.sums)
+    probs[run.canon] = state.history.mean_confidence()  # canonical -> manifest order
+    return finish_crowd_audit(result, votes, probs)
+
+
+def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
+    """Arrays -> the report table of DESIGN.md, plus metadata."""
+    from labelclean.report.schema import build_report_table
+
+    manifest, cache, config = run.dataset.manifest, run.dataset.cache, run.config
+    back = np.empty_like(run.canon)
+    back[run.canon] = np.arange(len(run.canon))  # manifest row -> canonical position
+    given = run.given
+    joint = state.history.joint_confidence(given)
+    pseudo = state.history.pseudo_labels()
+    clean = np.where(state.in_t, state.t_labels, -1)
+    action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
+    trace_given, trace_pseudo = state.history.traces(order=back)  # already in manifest order
+    canonical = {
+        "given_label": given,
+        "cluster": np.asarray(CLUSTER_NAMES)[state.cluster],
+        "action": action,
+        "clean_label": clean,
+        "pseudo_label": pseudo,
+        "conf_given": joint[:, 0],
+        "conf_pseudo": joint[:, 1],
+        "cluster_prob": state.cluster_prob,
+        "admitted_epoch": state.admitted_epoch,
+        "guard": np.asarray(GUARD_REASONS, dtype=object)[state.guard],  # 0 -> None
+    }
+    columns = {
+        "index": np.asarray(manifest.rows, dtype=np.int64),
+        "path": list(manifest.paths),
+        **{name: np.asarray(values)[back] for name, values in canonical.items()},
+        "trace_given": trace_given,
+        "trace_pseudo": trace_pseudo,
+    }
+    table = build_report_table(columns, class_names=list(manifest.class_names))
+    warnings = [w for w in [collapse_warning(pseudo, given, manifest.class_names)] if w]
+    for warning in warnings if run.dist.is_main else []:
+        logger.warning(warning)
+    metadata = {
+        "tool_version": __version__,
+        "image_root": str(Path(manifest.root).resolve()),
+        "paths_outside_root": any(map(leaves_root, manifest.paths)),  # --allow-outside-root
+        "class_names": list(manifest.class_names),
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "device": str(run.precision.device),
+        "precision": run.precision.describe(),
+        "mode": config.extra.get("mode", "train"),
+        "relabel": run.relabel,
+        "model": run.model_name,
+        "architecture": run.architecture,
+        "wall_time_s": round(wall_time, 3),
+        "gmm": None if state.gmm is None else state.gmm.to_dict(),
+        "cluster_names": list(state.component_names),
+        "image_size": cache.image_size,
+        "normalization": run.normalization,
+        "n_samples": run.n_samples,
+        "manifest_fingerprint": manifest.fingerprint(),
+        "rejected": len(run.dataset.rejections),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+        "epoch_log": state.epoch_log,
+        "guard_note": state.guard_note,
+        "warnings": warnings,
+    }
+    return AuditResult(table=table, metadata=metadata)
