@@ -10,6 +10,11 @@ setting runs on the same images, and variants that share their training share it
     ce-once       air_cnn, plain cross-entropy, one FGCM clustering at the end (no mixup)
     ce-loss2      the same cross-entropy run, loss-only 2-component split
     old-default   the default before issue 15: small_cnn, the paper's loop, guard confident
+    paper-alg1    --preset paper on air_cnn: the paper's Algorithm 1 exactly (union T, no guard,
+                  NS relabeled, report = the last epoch's clustering), its schedule scaled to
+                  --epochs (warmup 80/350, LR steps at 80 and 150 of 350, LR 0.06)
+    paper-alg1+final  the same run with labelclean's extra clustering after the last epoch
+    paper-alg1-latest Algorithm 1 with T = this epoch's refined clusters (--t-update latest)
 
 Wall time of a variant = its training (shared or not) + its own clustering; the
 branch of paper-loop counts the shared epochs up to its warmup. cleanlab's K-fold prune is
@@ -50,6 +55,8 @@ TRAININGS: dict[str, dict[str, Any]] = {
     "default": {},
     "ce": {"schedule": "once", "mixup": 0.0},
     "old-default": {"model": "small_cnn", "schedule": "paper", "mixup": 0.0, "lr": 0.02},
+    "paper": {"preset": "paper", "model": "air_cnn"},
+    "paper-latest": {"preset": "paper", "model": "air_cnn", "t_update": "latest"},
 }
 #: variant -> (training, clustering overrides, branch: continue with the paper's loop)
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -59,6 +66,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "ce-once": ("ce", {}, False),
     "ce-loss2": ("ce", {"components": 2}, False),
     "old-default": ("old-default", {}, False),
+    "paper-alg1": ("paper", {}, False),
+    "paper-alg1+final": ("paper", {"final_clustering": True}, False),
+    "paper-alg1-latest": ("paper-latest", {}, False),
 }
 
 
@@ -166,7 +176,8 @@ def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[
     for name in args.variants:
         training, overrides, branch = VARIANTS[name]
         if training not in trained:
-            config = AuditConfig(**common, **TRAININGS[training])
+            options = dict(TRAININGS[training])
+            config = AuditConfig.from_preset(options.pop("preset", None), **common, **options)
             needs_branch = any(VARIANTS[v][0] == training and VARIANTS[v][2] for v in args.variants)
             paper = AuditConfig(**common, schedule="paper", mixup=1.0).resolve("air_cnn")
             branch_at = paper.warmup if needs_branch else None

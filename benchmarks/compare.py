@@ -132,7 +132,8 @@ def out_of_fold_probs(ds, labels: np.ndarray, *, seed: int, epochs: int, warmup:
         train = np.flatnonzero(fold_c != f)
         for epoch in range(config.epochs):
             for group in run.optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule=config.lr_schedule)
+                # run.config: the LR the audit's recipe resolves for this network (config.lr is None)
+                group["lr"] = run.config.lr * lr_factor(epoch, epochs=config.epochs, schedule=config.lr_schedule)
             train_epoch(run.train_model, run.batches, train, labels_c[train], optimizer=run.optimizer,
                         scaler=run.scaler, batch_size=config.batch_size, generator=run.generator)
         held = np.flatnonzero(fold_c == f)

@@ -17,8 +17,11 @@ train.csv), each method gives one label per image, scored against the truth:
 annotator's true accuracy (majority vote / Dawid-Skene / consensus: agreement with their own
 labels weighted by their posterior; cleanlab: annotator_quality; labelclean:
 estimated_accuracy). Wall times include reading the votes; under shared load they are an
-upper bound. "final label accuracy" is the label recall: labelclean counts an image it leaves
-unlabeled as wrong; "label precision" is the accuracy over the images given a label (the same
+upper bound, so the audits also report CPU minutes (process time, every thread), whose ratio
+("cpu_vs_single") does not depend on what else runs; "crowd_overhead" is the crowd audit's
+wall time over the same minus its two crowd steps (consensus EM, final combination).
+"final label accuracy" is the label recall: labelclean counts an image it leaves unlabeled as
+wrong; "label precision" is the accuracy over the images given a label (the same
 for the methods that label every image).
 
 Run by hand:  nice -n 10 python benchmarks/crowd.py --data /work/shared/data [--subset 2000]
@@ -128,21 +131,21 @@ def main() -> None:
                 t0 = time.perf_counter()
                 post = fit(votes).posterior
                 add(method, post.argmax(1), time.perf_counter() - t0, _rho(_posterior_agreement(votes, post), true_acc))
-        single_seconds = None
+        single_seconds = single_cpu = None
         if "single-label" in args.methods:
             mv_csv = Path(tmp) / "majority.csv"
             pd.DataFrame({"path": manifest.paths, "label": names[mv]}).to_csv(mv_csv, index=False)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             _, result = _audit(images, mv_csv)
-            single_seconds = time.perf_counter() - t0
+            single_seconds, single_cpu = time.perf_counter() - t0, time.process_time() - c0
             f = result.to_pandas()
             final = np.where(f["action"] == "unlabel", f["pseudo_label"], f["clean_label"])
             add("labelclean, single-label audit of the majority vote", pd.Categorical(final, categories=list(names)).codes,
-                single_seconds, None)
+                single_seconds, None, cpu_minutes=single_cpu / 60)
         if "labelclean" in args.methods:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             _, result = _audit(images, crowd_csv)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             f = result.to_pandas()
             est = result.annotators.set_index("annotator")["estimated_accuracy"]
             labeled = f["action"] != "unlabel"
@@ -154,7 +157,9 @@ def main() -> None:
             add("labelclean (votes + audit)", pd.Categorical(f["clean_label"], categories=list(names)).codes,
                 seconds, _rho(est, true_acc), unlabeled=int((~labeled).sum()),
                 network_weight=result.metadata["crowd"]["network_weight"], crowd_seconds=crowd_seconds,
-                time_vs_single=seconds / single_seconds if single_seconds else seconds / (seconds - crowd_seconds))
+                time_vs_single=seconds / single_seconds if single_seconds else None,
+                cpu_minutes=cpu / 60, cpu_vs_single=cpu / single_cpu if single_seconds else None,
+                crowd_overhead=seconds / (seconds - crowd_seconds))
         if "cleanlab" in args.methods:
             from cleanlab.multiannotator import get_label_quality_multiannotator
 
@@ -173,8 +178,8 @@ def main() -> None:
             add("cleanlab multiannotator (CROWDLAB), out-of-fold probs", out["label_quality"]["consensus_label"].to_numpy(),
                 train_seconds + call_seconds + read_seconds, _rho(quality, true_acc),
                 probs_cached=cached, oof_accuracy=float((probs.argmax(1) == truth_code).mean()))
-    columns = ["method", "label precision", "final label accuracy", "annotator rho", "minutes", "unlabeled",
-               "time_vs_single"]
+    columns = ["method", "label precision", "final label accuracy", "annotator rho", "minutes", "cpu_minutes",
+               "unlabeled", "time_vs_single", "cpu_vs_single", "crowd_overhead"]
     table = markdown_table(rows, columns)
     print(table)
     if not args.no_write:

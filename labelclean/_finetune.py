@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labelclean._progress import Progress
 from labelclean.config import FinetuneConfig
+from labelclean.progress import Progress
 from labelclean.training import StepInterrupted
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def finetune(
     from labelclean.checkpoint import RunCheckpoints, default_work_dir
     from labelclean.distributed import init_from_env
     from labelclean.errors import ConfigError
-    from labelclean.export import check_model_dir
+    from labelclean.export import check_export_dir
     from labelclean.fgcm.finetune import split_report
     from labelclean.report.parquet import read_report
     from labelclean.training import resolve_device
@@ -200,7 +200,7 @@ def finetune(
         "--weights": config.weights,
         "--decisions": decisions,
     }
-    check_model_dir(out, overwrite, inputs=inputs)
+    check_export_dir(out, overwrite, inputs=inputs)
     work = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
     dist = dist or init_from_env(resolve_device(config.device))
     if decisions is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labelclean._progress import Progress
+from labelclean.progress import Progress
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from labelclean._finetune import FinetuneInterrupted, finetune
 from labelclean._predict import Predictions, predict
-from labelclean._progress import Progress
 from labelclean.config import AuditConfig
 from labelclean.fgcm.audit import AuditResult, AuditRun, EpochHook
+from labelclean.progress import Progress
 
 if TYPE_CHECKING:
     from labelclean.data.images import Dataset

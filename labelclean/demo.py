@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from labelclean._io import MARKER, check_output_dir, marker_text
-from labelclean._progress import Progress
 from labelclean.config import AuditConfig
 from labelclean.errors import ConfigError
 from labelclean.fgcm.audit import EpochHook
+from labelclean.progress import Progress
 
 #: What the demo writes in its folder (and may replace there on the next run).
 DEMO_FILES = ("images", "labels.csv", "truth.csv", "report.parquet", "report.html", "report.work")

@@ -356,12 +356,12 @@ def read_truth(
     Example:
         >>> truth = read_truth("truth.csv", read_report("report.parquet").frame)  # doctest: +SKIP
     """
-    from labelclean.data.manifest import _read_table, path_key
+    from labelclean.data.manifest import path_key, read_table
 
     path = Path(path)
     if not path.is_file():
         raise ReportError(f"{path}: no such truth file (give a CSV/Parquet with path,label)")
-    frame = _read_table(path)
+    frame = read_table(path)
     if label_column is None:
         label_column = "true_label" if "true_label" in frame.columns else "label"
     for col, flag in ((path_column, "--truth-path-column"), (label_column, "--truth-label-column")):

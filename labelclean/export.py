@@ -30,7 +30,7 @@ CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "model.safetensors", "m
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
 
 
-def check_model_dir(out: Path, overwrite: bool, *, inputs: Inputs | None = None) -> Path:
+def check_export_dir(out: Path, overwrite: bool, *, inputs: Inputs | None = None) -> Path:
     """Refuse ``--out`` before any work unless it is new, empty or an earlier export."""
     return check_output_dir(
         out, overwrite=overwrite, kind="model", files=MODEL_FILES, inputs=inputs
@@ -60,7 +60,7 @@ def export_model(
     """
     from safetensors.torch import save_file
 
-    out = check_model_dir(Path(out), overwrite)
+    out = check_export_dir(Path(out), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     full = {**config, "tool_version": __version__, "format": 1}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:40]}.", dir=out.parent))

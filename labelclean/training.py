@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelclean._progress import Progress, report
 from labelclean.data.augment import normalize, random_crop_flip
 from labelclean.errors import ConfigError, Interrupted
+from labelclean.progress import Progress, report
 
 
 def resolve_device(name: str = "auto") -> torch.device:

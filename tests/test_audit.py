@@ -1,5 +1,6 @@
 """The audit end to end on real digit images with injected noise, and its CLI."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -234,3 +235,27 @@ def test_schedule_paper_keeps_the_loop_on_t(digits16):
     config = AuditConfig(epochs=3, device="cpu", schedule="paper", model="air_cnn")
     run_audit(dataset, config, on_epoch=lambda s, line: lines.append(line))
     assert lines[0]["t_size"] == 0 and lines[-1]["clusters"]  # warmup 2, one epoch on T
+
+
+def test_paper_preset_is_algorithm_1_and_reports_the_last_epochs_clustering(digits16, monkeypatch):
+    import labelclean.fgcm.audit as audit_module
+
+    config = AuditConfig.from_preset("paper", epochs=4, model="air_cnn", device="cpu")
+    resolved = config.resolve("air_cnn")
+    assert (resolved.schedule, resolved.t_update, resolved.guard) == ("paper", "union", "none")
+    assert (resolved.relabel, resolved.mixup, resolved.final_clustering) == (True, 0.0, False)
+    assert resolved.warmup == 1  # 80/350 of 4 epochs
+    calls, clustered = [], []
+    real = audit_module._update_clusters
+    monkeypatch.setattr(
+        audit_module, "_update_clusters", lambda s, r, e: (calls.append(e), real(s, r, e))
+    )
+    dataset = load_dataset(*digits16)
+    result = run_audit(dataset, config, on_epoch=lambda s, line: clustered.append(s.cluster.copy()))
+    assert calls == [1, 2, 3]  # one clustering per epoch after warmup, none after the last
+    names = np.asarray(audit_module.CLUSTER_NAMES)
+    reported = result.to_pandas()["cluster"].value_counts().to_dict()
+    assert reported == pd.Series(names[clustered[-1]]).value_counts().to_dict()
+    calls.clear()
+    run_audit(dataset, dataclasses.replace(config, final_clustering=True))
+    assert calls == [1, 2, 3, 4]  # labelclean's extra clustering after the last epoch

@@ -181,6 +181,15 @@ def test_guard_default_depends_on_the_schedule_and_the_model():
         AuditConfig(guard="strict")
 
 
+def test_paper_preset_scales_its_schedule_to_the_epochs_asked_for():
+    c = AuditConfig.from_preset("paper", epochs=40)
+    assert (c.warmup, c.lr_milestones) == (9, (9, 17))  # 80 and 150 of 350
+    assert AuditConfig.from_preset("paper", epochs=40, warmup=5).warmup == 5
+    assert AuditConfig.from_preset("paper", epochs=2).warmup == 1  # one clustering epoch left
+    with pytest.raises(ConfigError, match="final_clustering"):
+        AuditConfig(schedule="once", final_clustering=False)
+
+
 def test_paper_preset_and_overrides():
     c = AuditConfig.from_preset("paper", epochs=None, lr=0.1)
     assert (c.epochs, c.warmup, c.lr_schedule, c.lr_milestones, c.lr) == (

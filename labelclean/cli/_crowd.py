@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from labelclean.cli.evaluate import _fmt, _print_next, _table_writer
+from labelclean.cli.evaluate import format_value, print_next, table_writer
 
 
 def check_crowd_outputs(out: Path, labels: Path | None, *, overwrite: bool) -> None:
@@ -76,8 +76,8 @@ def write_crowd(
     )
     if truth_out is not None:
         frame = frame.drop(columns="true_label")
-    write_truth = _table_writer(truth, truth_out, "--truth-out") if truth_out else None
-    atomic_write_with(out, _table_writer(frame, out, "--out"), overwrite=overwrite)
+    write_truth = table_writer(truth, truth_out, "--truth-out") if truth_out else None
+    atomic_write_with(out, table_writer(frame, out, "--out"), overwrite=overwrite)
     if truth_out is not None and write_truth is not None:
         atomic_write_with(truth_out, write_truth, overwrite=overwrite)
     typer.echo(
@@ -85,7 +85,7 @@ def write_crowd(
         f"({summary['spammers']} spammers), seed {seed}; {summary['wrong']:.1%} of the votes "
         f"are wrong, the majority vote is right on {summary['majority']:.1%} of the images"
     )
-    _print_next(manifest, out, truth_out)
+    print_next(manifest, out, truth_out)
 
 
 _CROWD_FIGURES = (
@@ -107,5 +107,5 @@ def print_crowd_scores(scores: dict[str, Any]) -> None:
     for col, justify in (("figure", "left"), ("value", "right"), ("definition", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for key, definition in _CROWD_FIGURES:
-        table.add_row(key.replace("_", " "), _fmt(scores[key]), definition)
+        table.add_row(key.replace("_", " "), format_value(scores[key]), definition)
     Console().print(table)

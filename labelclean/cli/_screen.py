@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from labelclean.cli._progress import RichProgress, console
+from labelclean.cli._console import RichProgress, console
 
 if TYPE_CHECKING:
     from labelclean.data.images import Dataset

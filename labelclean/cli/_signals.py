@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from labelclean.cli._progress import console
+from labelclean.cli._console import console
 
 #: The last stop signal received (for the exit code of an Interrupted run).
 _last_signal = {"signum": signal.SIGINT}

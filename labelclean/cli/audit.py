@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from labelclean.cli._app import app
+from labelclean.cli._console import RichProgress
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
     AnnotatorColumnOpt,
@@ -22,7 +23,6 @@ from labelclean.cli._options import (
     PathColumnOpt,
     data_kwargs,
 )
-from labelclean.cli._progress import RichProgress
 from labelclean.cli._screen import AuditScreen, print_outcome
 from labelclean.cli._signals import StopRequest, resume_command
 
@@ -121,7 +121,8 @@ def audit(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="'paper': the paper's CIFAR schedule (350 epochs, warmup 80, PreAct ResNet-18).",
+            help="'paper': the paper's Algorithm 1 exactly (PreAct ResNet-18, 350 epochs, warmup "
+            "80, union T, no guard, relabel, no extra clustering); with --epochs, scaled.",
             rich_help_panel=_TRAIN,
         ),
     ] = None,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from labelclean.cli._app import app
+from labelclean.cli._console import RichProgress
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
     AnnotatorColumnOpt,
@@ -22,7 +23,6 @@ from labelclean.cli._options import (
     PathColumnOpt,
     data_kwargs,
 )
-from labelclean.cli._progress import RichProgress
 from labelclean.cli._signals import StopRequest
 
 

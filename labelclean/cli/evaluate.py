@@ -7,6 +7,7 @@ paper's noise, audit the noisy copy, and score the report against the truth.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +19,8 @@ from labelclean.cli._options import LabelColumnOpt, PathColumnOpt
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from labelclean.data.manifest import Manifest
 
 _NOISE = "Noise"
 _OUT = "Output"
@@ -54,7 +57,7 @@ def _parse_map(value: str) -> dict[str, Any]:
     return parsed
 
 
-def _table_writer(frame: pd.DataFrame, path: Path, flag: str) -> Any:
+def table_writer(frame: pd.DataFrame, path: Path, flag: str) -> Callable[[Path], object]:
     """A ``write(tmp)`` for the atomic writer, in the format ``path``'s suffix asks for."""
     from labelclean.errors import ConfigError
 
@@ -212,8 +215,8 @@ def corrupt(
     truth = pd.DataFrame({"path": paths, "label": names[manifest.given_labels]})
     if truth_out is None:
         frame["true_label"] = truth["label"]
-    write_out = _table_writer(frame, out, "--out")
-    write_truth = _table_writer(truth, truth_out, "--truth-out") if truth_out else None
+    write_out = table_writer(frame, out, "--out")
+    write_truth = table_writer(truth, truth_out, "--truth-out") if truth_out else None
     atomic_write_with(out, write_out, overwrite=overwrite)
     if truth_out is not None and write_truth is not None:
         atomic_write_with(truth_out, write_truth, overwrite=overwrite, flag="--truth-out")
@@ -231,7 +234,7 @@ def corrupt(
             typer.echo(
                 f"  {src} -> {dst}: {int((flipped & members).sum())} of {int(members.sum())}"
             )
-    _print_next(manifest, out, truth_out)
+    print_next(manifest, out, truth_out)
 
 
 def _read_source(source: Path, images: Path | None, *, path_column: str, label_column: str) -> Any:
@@ -249,7 +252,7 @@ def _read_source(source: Path, images: Path | None, *, path_column: str, label_c
     )
 
 
-def _print_next(manifest: Any, out: Path, truth_out: Path | None) -> None:
+def print_next(manifest: Manifest, out: Path, truth_out: Path | None) -> None:
     """Where the truth went, and the commands that measure a cleaning against it."""
     truth_file = truth_out if truth_out is not None else out
     typer.echo(f"truth: {truth_file}" + ("" if truth_out else " (column true_label)"))
@@ -259,7 +262,8 @@ def _print_next(manifest: Any, out: Path, truth_out: Path | None) -> None:
     )
 
 
-def _fmt(value: object) -> str:
+def format_value(value: object) -> str:
+    """A figure for the tables: floats to 3 decimals, a missing one as ``n/a``."""
     if value is None:
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -289,7 +293,7 @@ def _print_tables(m: dict[str, Any], title: str, *, top: int) -> None:
     for col, justify in (("figure", "left"), ("value", "right"), ("definition", "left")):
         figures.add_column(col, justify=justify)  # type: ignore[arg-type]
     for key, definition in _FIGURES:
-        figures.add_row(key.replace("_", " "), _fmt(m[key]), definition)
+        figures.add_row(key.replace("_", " "), format_value(m[key]), definition)
     console.print(figures)
     console.print("actions: " + ", ".join(f"{a} {count}" for a, count in m["actions"].items()))
     if m["clusters"]:
@@ -300,7 +304,7 @@ def _print_tables(m: dict[str, Any], title: str, *, top: int) -> None:
             clusters.add_row(
                 name,
                 str(c["n"]),
-                _fmt(c["noise_rate"]),
+                format_value(c["noise_rate"]),
                 str(c["keep"]),
                 str(c["relabel"]),
                 str(c["unlabel"]),
@@ -317,7 +321,7 @@ def _print_tables(m: dict[str, Any], title: str, *, top: int) -> None:
     for header, _ in columns:
         classes.add_column(header, justify="right")
     for row in m["per_class"]:
-        classes.add_row(*(_fmt(row[key]) for _, key in columns))
+        classes.add_row(*(format_value(row[key]) for _, key in columns))
     console.print(classes)
     confusion = m["confusion"]
     if len(confusion["given"]) <= 12:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from labelclean.cli._app import app
+from labelclean.cli._console import RichProgress
 from labelclean.cli._options import (
     CacheDirOpt,
     ImagesArg,
@@ -21,7 +22,6 @@ from labelclean.cli._options import (
     OnBadImageOpt,
     PathColumnOpt,
 )
-from labelclean.cli._progress import RichProgress
 
 _TRAIN = "Training"
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from labelclean.cli._app import app
-from labelclean.cli._progress import RichProgress
+from labelclean.cli._console import RichProgress
 
 ReportArg = Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")]
 EXPORT_SUFFIXES = (".csv", ".parquet")

@@ -31,9 +31,9 @@ from PIL import Image, ImageOps
 
 from labelclean._faults import maybe_fail
 from labelclean._io import atomic_path, atomic_write_text, check_work_dir, reserve_space
-from labelclean._progress import Progress, report
 from labelclean.data.manifest import Manifest, read_manifest
 from labelclean.errors import ConfigError, ImageError, Interrupted
+from labelclean.progress import Progress, report
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()  # decode everything now: a truncated file fails here, not mid-training
-            img = ImageOps.exif_transpose(img) or img
-            return _to_rgb(img)
+            return _to_rgb(ImageOps.exif_transpose(img) or img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise _BadImage("too_many_pixels", _too_many_pixels(err, max_pixels)) from None
     except _BadImage:
@@ -382,7 +381,7 @@ def _reuse(
     elif images.nbytes <= memory_budget:
         images = np.ascontiguousarray(images)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    cache = ImageCache(images, size, mean, std, key, array_path)  # type: ignore[arg-type]
+    cache = ImageCache(images, size, mean, std, key, array_path)
     return Dataset(manifest.subset(ok) if not ok.all() else manifest, cache, rejections)
 
 

@@ -87,7 +87,7 @@ def class_order(labels: list[str]) -> list[str]:
     return sorted(unique)
 
 
-def _normalise(raw: str) -> str:
+def normalise_path(raw: str) -> str:
     """One spelling per file: ``./a//b.jpg`` and ``x/../a/b.jpg`` -> ``a/b.jpg``.
 
     Windows separators are accepted. ``..`` is resolved lexically (as the shell and the
@@ -98,7 +98,7 @@ def _normalise(raw: str) -> str:
 
 def path_key(raw: str) -> str:
     """The key two spellings of one path share: normalised, Unicode NFC (for matching)."""
-    return unicodedata.normalize("NFC", _normalise(raw))
+    return unicodedata.normalize("NFC", normalise_path(raw))
 
 
 def leaves_root(rel: str) -> bool:
@@ -132,7 +132,8 @@ def _check_inside(root: Path, rel: str, where: str, allow_outside_root: bool) ->
         )
 
 
-def _read_table(labels: Path) -> pd.DataFrame:
+def read_table(labels: Path) -> pd.DataFrame:
+    """A CSV, TSV or Parquet table as text columns, empty cells as ``""`` (ManifestError else)."""
     suffix = labels.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -180,7 +181,7 @@ def _from_table(
     annotator_column: str | None,
     allow_outside_root: bool,
 ) -> Manifest:
-    frame = _read_table(labels)
+    frame = read_table(labels)
     label_columns = [label_column] if isinstance(label_column, str) else list(label_column)
     from labelclean.data.votes import vote_layout  # votes.py reads this module's helpers
 
@@ -218,7 +219,7 @@ def _from_table(
             raise ManifestError(f"{line}: empty path")
         if not label.strip():
             raise ManifestError(f"{line}: empty label for {raw_path!r}")
-        rel = _on_disk(root, _normalise(raw_path.strip()))
+        rel = _on_disk(root, normalise_path(raw_path.strip()))
         _check_inside(root, rel, line, allow_outside_root)
         if rel in seen:
             first = seen[rel]
@@ -252,7 +253,7 @@ def _from_votes(
     from labelclean.data.votes import read_votes
 
     def place(raw: str, where: str) -> str:
-        rel = _normalise(raw)
+        rel = normalise_path(raw)
         _check_inside(root, rel, where, allow_outside_root)
         return rel
 

@@ -174,7 +174,7 @@ def read_votes(
     """Validate a vote manifest and turn it into a :class:`VoteTable`.
 
     Args:
-        frame: The manifest as text columns (see ``manifest._read_table``).
+        frame: The manifest as text columns (see ``manifest.read_table``).
         source: Its file, for messages.
         layout: ``"long"`` or ``"wide"`` (:func:`vote_layout`).
         path_column: Column with image paths.

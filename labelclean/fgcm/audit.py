@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from labelclean._faults import maybe_fail
-from labelclean._progress import Progress
 from labelclean._version import __version__
 from labelclean.config import AuditConfig
 from labelclean.data.images import Dataset
@@ -47,6 +46,7 @@ from labelclean.fgcm.guard import GUARD_REASONS, apply_guard
 from labelclean.fgcm.health import check_finite, check_finite_weights, collapse_warning
 from labelclean.fgcm.history import ConfidenceHistory
 from labelclean.models import RECIPES, create_model, default_model_name, fit_data_init
+from labelclean.progress import Progress
 from labelclean.training import (
     ImageBatches,
     Precision,
@@ -493,7 +493,8 @@ def run_audit(
         maybe_fail("epoch_end", epoch)
         if should_stop is not None and should_stop() and state.epoch < config.epochs:
             raise AuditInterrupted(state, run)
-    _update_clusters(state, run, config.epochs)
+    if config.final_clustering or not (state.cluster >= 0).any():  # the paper: no extra one
+        _update_clusters(state, run, config.epochs)
     return _with_votes(_build_result(state, run, wall_time=time.perf_counter() - start), state, run)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -153,7 +153,16 @@ def _cold_start(points: np.ndarray, n_components: int, seed: int, reg_covar: flo
     return _m_step(points, resp, reg_covar)
 
 
-def _kmeans(points: np.ndarray, n_components: int, *, n_init: int, seed: int) -> Any:
+class _FittedKMeans(Protocol):
+    """What the callers use of a fitted scikit-learn ``KMeans`` (sklearn ships no types)."""
+
+    labels_: np.ndarray  #: ``[N]`` cluster of each fitted point
+    cluster_centers_: np.ndarray  #: ``[K, D]``
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def _kmeans(points: np.ndarray, n_components: int, *, n_init: int, seed: int) -> _FittedKMeans:
     """scikit-learn's KMeans fitted with at most as many centers as distinct points.
 
     Its warning that fewer distinct clusters were found is silenced: the callers use only
@@ -165,7 +174,8 @@ def _kmeans(points: np.ndarray, n_components: int, *, n_init: int, seed: int) ->
     k = _n_distinct(points, n_components)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return KMeans(k, n_init=n_init, random_state=seed).fit(points)
+        fitted: _FittedKMeans = KMeans(k, n_init=n_init, random_state=seed).fit(points)
+    return fitted
 
 
 def fit_gmm(

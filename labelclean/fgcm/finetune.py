@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelclean._progress import Progress, report
 from labelclean.config import FinetuneConfig
 from labelclean.data.strong_augment import strong_augment
 from labelclean.errors import ReportError
 from labelclean.fgcm.health import check_finite, check_finite_weights
 from labelclean.models import create_model, fit_data_init
+from labelclean.progress import Progress, report
 from labelclean.training import (
     ImageBatches,
     Precision,

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelclean._io import atomic_path, check_work_dir
-from labelclean._progress import Progress, report
 from labelclean.config import AuditConfig
 from labelclean.data.images import Dataset, default_cache_dir
 from labelclean.distributed import Dist
@@ -45,6 +44,7 @@ from labelclean.errors import ConfigError, MissingExtraError
 from labelclean.fgcm.audit import AuditRun, ReindexedBatches
 from labelclean.fgcm.neighbours import features_in_order, nearest_neighbours, neighbour_votes
 from labelclean.models import BUILTIN_MODELS, create_model
+from labelclean.progress import Progress, report
 from labelclean.training import (
     EpochResult,
     Precision,

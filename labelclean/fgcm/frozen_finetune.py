@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelclean._progress import Progress, report
 from labelclean.config import AuditConfig, FinetuneConfig
 from labelclean.data.augment import normalize
 from labelclean.data.images import Dataset
@@ -44,6 +43,7 @@ from labelclean.fgcm.frozen import (
     embed_images,
     make_head,
 )
+from labelclean.progress import Progress, report
 from labelclean.training import (
     Precision,
     StepInterrupted,

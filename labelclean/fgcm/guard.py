@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from labelclean.fgcm.clustering import CLUSTER_NAMES
 
@@ -43,9 +44,10 @@ def class_thresholds(joint: np.ndarray, given_labels: np.ndarray, n_classes: int
 
 def sure_pseudo_labels(
     joint: np.ndarray, pseudo_labels: np.ndarray, thresholds: np.ndarray
-) -> np.ndarray:
+) -> npt.NDArray[np.bool_]:
     """``[N]`` bool: the mean confidence of ``my`` reaches the threshold of its class."""
-    return joint[:, 1] >= thresholds[pseudo_labels]
+    sure: npt.NDArray[np.bool_] = joint[:, 1] >= thresholds[pseudo_labels]
+    return sure
 
 
 def confident_noise_rate(
@@ -87,8 +89,9 @@ def unsure_relabels(
         pseudo_labels: ``[N]``.
         thresholds: ``[C]`` from :func:`class_thresholds`.
     """
-    disagree = pseudo_labels != given_labels
-    return (codes == _NS) & disagree & ~sure_pseudo_labels(joint, pseudo_labels, thresholds)
+    disagree: npt.NDArray[np.bool_] = pseudo_labels != given_labels
+    ns: npt.NDArray[np.bool_] = codes == _NS
+    return ns & disagree & ~sure_pseudo_labels(joint, pseudo_labels, thresholds)
 
 
 def flag_budget(

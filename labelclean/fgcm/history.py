@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from labelclean.errors import CheckpointError, ConfigError
@@ -110,6 +111,9 @@ class ConfidenceHistory:
         #: Folder of the memory-mapped trace files, or None when the traces are in memory.
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self._traces_existed = False
+        #: ``[E, N]`` float16 traces: memory-mapped files or in-memory arrays.
+        self.trace_given: npt.NDArray[np.float16]
+        self.trace_pseudo: npt.NDArray[np.float16]
         if self.trace_dir is not None:  # large N: traces live on disk, paged in as written
             self.trace_dir.mkdir(parents=True, exist_ok=True)
             (self.trace_given, given_existed), (self.trace_pseudo, pseudo_existed) = (
@@ -161,7 +165,8 @@ class ConfidenceHistory:
         """
         top = self.counts == self.counts.max(1, keepdims=True)
         masked = np.where(top, self.sums, -np.inf)
-        return masked.argmax(1).astype(np.int64)
+        labels: npt.NDArray[np.int64] = masked.argmax(1).astype(np.int64)
+        return labels
 
     def mean_confidence(self) -> np.ndarray:
         """Mean softmax over the recorded epochs ``[N, C]`` float32 (a copy; avoid at large N*C)."""
@@ -211,7 +216,8 @@ class ConfidenceHistory:
         }
         if self.trace_dir is not None:
             for trace in (self.trace_given, self.trace_pseudo):
-                trace.flush()  # durable before the checkpoint that says they are written
+                if isinstance(trace, np.memmap):  # always, with a trace_dir
+                    trace.flush()  # durable before the checkpoint that says they are written
             state["trace_files"] = {"dir": str(self.trace_dir), "epochs": k}
         else:
             given, pseudo = (np.ascontiguousarray(t) for t in self.traces())  # [N, k]

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from labelclean._progress import Progress, report
+from labelclean.progress import Progress, report
 
 logger = logging.getLogger(__name__)
 

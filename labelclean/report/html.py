@@ -16,9 +16,9 @@ import logging
 from pathlib import Path
 
 from labelclean._io import atomic_write_text, check_writable
-from labelclean._progress import Progress
-from labelclean._progress import report as report_progress
 from labelclean.errors import ConfigError
+from labelclean.progress import Progress
+from labelclean.progress import report as report_progress
 from labelclean.report.parquet import Report
 from labelclean.report.sections import SECTIONS, PageData
 from labelclean.report.summary import summarize

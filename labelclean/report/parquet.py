@@ -466,10 +466,10 @@ def _check_rows(path: Path, frame: pd.DataFrame, metadata: Mapping[str, Any]) ->
             "action",
         )
     if "path" in frame and not metadata.get("paths_outside_root", False):
-        from labelclean.data.manifest import _normalise, leaves_root
+        from labelclean.data.manifest import leaves_root, normalise_path
 
         refuse(
-            frame["path"].map(lambda p: leaves_root(_normalise(p))),
+            frame["path"].map(lambda p: leaves_root(normalise_path(p))),
             "a path outside the image folder",
             "path",
         )

@@ -12,7 +12,8 @@ from typing import Protocol
 class Progress(Protocol):
     """Called with the task label, units done so far, and the task's total units."""
 
-    def __call__(self, task: str, done: int, total: int) -> None: ...
+    def __call__(self, task: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` units of ``task`` finished; must return quickly."""
 
 
 def report(progress: Progress | None, task: str, done: int, total: int) -> None:

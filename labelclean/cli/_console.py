@@ -1,4 +1,4 @@
-"""Rich progress bars for the CLI, fed by the library's ``progress(task, done, total)`` calls."""
+"""The CLI's stderr console and the Rich progress bars it draws from ``Progress`` calls."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ console = Console(stderr=True)
 
 
 class RichProgress:
-    """A context manager whose instances are valid ``labelclean._progress.Progress`` callbacks.
+    """A context manager whose instances are valid ``labelclean.progress.Progress`` callbacks.
 
     One bar per task label; a bar disappears when its task completes, so long runs leave
     only the one-line-per-epoch log behind. ``quiet`` (or a non-terminal stderr when
