@@ -1,12 +1,10 @@
 """Train a robust model from an audit report, then predict new images in Python.
 
-Shows: ``labelclean finetune`` (the paper's mixed semi-training: the audit's kept and
-relabeled images as labeled data, the rest as unlabeled data), then the exported model
-loaded with ``labelclean.load_model`` and used on images by hand: resized and normalised
-the way the export's ``config.json`` says. ``labelclean predict model/ IMAGES`` does the same
-for a whole folder.
-
-finetune is a command-line verb; from Python this script runs it in a subprocess.
+Shows: ``labelclean.finetune`` (the paper's mixed semi-training: the audit's kept and
+relabeled images as labeled data, the rest as unlabeled data; ``labelclean finetune`` on the
+command line), then the exported model loaded with ``labelclean.load_model`` and used on
+images by hand: resized and normalised the way the export's ``config.json`` says.
+``labelclean predict model/ IMAGES`` does the same for a whole folder.
 
 Run:  python examples/finetune_predict.py REPORT.parquet [--epochs 30] [--out model/]
       (make a report first, e.g. python examples/audit_api.py)
@@ -15,8 +13,6 @@ Run:  python examples/finetune_predict.py REPORT.parquet [--epochs 30] [--out mo
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -44,21 +40,14 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args()
 
-    command = [
-        sys.executable,
-        "-m",
-        "labelclean",
-        "finetune",
-        str(args.report),
-        "--out",
-        str(args.out),
-        "--epochs",
-        str(args.epochs),
-    ]
-    if args.overwrite:
-        command.append("--overwrite")
-    if subprocess.run(command).returncode != 0:
-        raise SystemExit(1)  # finetune printed why
+    trained = labelclean.finetune(
+        args.report,
+        args.out,
+        epochs=args.epochs,
+        overwrite=args.overwrite,
+        on_epoch=lambda line: print(f"epoch {line['epoch']}: loss {line['loss_x']:.3f}"),
+    )
+    print(f"trained on {trained.n_labeled} labeled + {trained.n_unlabeled} unlabeled images")
 
     model, config = labelclean.load_model(args.out)  # eval mode, CPU, no pickles read
     print(

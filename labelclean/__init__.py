@@ -4,6 +4,7 @@ Example:
     >>> import labelclean
     >>> result = labelclean.audit("images/", "labels.csv")  # doctest: +SKIP
     >>> result.write("report.parquet")  # doctest: +SKIP
+    >>> labelclean.finetune("report.parquet", "model/")  # doctest: +SKIP
 
 The verbs are imported lazily, so ``import labelclean`` (and ``labelclean --help``) does
 not pay for importing torch.
@@ -25,7 +26,10 @@ from labelclean.errors import (
 
 _LAZY = {
     "audit": "labelclean.api",
+    "finetune": "labelclean.api",
+    "predict": "labelclean.api",
     "AuditConfig": "labelclean.config",
+    "FinetuneConfig": "labelclean.config",
     "AuditResult": "labelclean.fgcm.audit",
     "read_report": "labelclean.report.parquet",
     "load_model": "labelclean.export",
@@ -35,13 +39,16 @@ __all__ = [
     "AuditConfig",
     "AuditResult",
     "ConfigError",
+    "FinetuneConfig",
     "ImageError",
     "LabelcleanError",
     "ManifestError",
     "ReportError",
     "__version__",
     "audit",
+    "finetune",
     "load_model",
+    "predict",
     "read_report",
 ]
 

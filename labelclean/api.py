@@ -1,16 +1,36 @@
-"""The Python API: the same verbs as the CLI, returning objects instead of printing."""
+"""The Python API: the same verbs as the CLI, returning objects instead of printing.
+
+:func:`audit` is here; :func:`finetune` (:mod:`labelclean._finetune`) and :func:`predict`
+(:mod:`labelclean._predict`) are re-exported. The CLI commands call these, and only parse
+options and print.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from labelclean._finetune import FinetuneInterrupted, finetune
+from labelclean._predict import Predictions, predict
 from labelclean.config import AuditConfig
-from labelclean.fgcm.audit import AuditResult, EpochHook
+from labelclean.fgcm.audit import AuditResult, AuditRun, EpochHook
 from labelclean.progress import Progress
+
+if TYPE_CHECKING:
+    from labelclean.data.images import Dataset
+    from labelclean.distributed import Dist
+
+__all__ = [
+    "FinetuneInterrupted",
+    "Predictions",
+    "audit",
+    "audit_run",
+    "finetune",
+    "predict",
+    "run_checkpointed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +52,9 @@ def audit(
     frozen_flip: bool = False,
     frozen_folds: int | None = None,
     neighbours: int | None = None,
+    dist: Dist | None = None,
+    on_loaded: Callable[[Dataset], None] | None = None,
+    on_start: Callable[[Dataset, AuditRun], None] | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit the labels of an image dataset with FGCM.
@@ -58,6 +81,11 @@ def audit(
         frozen_folds: Cross-fitted heads (frozen mode; None = the default, 1 = one head).
         neighbours: k of the nearest-neighbour label vote (frozen mode; None = the default,
             0 = off).
+        dist: This process's place in a torchrun job (:func:`labelclean.distributed.init_from_env`);
+            None = a single process.
+        on_loaded: Called with the dataset once its images are decoded, before the set-up
+            (which for ``frozen`` embeds them); the CLI reports it and lists bad images.
+        on_start: Called with the dataset and the set-up run before the first epoch.
         **options: :class:`AuditConfig` fields, e.g. ``epochs=20``, ``preset="paper"``.
 
     Returns:
@@ -70,6 +98,7 @@ def audit(
         >>> result.to_pandas().query("action == 'relabel'")  # doctest: +SKIP
     """
     from labelclean.data.images import load_dataset
+    from labelclean.distributed import Dist
 
     if config is None:
         config = AuditConfig.from_preset(options.pop("preset", None), **options)
@@ -77,17 +106,26 @@ def audit(
         raise TypeError("pass either config= or individual options, not both")
     data_options = dict(data_options or {})
     data_options.setdefault("should_stop", should_stop)
-    dataset = load_dataset(images, labels, progress=progress, **data_options)
-    run = None
-    if frozen:
-        from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
-
-        config = frozen_config(
-            config, head=head, flip=frozen_flip, folds=frozen_folds, neighbours=neighbours
-        )
-        run = FrozenAuditRun(
-            dataset, config, cache_dir=data_options.get("cache_dir"), progress=progress
-        )
+    with (dist or Dist()).main_first():  # rank 0 builds the image cache; the others reuse it
+        dataset = load_dataset(images, labels, progress=progress, **data_options)
+    if on_loaded is not None:
+        on_loaded(dataset)
+    frozen_options = {
+        "head": head,
+        "flip": frozen_flip,
+        "folds": frozen_folds,
+        "neighbours": neighbours,
+    }
+    run = audit_run(
+        dataset,
+        config,
+        dist=dist,
+        frozen=frozen_options if frozen else None,
+        cache_dir=data_options.get("cache_dir"),
+        progress=progress,
+    )
+    if on_start is not None:
+        on_start(dataset, run)
     return run_checkpointed(
         dataset,
         config,
@@ -101,8 +139,35 @@ def audit(
     )
 
 
+def audit_run(
+    dataset: Dataset,
+    config: AuditConfig,
+    *,
+    dist: Dist | None = None,
+    frozen: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> AuditRun:
+    """The audit's set-up, shared by :func:`audit` and the CLI: device, model, batches.
+
+    With ``frozen`` options (``head``, ``flip``, ``folds``, ``neighbours``) a frozen-backbone
+    run, which embeds the images first.
+    """
+    if frozen is None:
+        return AuditRun(dataset, config, dist=dist)
+    from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
+
+    return FrozenAuditRun(
+        dataset,
+        frozen_config(config, **frozen),  # marks ``config`` itself as a frozen audit
+        dist=dist,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        progress=progress,
+    )
+
+
 def run_checkpointed(
-    dataset: Any,
+    dataset: Dataset,
     config: AuditConfig,
     *,
     work_dir: Path | None,
@@ -111,7 +176,7 @@ def run_checkpointed(
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
     should_stop: Callable[[], bool] | None = None,
-    run: Any = None,
+    run: AuditRun | None = None,
 ) -> AuditResult:
     """Run the audit loop with a checkpoint after every epoch (issue 8) when ``work_dir`` is set.
 
@@ -119,59 +184,29 @@ def run_checkpointed(
     keeps its confidence traces in ``work_dir/traces`` and checkpoints them by reference
     (:mod:`labelclean.fgcm.history`).
     """
-    from labelclean.checkpoint import (
-        TRACE_DIR,
-        WorkDirLock,
-        load_latest,
-        resume_differences,
-        save_checkpoint,
-    )
+    from labelclean.checkpoint import TRACE_DIR, RunCheckpoints
     from labelclean.errors import CheckpointError
-    from labelclean.fgcm.audit import (
-        AuditRun,
-        AuditState,
-        checkpoint_payload,
-        restore_state,
-        run_audit,
-    )
+    from labelclean.fgcm.audit import AuditState, checkpoint_payload, restore_state, run_audit
     from labelclean.fgcm.history import traces_on_disk
 
     run = run or AuditRun(dataset, config)
+    loop: dict[str, Any] = {"run": run, "progress": progress, "should_stop": should_stop}
     if work_dir is None:
         if resume:
             raise CheckpointError("--resume needs a work directory (--work-dir)")
-        return run_audit(
-            dataset,
-            config,
-            run=run,
-            progress=progress,
-            on_epoch=on_epoch,
-            should_stop=should_stop,
-        )
+        return run_audit(dataset, config, on_epoch=on_epoch, **loop)
     trace_dir = work_dir / TRACE_DIR
-    lock = WorkDirLock(work_dir)
-    with lock.held() if run.dist.is_main else contextlib.nullcontext():
+    checkpoints = RunCheckpoints(work_dir, is_main=run.dist.is_main)
+    with checkpoints.held():
         if resume:
-            payload, path = load_latest(work_dir)
-            changes = resume_differences(
-                payload,
+            payload, _ = checkpoints.resume(
                 config=run.config.to_dict(),
                 manifest_fingerprint=dataset.manifest.fingerprint(),
+                force=force,
             )
-            if changes and not force:
-                raise CheckpointError(
-                    f"--resume: {path} was made by a different run: "
-                    + "; ".join(changes)
-                    + ". Pass --force to resume anyway, or start fresh without --resume"
-                )
             state = restore_state(payload, run, trace_dir=trace_dir)
-            logger.info("resuming from %s (epoch %d)", path, state.epoch)
-        elif run.dist.is_main and any(work_dir.glob("checkpoint-*.pt")):
-            raise CheckpointError(
-                f"{work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
-                "or remove the directory / choose another --work-dir to start fresh"
-            )
         else:
+            checkpoints.refuse_earlier_run()
             on_disk = traces_on_disk(run.n_samples, run.config.epochs)
             state = AuditState.new(
                 run.n_samples,
@@ -179,21 +214,12 @@ def run_checkpointed(
                 run.config.epochs,
                 trace_dir=trace_dir if on_disk and run.dist.is_main else None,
             )
-            if run.dist.is_main:  # epoch 0: even a first epoch cut short can be resumed
-                save_checkpoint(work_dir, checkpoint_payload(state, run))
+            # epoch 0: even a first epoch cut short can be resumed
+            checkpoints.save_payload(checkpoint_payload(state, run))
 
         def checkpoint_then_report(audit_state: Any, line: dict[str, Any]) -> None:
-            if run.dist.is_main:
-                save_checkpoint(work_dir, checkpoint_payload(audit_state, run))
+            checkpoints.save_payload(checkpoint_payload(audit_state, run))
             if on_epoch is not None:
                 on_epoch(audit_state, line)
 
-        return run_audit(
-            dataset,
-            config,
-            state=state,
-            run=run,
-            progress=progress,
-            on_epoch=checkpoint_then_report,
-            should_stop=should_stop,
-        )
+        return run_audit(dataset, config, state=state, on_epoch=checkpoint_then_report, **loop)

@@ -146,6 +146,73 @@ def resume_differences(
 
 
 @dataclass
+class RunCheckpoints:
+    """One run's use of its work directory, shared by audit and finetune (CLI and API).
+
+    A fresh run refuses a directory holding another run's checkpoints (it would mix with, and
+    later delete, them); ``--resume`` continues only the same run (:func:`resume_differences`).
+    Only the main rank locks, writes and clears; every rank reads the same checkpoint.
+    """
+
+    work_dir: Path
+    is_main: bool = True
+
+    def held(self) -> contextlib.AbstractContextManager[object]:
+        """The work directory's lock while the run uses it (the main rank's only)."""
+        return WorkDirLock(self.work_dir).held() if self.is_main else contextlib.nullcontext()
+
+    def refuse_earlier_run(self) -> None:
+        """Raise CheckpointError when a run that is not resuming finds checkpoints."""
+        if self.is_main and any(self.work_dir.glob("checkpoint-*.pt")):
+            raise CheckpointError(
+                f"{self.work_dir} holds checkpoints of an earlier run; pass --resume to continue "
+                "it, or remove the directory / choose another --work-dir to start fresh"
+            )
+
+    def resume(
+        self, *, config: dict[str, Any], manifest_fingerprint: str, force: bool = False
+    ) -> tuple[dict[str, Any], Path]:
+        """The newest good checkpoint and its file, if this same run made it (else ``force``)."""
+        payload, path = load_latest(self.work_dir)
+        changes = resume_differences(
+            payload, config=config, manifest_fingerprint=manifest_fingerprint
+        )
+        if changes and not force:
+            raise CheckpointError(
+                f"--resume: {path} was made by a different run: "
+                + "; ".join(changes)
+                + ". Pass --force to resume anyway, or start fresh without --resume"
+            )
+        logger.info("resuming from %s (epoch %d)", path, int(payload["epoch"]))
+        return payload, path
+
+    def save(
+        self, epoch: int, *, config: dict[str, Any], manifest_fingerprint: str, **state: Any
+    ) -> None:
+        """Checkpoint ``state`` at the end of ``epoch`` with what :meth:`resume` compares."""
+        if self.is_main:
+            self.save_payload(
+                {
+                    "epoch": epoch,
+                    "tool_version": __version__,
+                    "config": config,
+                    "manifest_fingerprint": manifest_fingerprint,
+                    **state,
+                }
+            )
+
+    def save_payload(self, payload: dict[str, Any]) -> None:
+        """Checkpoint a payload built elsewhere (the audit's: ``fgcm.audit.checkpoint_payload``)."""
+        if self.is_main:
+            save_checkpoint(self.work_dir, payload)
+
+    def clear(self) -> None:
+        """The run's output is complete: its checkpoints are moot (main rank)."""
+        if self.is_main:
+            clear_checkpoints(self.work_dir)
+
+
+@dataclass
 class WorkDirLock:
     """An exclusive lock file so two runs never write one work directory.
 

@@ -8,7 +8,9 @@ and broadcast rank 0's clustering, so the audit loop has one code path.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +98,15 @@ class Dist:
         box = [obj]
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Run the block on the main rank first (it builds the image cache), then the others."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def barrier(self) -> None:
         """Wait for every rank."""

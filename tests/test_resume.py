@@ -196,3 +196,28 @@ def test_finetune_interrupted_then_resumed_equals_unbroken(tmp_path):
     for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(va, vb), k
     assert not work.exists()
+
+
+def test_run_checkpoints_save_resume_and_refuse(tmp_path):
+    """The helper audit and finetune share: a fresh run refuses, resume compares, clear empties."""
+    from labelclean._version import __version__
+    from labelclean.checkpoint import RunCheckpoints
+
+    ckpts = RunCheckpoints(tmp_path / "w")
+    ckpts.refuse_earlier_run()  # nothing there yet
+    run_id = {"config": {"lr": 0.1, "device": "cpu"}, "manifest_fingerprint": "abc"}
+    ckpts.save(1, **run_id, state={"x": torch.ones(2)})
+    with pytest.raises(CheckpointError, match="pass --resume"):
+        ckpts.refuse_earlier_run()
+    payload, path = ckpts.resume(**run_id)
+    assert path.name == "checkpoint-00001.pt" and payload["tool_version"] == __version__
+    assert torch.equal(payload["state"]["x"], torch.ones(2))
+    ckpts.resume(config={"lr": 0.1, "device": "cuda"}, manifest_fingerprint="abc")  # safe field
+    with pytest.raises(CheckpointError, match=r"lr: 0.1 -> 0.2.*--force"):
+        ckpts.resume(config={"lr": 0.2}, manifest_fingerprint="abc")
+    assert ckpts.resume(config={"lr": 0.2}, manifest_fingerprint="x", force=True)[0]["epoch"] == 1
+    RunCheckpoints(tmp_path / "w", is_main=False).save(2, **run_id)  # other ranks never write
+    with ckpts.held():
+        assert (tmp_path / "w" / "lock").is_file()
+    ckpts.clear()
+    assert not (tmp_path / "w").exists()

@@ -1,15 +1,14 @@
-"""``labelclean audit`` and ``labelclean demo``: run FGCM and write report.parquet."""
+"""``labelclean audit``: run FGCM and write report.parquet."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from labelclean.cli._app import app
-from labelclean.cli._console import RichProgress, console
+from labelclean.cli._console import RichProgress
 from labelclean.cli._options import (
     AllowOutsideRootOpt,
     AnnotatorColumnOpt,
@@ -24,7 +23,12 @@ from labelclean.cli._options import (
     PathColumnOpt,
     data_kwargs,
 )
+from labelclean.cli._screen import AuditScreen, print_outcome
 from labelclean.cli._signals import StopRequest, resume_command
+
+if TYPE_CHECKING:
+    from labelclean.config import AuditConfig
+    from labelclean.distributed import Dist
 
 _MODEL = "Model"
 _TRAIN = "Training"
@@ -32,67 +36,33 @@ _CLUSTER = "Clustering"
 _OUT = "Output"
 
 
-def _format_epoch(line: dict[str, Any], epochs: int) -> str:
-    from labelclean.fgcm.clustering import CLUSTER_NAMES
+def _check_outputs(
+    out: Path,
+    work_dir: Path | None,
+    *,
+    inputs: dict[str, Path | None],
+    replace: bool,
+    on_bad_image: str,
+    log_json: Path | None,
+    frozen: tuple[bool, int | None, int | None],
+) -> tuple[Path, Path]:
+    """Refuse unusable outputs and frozen-only flags before any work.
 
-    clusters = " ".join(
-        f"{k} {line['clusters'][k]}" for k in CLUSTER_NAMES if k in line["clusters"]
-    )
-    guard = f"; {line['guard']}" if line.get("guard") else ""
-    return (
-        f"epoch {line['epoch']:>3}/{epochs} loss {line['loss']:.3f} |T| {line['t_size']} "
-        f"{clusters} {line['seconds']:.1f}s{guard}"
-    )
+    Returns the work directory and the rejected-images CSV beside ``out``.
+    """
+    from labelclean._io import check_work_dir, check_writable, sidecar_path
+    from labelclean.checkpoint import default_work_dir
+    from labelclean.fgcm.frozen import check_frozen_flags
 
-
-class _EpochPrinter:
-    """Prints one line per epoch and writes JSON lines to --log-json (appends on --resume)."""
-
-    def __init__(
-        self, progress: RichProgress, epochs: int, log_json: Path | None, *, append: bool = False
-    ) -> None:
-        from labelclean._io import append_line
-
-        self.progress, self.epochs, self.log_json = progress, epochs, log_json
-        if log_json is not None and not append:
-            append_line(log_json, "", flag="--log-json", truncate=True)
-
-    def __call__(self, state: Any, line: dict[str, Any]) -> None:
-        from labelclean._io import append_line
-
-        self.progress.log(_format_epoch(line, self.epochs))
-        if self.log_json is not None:
-            append_line(self.log_json, json.dumps(line) + "\n", flag="--log-json")
-
-
-def _print_outcome(frame: Any, out: Path, quiet: bool) -> None:
-    """Results to stdout: counts per action and cluster, and where the report is."""
-    n = len(frame)
-    actions = frame["action"].value_counts()
-    flagged = int(actions.get("relabel", 0) + actions.get("unlabel", 0))
-    typer.echo(f"report: {out}  ({n} samples)")
-    typer.echo(
-        "keep {k}  relabel {r}  unlabel {u}  -> estimated noise {p:.1%}".format(
-            k=int(actions.get("keep", 0)),
-            r=int(actions.get("relabel", 0)),
-            u=int(actions.get("unlabel", 0)),
-            p=flagged / max(n, 1),
-        )
-    )
-    moved = frame["guard"].value_counts()
-    if len(moved):
-        typer.echo("moved by the guard: " + "  ".join(f"{k} {v}" for k, v in moved.items()))
-    if not quiet:
-        clusters = frame["cluster"].value_counts().to_dict()
-        typer.echo("clusters: " + "  ".join(f"{k} {v}" for k, v in sorted(clusters.items())))
-
-
-def _schedule_note(config: Any) -> str:
-    """E.g. ``mixup 1, one clustering at the end`` or ``30 warmup, then the loop on T``."""
-    mix = f"mixup {config.mixup:g}, " if config.mixup else ""
-    if config.schedule == "once":
-        return mix + "one clustering at the end"
-    return mix + f"{config.warmup} warmup, then the loop on T"
+    check_writable(out, overwrite=replace, inputs=inputs)
+    check_frozen_flags(frozen[0], folds=frozen[1], neighbours=frozen[2])
+    work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
+    rejected_csv = sidecar_path(out, ".rejected.csv")
+    if on_bad_image == "skip":
+        check_writable(rejected_csv, overwrite=replace, inputs=inputs)
+    if log_json is not None:
+        check_writable(log_json, overwrite=replace, flag="--log-json", inputs=inputs)
+    return work_dir, rejected_csv
 
 
 @app.command(no_args_is_help=True)
@@ -335,27 +305,20 @@ def audit(
     consensus, and the annotators table is written beside the report
     (report.parquet -> report.annotators.parquet).
     """
-    from labelclean._io import check_work_dir, check_writable, sidecar_path
-    from labelclean.api import run_checkpointed
-    from labelclean.checkpoint import clear_checkpoints, default_work_dir
     from labelclean.config import AuditConfig
-    from labelclean.data.images import load_dataset, write_rejected_csv
     from labelclean.distributed import init_from_env
-    from labelclean.fgcm.audit import AuditInterrupted, AuditRun
-    from labelclean.fgcm.frozen import check_frozen_flags
     from labelclean.training import resolve_device
 
-    inputs = {"IMAGES": images, "LABELS": labels, "--weights": weights}
-    check_writable(out, overwrite=overwrite or resume, inputs=inputs)
-    check_frozen_flags(frozen, folds=frozen_folds, neighbours=neighbours)
-    work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
-    rejected_csv = sidecar_path(out, ".rejected.csv")
-    if on_bad_image == "skip":
-        check_writable(rejected_csv, overwrite=overwrite or resume, inputs=inputs)
-    if log_json is not None:
-        check_writable(log_json, overwrite=overwrite or resume, flag="--log-json", inputs=inputs)
+    work_dir, rejected_csv = _check_outputs(
+        out,
+        work_dir,
+        inputs={"IMAGES": images, "LABELS": labels, "--weights": weights},
+        replace=overwrite or resume,
+        on_bad_image=on_bad_image,
+        log_json=log_json,
+        frozen=(frozen, frozen_folds, neighbours),
+    )
     dist = init_from_env(resolve_device(device))
-    quiet = quiet or not dist.is_main
     config = AuditConfig.from_preset(
         preset,
         model=model,
@@ -380,75 +343,80 @@ def audit(
         guard=guard,
         relabel=relabel,
     )
-    with RichProgress(quiet=quiet) as progress, StopRequest() as stop:
-        if not dist.is_main:
-            dist.barrier()  # rank 0 builds the image cache first; the others then reuse it
-        dataset = load_dataset(
-            images,
-            labels,
-            progress=progress,
-            should_stop=stop,
-            **data_kwargs(
-                path_column=path_column,
-                label_column=label_column,
-                annotator_column=annotator_column,
-                allow_outside_root=allow_outside_root,
-                on_bad_image=on_bad_image,
-                max_bad_fraction=max_bad_fraction,
-                max_pixels=max_pixels,
-                image_size=image_size,
-                cache_dir=cache_dir,
-            ),
-        )
-        if dist.is_main:
-            dist.barrier()
-        if dataset.rejections and dist.is_main:
-            rejected = write_rejected_csv(rejected_csv, dataset, overwrite=overwrite or resume)
-            console.print(f"skipped {len(dataset.rejections)} bad images: see {rejected}")
-        manifest = dataset.manifest
-        progress.log(
-            f"{len(manifest)} images, {len(manifest.class_names)} classes, "
-            f"{dataset.cache.image_size}px"
-        )
-        if manifest.votes is not None:
-            from labelclean.cli._crowd import check_crowd_outputs, crowd_line
+    data_options = data_kwargs(
+        path_column=path_column,
+        label_column=label_column,
+        annotator_column=annotator_column,
+        allow_outside_root=allow_outside_root,
+        on_bad_image=on_bad_image,
+        max_bad_fraction=max_bad_fraction,
+        max_pixels=max_pixels,
+        image_size=image_size,
+        cache_dir=cache_dir,
+    )
+    frozen_options = {"frozen": frozen, "head": head, "frozen_flip": frozen_flip}
+    frozen_options |= {"frozen_folds": frozen_folds, "neighbours": neighbours}
+    screen = AuditScreen(
+        out=out,
+        labels=labels,
+        rejected_csv=rejected_csv,
+        log_json=log_json,
+        work_dir=work_dir,
+        resume=resume,
+        replace=overwrite or resume,
+        quiet=quiet,
+    )
+    _run_audit(
+        images,
+        labels,
+        config,
+        screen,
+        dist=dist,
+        force=force,
+        data_options=data_options,
+        frozen_options=frozen_options,
+    )
 
-            check_crowd_outputs(out, labels, overwrite=overwrite or resume)
-            progress.log(crowd_line(manifest) + "; the audit starts from their consensus")
-        printer = _EpochPrinter(
-            progress, config.epochs, log_json if dist.is_main else None, append=resume
-        )
-        if frozen:
-            from labelclean.fgcm.frozen import FrozenAuditRun, frozen_config
 
-            config = frozen_config(
-                config, head=head, flip=frozen_flip, folds=frozen_folds, neighbours=neighbours
-            )
-            run: AuditRun = FrozenAuditRun(
-                dataset, config, dist=dist, cache_dir=cache_dir, progress=progress
-            )
-        else:
-            run = AuditRun(dataset, config, dist=dist)
-        progress.log(
-            f"model {run.model_name} on {run.precision.describe()}; {run.config.epochs} epochs, "
-            f"{_schedule_note(run.config)}; checkpoints in {work_dir}"
-        )
+def _run_audit(
+    images: Path,
+    labels: Path | None,
+    config: AuditConfig,
+    screen: AuditScreen,
+    *,
+    dist: Dist,
+    force: bool,
+    data_options: dict[str, Any],
+    frozen_options: dict[str, Any],
+) -> None:
+    """``labelclean.audit`` with the CLI's screen attached; then write and print the outcome."""
+    from labelclean.api import audit as audit_images
+    from labelclean.checkpoint import clear_checkpoints
+    from labelclean.fgcm.audit import AuditInterrupted
+
+    with RichProgress(quiet=screen.quiet or not dist.is_main) as progress, StopRequest() as stop:
+        screen.attach(progress, config.epochs, is_main=dist.is_main)
         try:
-            result = run_checkpointed(
-                dataset,
-                config,
-                work_dir=work_dir,
-                resume=resume,
-                force=force,
+            result = audit_images(
+                images,
+                labels,
+                config=config,
+                data_options=data_options,
                 progress=progress,
-                on_epoch=printer,
+                on_loaded=screen.loaded,
+                on_start=screen.started,
+                on_epoch=screen.printer,
+                work_dir=screen.work_dir,
+                resume=screen.resume,
+                force=force,
                 should_stop=stop,
-                run=run,
+                dist=dist,
+                **frozen_options,
             )
         except AuditInterrupted as interrupted:
             typer.echo(
                 f"interrupted; the checkpoint of epoch {interrupted.state.epoch} is in "
-                f"{work_dir}. Resume with:\n  {resume_command()}",
+                f"{screen.work_dir}. Resume with:\n  {resume_command()}",
                 err=True,
             )
             raise typer.Exit(stop.exit_code) from None
@@ -458,51 +426,10 @@ def audit(
         )
     if not dist.is_main:
         return
-    result.write(out, overwrite=overwrite or resume)
-    clear_checkpoints(work_dir)  # the report is complete: its checkpoints are moot
-    _print_outcome(result.to_pandas(), out, quiet)
+    result.write(screen.out, overwrite=screen.replace)
+    clear_checkpoints(screen.work_dir)  # the report is complete: its checkpoints are moot
+    print_outcome(result.to_pandas(), screen.out, screen.quiet)
     if getattr(result, "annotators", None) is not None:
         from labelclean.cli._crowd import print_crowd_outcome
 
-        print_crowd_outcome(result, out)
-
-
-@app.command()
-def demo(
-    folder: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the images, labels and report.")
-    ] = Path("labelclean-demo"),
-    noise: Annotated[float, typer.Option(help="Fraction of labels to flip.")] = 0.3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override the demo's epochs.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-) -> None:
-    """The built-in example: digits with 30% wrong labels, audited and scored against truth.
-
-    --out must be a new or empty folder, or one an earlier demo wrote (its files are replaced).
-    """
-    from labelclean.demo import DEMO_CONFIG, check_noise_rate, run_demo
-
-    check_noise_rate(noise)
-    n_epochs = epochs or DEMO_CONFIG["epochs"]
-    overrides = {"epochs": epochs} if epochs else {}
-    if epochs and epochs <= DEMO_CONFIG["warmup"]:
-        overrides["warmup"] = max(0, epochs // 3)
-    with RichProgress(quiet=quiet) as progress:
-        progress.log(f"writing 1797 digit images with {noise:.0%} wrong labels to {folder}/")
-        printer = _EpochPrinter(progress, n_epochs, None)
-        result = run_demo(
-            folder, noise_rate=noise, seed=seed, progress=progress, on_epoch=printer, **overrides
-        )
-    m = result.metrics
-    typer.echo(f"report: {result.report}")
-    typer.echo(
-        f"wrong labels found: precision {m['detection_precision']:.3f}, "
-        f"recall {m['detection_recall']:.3f} (F1 {m['detection_f1']:.3f})"
-    )
-    typer.echo(
-        f"labeled set precision {m['label_precision']:.3f} vs given {m['given_precision']:.3f}; "
-        f"relabel accuracy {m['relabel_accuracy']:.3f}; cleaned accuracy "
-        f"{m['cleaned_accuracy']:.3f}"
-    )
-    typer.echo(f"next: labelclean report {result.report} --html {folder}/report.html")
+        print_crowd_outcome(result, screen.out)
