@@ -19,15 +19,6 @@ STRICT_PACKAGES = ("labelclean/data", "labelclean/fgcm")
 LINTED = ("labelclean", "tests", "benchmarks", "examples")
 FORMATTED = ("labelclean", "examples")  # tests/ and benchmarks/ keep their denser layout
 
-# Being rewritten on branch issue18b (issue 18, items 2-3): type-checked once that lands.
-# The coordinator empties this list after the merge; nothing else depends on it.
-EXCLUDED_UNTIL_ISSUE18B_MERGED = (
-    "labelclean/fgcm/audit.py",
-    "labelclean/fgcm/finetune.py",
-    "labelclean/fgcm/frozen.py",
-    "labelclean/fgcm/frozen_finetune.py",
-)
-
 
 def _need(module: str) -> None:
     if importlib.util.find_spec(module) is None:
@@ -41,12 +32,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _strict_files() -> list[str]:
-    files = sorted(
+    return sorted(
         p.relative_to(ROOT).as_posix()
         for pkg in STRICT_PACKAGES
         for p in (ROOT / pkg).rglob("*.py")
     )
-    return [f for f in files if f not in EXCLUDED_UNTIL_ISSUE18B_MERGED]
 
 
 def test_data_and_fgcm_pass_mypy_strict(request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -56,18 +46,8 @@ def test_data_and_fgcm_pass_mypy_strict(request: pytest.FixtureRequest, tmp_path
     cache = pytest_cache.mkdir("mypy") if pytest_cache is not None else tmp_path
     done = _run("mypy", "--cache-dir", str(cache), "--no-error-summary", *_strict_files())
     assert done.returncode in (0, 1), f"mypy did not run:\n{done.stdout}{done.stderr}"
-    errors = [
-        line
-        for line in done.stdout.splitlines()
-        if line.strip() and not line.startswith(EXCLUDED_UNTIL_ISSUE18B_MERGED)
-    ]
+    errors = [line for line in done.stdout.splitlines() if line.strip()]
     assert not errors, "mypy found type errors:\n" + "\n".join(errors)
-
-
-def test_excluded_modules_still_exist() -> None:
-    # A renamed or deleted module must leave the list, or it would hide nothing and mislead.
-    missing = [f for f in EXCLUDED_UNTIL_ISSUE18B_MERGED if not (ROOT / f).is_file()]
-    assert not missing, f"remove from EXCLUDED_UNTIL_ISSUE18B_MERGED: {missing}"
 
 
 @pytest.mark.parametrize(
