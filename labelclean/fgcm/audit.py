@@ -44,7 +44,7 @@ from labelclean.fgcm.clustering import (
 )
 from labelclean.fgcm.guard import GUARD_REASONS, apply_guard
 from labelclean.fgcm.health import check_finite, check_finite_weights, collapse_warning
-from labelclean.fgcm.history import ConfidenceHistory
+from labelclean.fgcm.history import ConfidenceHistory, is_late_epoch
 from labelclean.models import RECIPES, create_model, default_model_name, fit_data_init
 from labelclean.progress import Progress
 from labelclean.training import (
@@ -152,8 +152,8 @@ def cluster_samples(
     With ``--components 2`` the points are 1-D (mean confidence of the given label only):
     the loss-only two-component split of prior work (DivideMix) that the paper compares to.
     """
-    pseudo = history.pseudo_labels()
-    joint = history.joint_confidence(given_labels)
+    pseudo = history.pseudo_labels(window="late")  # all epochs unless --schedule once
+    joint = history.joint_confidence(given_labels, pseudo_labels=pseudo, window="late")
     points = joint[:, :1] if config.components == 2 else joint
     k = config.components
     if config.cluster_method == "kmeans":
@@ -484,7 +484,8 @@ def run_audit(
         maybe_fail("record", epoch)
         probs = run.record(result, progress)
         check_finite(probs, what="the recorded probabilities", **health)
-        state.history.update(probs, given)
+        late = config.schedule == "once" and is_late_epoch(lr, config.lr)  # history.py
+        state.history.update(probs, given, late=late)
         state.epoch = epoch + 1
         line = _epoch_line(state, epoch, result.loss, lr, time.perf_counter() - epoch_start)
         state.epoch_log.append(line)
@@ -648,8 +649,8 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     back = np.empty_like(run.canon)
     back[run.canon] = np.arange(len(run.canon))  # manifest row -> canonical position
     given = run.given
-    joint = state.history.joint_confidence(given)
-    pseudo = state.history.pseudo_labels()
+    pseudo = state.history.pseudo_labels(window="late")  # as cluster_samples
+    joint = state.history.joint_confidence(given, pseudo_labels=pseudo, window="late")
     clean = np.where(state.in_t, state.t_labels, -1)
     action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
     trace_given, trace_pseudo = state.history.traces(order=back)  # already in manifest order
