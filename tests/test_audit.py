@@ -218,10 +218,24 @@ def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16
     assert run.model_name == "air_cnn" and run.config.schedule == "once"
     assert torch.equal(stem[12:], -stem[:12])  # the whitening stem was fitted before training
     assert run.optimizer.param_groups[0]["nesterov"] is True
-    lines = []
-    result = run_audit(dataset, run.config, run=run, on_epoch=lambda s, line: lines.append(line))
+    lines, states = [], []
+
+    def hook(state, line):
+        lines.append(line)
+        states.append(state)
+
+    result = run_audit(dataset, run.config, run=run, on_epoch=hook)
     assert [x["t_size"] for x in lines] == [0, 0, 0] and all(not x["clusters"] for x in lines)
     frame = result.to_pandas()
+    # cosine LR factors 1, .75, .26: only the last epoch is late, and the report's pseudo
+    # labels and confidences come from it alone (history.py: the late window)
+    history = states[-1].history
+    assert history.late_epochs == 1
+    late = history.late_sums.argmax(1)  # one late epoch: its argmax
+    names = np.asarray(dataset.manifest.class_names)
+    assert frame["pseudo_label"].to_numpy()[run.canon].tolist() == names[late].tolist()
+    conf = history.late_sums[np.arange(300), late]
+    assert np.allclose(frame["conf_pseudo"].to_numpy()[run.canon], conf, atol=1e-6)
     assert len(frame) == 300 and set(frame["cluster"]) <= {"CS", "CH", "NS", "NHR", "NHI"}
     assert set(frame["action"]) <= {"keep", "unlabel"}  # no relabeling by default
     md = result.metadata
@@ -233,8 +247,9 @@ def test_schedule_paper_keeps_the_loop_on_t(digits16):
     dataset = load_dataset(*digits16)
     lines = []
     config = AuditConfig(epochs=3, device="cpu", schedule="paper", model="air_cnn")
-    run_audit(dataset, config, on_epoch=lambda s, line: lines.append(line))
-    assert lines[0]["t_size"] == 0 and lines[-1]["clusters"]  # warmup 2, one epoch on T
+    run_audit(dataset, config, on_epoch=lambda s, line: lines.append((line, s.history)))
+    assert lines[0][0]["t_size"] == 0 and lines[-1][0]["clusters"]  # warmup 2, one epoch on T
+    assert lines[-1][1].late_epochs == 0  # the paper's loop reads the mean over every epoch
 
 
 def test_paper_preset_is_algorithm_1_and_reports_the_last_epochs_clustering(digits16, monkeypatch):

@@ -142,6 +142,7 @@ def test_memmap_traces_and_memory_budget(tmp_path):
     assert ConfidenceHistory.memory_bytes(n, c, e) < (c + e) * 8 * n  # issue 9
     small = ConfidenceHistory(100, 10, 20)
     actual = small.sums.nbytes + small.counts.nbytes
+    actual += small.late_sums.nbytes + small.late_counts.nbytes
     actual += small.trace_given.nbytes + small.trace_pseudo.nbytes
     assert ConfidenceHistory.memory_bytes(100, 10, 20) == actual
 
@@ -236,3 +237,56 @@ def test_traces_in_a_given_sample_order_and_one_contiguous_row_per_epoch(tmp_pat
     for ordered, plain in zip(h.traces(order=order), h.traces()):
         assert ordered.shape == (20, 4) and np.array_equal(ordered, plain[order])
     assert h.trace_given[3].flags["C_CONTIGUOUS"]  # epoch 3's trace is one row of the file
+
+
+def test_late_window_is_the_papers_statistics_over_the_late_epochs_only():
+    rng = np.random.default_rng(1)
+    n, c, e = 50, 4, 6
+    given = rng.integers(0, c, n)
+    h = ConfidenceHistory(n, c, e)
+    assert np.array_equal(h.pseudo_labels(window="late"), h.pseudo_labels())  # none yet
+    explicit = [_random_probs(rng, n, c) for _ in range(e)]
+    late = [False, False, True, False, True, True]  # marks need not be contiguous
+    for p, is_late in zip(explicit, late):
+        h.update(p, given, late=is_late)
+    full = np.stack(explicit)
+    tail = full[np.array(late)]
+    my = _explicit_pseudo(tail)
+    rows = np.arange(n)
+    assert h.late_epochs == 3 and h.epochs_recorded == e
+    assert np.array_equal(h.pseudo_labels(window="late"), my)
+    jc = np.stack([tail.mean(0)[rows, given], tail.mean(0)[rows, my]], 1)
+    assert np.allclose(h.joint_confidence(given, window="late"), jc, atol=1e-6)
+    # the default window is still the paper's mean over every epoch
+    assert np.array_equal(h.pseudo_labels(), _explicit_pseudo(full))
+    assert np.allclose(h.joint_confidence(given)[:, 0], full.mean(0)[rows, given], atol=1e-6)
+    with pytest.raises(ValueError, match="window"):
+        h.pseudo_labels(window="recent")
+
+
+def test_late_window_survives_a_checkpoint_and_old_checkpoints_start_it_empty():
+    rng = np.random.default_rng(2)
+    given = np.zeros(5, dtype=int)
+    h = ConfidenceHistory(5, 3, 4)
+    for is_late in (False, True, True):
+        h.update(_random_probs(rng, 5, 3), given, late=is_late)
+    state = h.state_dict()
+    back = ConfidenceHistory(5, 3, 4)
+    back.load_state_dict(state)
+    assert back.late_epochs == 2
+    assert np.array_equal(back.late_sums, h.late_sums)
+    assert np.array_equal(back.late_counts, h.late_counts)
+    old = {k: v for k, v in state.items() if not k.startswith("late_")}
+    back = ConfidenceHistory(5, 3, 4)
+    back.load_state_dict(old)
+    assert back.late_epochs == 0 and not back.late_sums.any()
+    assert np.array_equal(back.pseudo_labels(window="late"), h.pseudo_labels())
+    with pytest.raises(CheckpointError, match="late epochs"):
+        ConfidenceHistory(5, 3, 4).load_state_dict({**state, "late_epochs": 4})
+
+
+def test_is_late_epoch_is_an_lr_at_most_half_the_base():
+    from labelclean.fgcm.history import is_late_epoch
+
+    assert is_late_epoch(0.05, 0.1) and is_late_epoch(0.001, 0.1)
+    assert not is_late_epoch(0.0505, 0.1) and not is_late_epoch(0.1, 0.1)

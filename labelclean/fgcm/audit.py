@@ -31,6 +31,7 @@ from labelclean.data.images import Dataset
 from labelclean.distributed import Dist
 from labelclean.fgcm.clustering import CLUSTER_NAMES
 from labelclean.fgcm.health import Where, check_finite, check_finite_weights
+from labelclean.fgcm.history import is_late_epoch
 from labelclean.fgcm.result import AuditResult, audit_result
 from labelclean.fgcm.run import AuditRun
 from labelclean.fgcm.state import AuditState, update_clusters
@@ -194,7 +195,8 @@ def _run_epoch(
     fault("record", epoch)
     probs = run.learner.record(run, result, progress)
     check_finite(probs, what="the recorded probabilities", **where)
-    state.history.update(probs, run.given)
+    late = config.schedule == "once" and is_late_epoch(lr, config.lr)  # history.py
+    state.history.update(probs, run.given, late=late)
     state.epoch = epoch + 1
     line = _epoch_line(state, epoch, result.loss, lr, time.perf_counter() - epoch_start)
     state.epoch_log.append(line)

@@ -66,8 +66,8 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     back = np.empty_like(run.canon)
     back[run.canon] = np.arange(len(run.canon))  # manifest row -> canonical position
     given = run.given
-    joint = state.history.joint_confidence(given)
-    pseudo = state.history.pseudo_labels()
+    pseudo = state.history.pseudo_labels(window="late")  # as cluster_samples
+    joint = state.history.joint_confidence(given, pseudo_labels=pseudo, window="late")
     clean = np.where(state.in_t, state.t_labels, -1)
     action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
     trace_given, trace_pseudo = state.history.traces(order=back)  # already in manifest order

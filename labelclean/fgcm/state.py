@@ -123,8 +123,8 @@ def cluster_samples(
     With ``--components 2`` the points are 1-D (mean confidence of the given label only):
     the loss-only two-component split of prior work (DivideMix) that the paper compares to.
     """
-    pseudo = history.pseudo_labels()
-    joint = history.joint_confidence(given_labels)
+    pseudo = history.pseudo_labels(window="late")  # all epochs unless --schedule once
+    joint = history.joint_confidence(given_labels, pseudo_labels=pseudo, window="late")
     points = joint[:, :1] if config.components == 2 else joint
     k = config.components
     if config.cluster_method == "kmeans":
