@@ -55,6 +55,15 @@ class _Source:
     frame: pd.DataFrame
     fingerprint: Any  # hashlib object: report bytes (+ decisions, + unreadable rows)
 
+    @classmethod
+    def read(cls, path: Path, image_root: str | Path | None) -> _Source:
+        """The report at ``path``, its images found (refused early when they are not there)."""
+        from labelclean.report.parquet import read_report
+
+        report = read_report(path)
+        root = report.images_now(image_root)
+        return cls(report, path, root, report.frame, hashlib.sha256(path.read_bytes()))
+
     @property
     def metadata(self) -> dict[str, Any]:
         return self.report.metadata
@@ -170,54 +179,23 @@ def finetune(
         >>> result = labelclean.finetune("report.parquet", "model/", epochs=10)  # doctest: +SKIP
         >>> model, info = labelclean.load_model("model/")  # doctest: +SKIP
     """
-    from labelclean._io import check_work_dir
-    from labelclean.checkpoint import RunCheckpoints, default_work_dir
-    from labelclean.distributed import init_from_env
-    from labelclean.errors import ConfigError
-    from labelclean.export import check_export_dir
-    from labelclean.fgcm.finetune import split_report
-    from labelclean.report.parquet import read_report
-    from labelclean.training import resolve_device
-
     if config is None:  # options first: a bad number is refused before any reading
         config = FinetuneConfig(**options)
     elif options:
         raise TypeError("pass either config= or individual options, not both")
-    report, out = Path(report), Path(out)
-    rep = read_report(report)
-    source = _Source(
-        rep,
-        report,
-        _image_root(rep, report, image_root),
-        rep.frame,
-        hashlib.sha256(report.read_bytes()),
+    source, checkpoints, dist, frozen = _refuse_early(
+        Path(report),
+        Path(out),
+        config,
+        image_root=image_root,
+        test=test,
+        test_labels=test_labels,
+        decisions=decisions,
+        overwrite=overwrite,
+        work_dir=work_dir,
+        resume=resume,
+        dist=dist,
     )
-    inputs = {
-        "REPORT": report,
-        "the report's image folder": source.root,
-        "--test": test,
-        "--test-labels": test_labels,
-        "--weights": config.weights,
-        "--decisions": decisions,
-    }
-    check_export_dir(out, overwrite, inputs=inputs)
-    work = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
-    dist = dist or init_from_env(resolve_device(config.device))
-    if decisions is not None:
-        source.apply_decisions(Path(decisions))
-    # A --frozen report: a head on the audit's cached embeddings, exported with its backbone,
-    # unless a network to train on the images was asked for.
-    network = config.model is not None or config.pretrained or config.weights is not None
-    frozen = source.frozen and not network
-    if frozen and resume:
-        raise ConfigError(
-            "--resume: finetune from a --frozen report trains only a head, in seconds, and "
-            "keeps no checkpoints; run it again without --resume"
-        )
-    checkpoints = RunCheckpoints(work, is_main=dist.is_main)
-    if not resume:
-        checkpoints.refuse_earlier_run()
-    split_report(source.frame, rep.class_names)  # refuse a report with nothing to learn
     with checkpoints.held():
         trained = _train(
             source,
@@ -236,30 +214,59 @@ def finetune(
             dist=dist,
         )
     if dist.is_main:
-        _export(trained, out, source, config, overwrite=overwrite)
+        _export(trained, Path(out), source, config, overwrite=overwrite)
         checkpoints.clear()
     return trained.result
 
 
-def _image_root(rep: Report, report: Path, image_root: str | Path | None) -> Path:
-    """The folder the report's images are in now: refuse early when they are not there."""
-    from labelclean.errors import ConfigError
+def _refuse_early(
+    report: Path,
+    out: Path,
+    config: FinetuneConfig,
+    *,
+    image_root: str | Path | None,
+    test: str | Path | None,
+    test_labels: str | Path | None,
+    decisions: str | Path | None,
+    overwrite: bool,
+    work_dir: str | Path | None,
+    resume: bool,
+    dist: Dist | None,
+) -> tuple[_Source, RunCheckpoints, Dist, bool]:
+    """Read the report, refuse every bad input or output before an image is decoded.
 
-    root = Path(image_root).resolve() if image_root is not None else rep.image_root
-    flag = "--image-root" if image_root is not None else f"{report}: the image root"
-    if not root.is_dir():
+    ``frozen`` in the returned tuple: train only a head on a --frozen report's embeddings.
+    """
+    from labelclean._io import check_work_dir
+    from labelclean.checkpoint import RunCheckpoints, default_work_dir
+    from labelclean.distributed import init_from_env
+    from labelclean.errors import ConfigError
+    from labelclean.export import check_export_dir
+    from labelclean.fgcm.finetune import split_report
+    from labelclean.training import resolve_device
+
+    source = _Source.read(report, image_root)
+    inputs = {"REPORT": report, "the report's image folder": source.root, "--test": test}
+    inputs |= {"--test-labels": test_labels, "--weights": config.weights, "--decisions": decisions}
+    check_export_dir(out, overwrite, inputs=inputs)
+    work = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
+    dist = dist or init_from_env(resolve_device(config.device))
+    if decisions is not None:
+        source.apply_decisions(Path(decisions))
+    # A --frozen report: a head on the audit's cached embeddings, exported with its backbone,
+    # unless a network to train on the images was asked for.
+    network = config.model is not None or config.pretrained or config.weights is not None
+    frozen = source.frozen and not network
+    if frozen and resume:
         raise ConfigError(
-            f"{flag} {root} is not a folder"
-            + ("" if image_root is not None else "; if the images moved, pass --image-root DIR")
+            "--resume: finetune from a --frozen report trains only a head, in seconds, and "
+            "keeps no checkpoints; run it again without --resume"
         )
-    sample = rep.frame["path"].head(64).tolist()
-    if sample and not any((root / p).is_file() for p in sample):
-        raise ConfigError(
-            f"{flag} {root} holds none of the report's first {len(sample)} images "
-            f"(e.g. {sample[0]}); "
-            "if they moved, pass --image-root DIR, the folder their paths are relative to"
-        )
-    return root
+    checkpoints = RunCheckpoints(work, is_main=dist.is_main)
+    if not resume:
+        checkpoints.refuse_earlier_run()
+    split_report(source.frame, source.report.class_names)  # refuse a report with nothing to learn
+    return source, checkpoints, dist, frozen
 
 
 def _load_images(source: _Source, hooks: _Hooks, *, frozen: bool, **options: Any) -> Dataset:

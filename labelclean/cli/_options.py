@@ -117,3 +117,10 @@ def data_kwargs(
     if max_pixels is not None:
         out["max_pixels"] = max_pixels
     return out
+
+
+def network_fields(
+    model: str | None, pretrained: bool | None, weights: Path | None
+) -> dict[str, Any]:
+    """The network options as config fields: ``weights`` a string, as the config's JSON has it."""
+    return {"model": model, "pretrained": pretrained, "weights": str(weights) if weights else None}

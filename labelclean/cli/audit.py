@@ -22,6 +22,7 @@ from labelclean.cli._options import (
     OnBadImageOpt,
     PathColumnOpt,
     data_kwargs,
+    network_fields,
 )
 from labelclean.cli._screen import AuditScreen, print_outcome
 from labelclean.cli._signals import StopRequest, resume_command
@@ -321,9 +322,7 @@ def audit(
     dist = init_from_env(resolve_device(device))
     config = AuditConfig.from_preset(
         preset,
-        model=model,
-        pretrained=pretrained or None,
-        weights=str(weights) if weights else None,
+        **network_fields(model, pretrained or None, weights),  # None: the preset's choice
         epochs=epochs,
         schedule=schedule,
         warmup=warmup,

@@ -7,38 +7,25 @@ from typing import Annotated
 
 import typer
 
+from labelclean.cli import _options as opt
 from labelclean.cli._app import app
 from labelclean.cli._console import RichProgress
-from labelclean.cli._options import (
-    AllowOutsideRootOpt,
-    AnnotatorColumnOpt,
-    CacheDirOpt,
-    ImagesArg,
-    ImageSizeOpt,
-    LabelColumnsOpt,
-    LabelsArg,
-    MaxBadFractionOpt,
-    MaxPixelsOpt,
-    OnBadImageOpt,
-    PathColumnOpt,
-    data_kwargs,
-)
 from labelclean.cli._signals import StopRequest
 
 
 @app.command(no_args_is_help=True)
 def check(
-    images: ImagesArg,
-    labels: LabelsArg = None,
-    path_column: PathColumnOpt = "path",
-    label_column: LabelColumnsOpt = None,
-    annotator_column: AnnotatorColumnOpt = None,
-    allow_outside_root: AllowOutsideRootOpt = False,
-    on_bad_image: OnBadImageOpt = "error",
-    max_bad_fraction: MaxBadFractionOpt = 0.05,
-    max_pixels: MaxPixelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    cache_dir: CacheDirOpt = None,
+    images: opt.ImagesArg,
+    labels: opt.LabelsArg = None,
+    path_column: opt.PathColumnOpt = "path",
+    label_column: opt.LabelColumnsOpt = None,
+    annotator_column: opt.AnnotatorColumnOpt = None,
+    allow_outside_root: opt.AllowOutsideRootOpt = False,
+    on_bad_image: opt.OnBadImageOpt = "error",
+    max_bad_fraction: opt.MaxBadFractionOpt = 0.05,
+    max_pixels: opt.MaxPixelsOpt = None,
+    image_size: opt.ImageSizeOpt = None,
+    cache_dir: opt.CacheDirOpt = None,
     rejected_out: Annotated[
         Path, typer.Option(help="Where skipped rows are listed (with --on-bad-image skip).")
     ] = Path("rejected.csv"),
@@ -64,7 +51,7 @@ def check(
             labels,
             progress=progress,
             should_stop=stop,
-            **data_kwargs(
+            **opt.data_kwargs(
                 path_column=path_column,
                 label_column=label_column,
                 annotator_column=annotator_column,

@@ -21,6 +21,7 @@ from labelclean.cli._options import (
     MaxBadFractionOpt,
     OnBadImageOpt,
     PathColumnOpt,
+    network_fields,
 )
 
 _TRAIN = "Training"
@@ -122,9 +123,7 @@ def finetune(
     from labelclean.training import resolve_device
 
     config = FinetuneConfig(  # options first: a bad number is refused before any reading
-        model=model,
-        pretrained=pretrained,
-        weights=str(weights) if weights else None,
+        **network_fields(model, pretrained, weights),
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,

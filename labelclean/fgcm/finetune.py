@@ -168,6 +168,162 @@ def draw_mixed_batch(
     return rows, np.concatenate([labels[mix_l], np.full(n_u, -1)])
 
 
+@dataclass
+class _Trainer:
+    """The network and what steps it, built once per run so a checkpoint can hold it all."""
+
+    model: nn.Module
+    train_model: nn.Module  # ``model``, or its DDP wrapper under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    batches: ImageBatches  # its ``precision`` holds the device
+    dist: Any  # the torchrun job's :class:`~labelclean.distributed.Dist`; None in one process
+
+    @property
+    def world(self) -> int:
+        """How many processes train (each takes its share of an epoch)."""
+        return int(self.dist.world_size) if self.dist is not None else 1
+
+    def state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """The full training state after ``epoch`` epochs (tensors and plain values only)."""
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": list(history),
+        }
+
+    def restore(self, state: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+        """Continue from :meth:`state`'s dict: returns ``(first epoch, history so far)``."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["epoch"]), list(state["history"])
+
+
+def _build_trainer(
+    batches: ImageBatches,
+    labeled_rows: np.ndarray,
+    config: FinetuneConfig,
+    n_classes: int,
+    model_name: str,
+    dist: Any,
+) -> _Trainer:
+    """Seed, then a fresh model on the device with its optimizer (in this order: reproducible).
+
+    ``dist``: the torchrun job, or None in one process.
+    """
+    precision = batches.precision
+    generator = seed_everything(config.seed)
+    model = create_model(
+        model_name, n_classes, pretrained=config.pretrained, weights=config.weights
+    )
+    model = model.to(precision.device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if not (config.pretrained or config.weights) and len(labeled_rows):
+        with torch.no_grad():  # the whitening stem of air_cnn, from the labeled images
+            fit_data_init(model, batches.prepare(batches.load(np.sort(labeled_rows)[:5000])))
+    train_model: nn.Module = model
+    if dist is not None:
+        device = precision.device
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = build_optimizer(
+        model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scaler = precision.grad_scaler()
+    return _Trainer(model, train_model, optimizer, scaler, generator, batches, dist)
+
+
+def _train_step(
+    trainer: _Trainer,
+    pick: np.ndarray,
+    labeled_rows: np.ndarray,
+    labels: np.ndarray,
+    unlabeled_rows: np.ndarray,
+    config: FinetuneConfig,
+    draw: torch.Generator,
+) -> torch.Tensor:
+    """One optimizer step on the labeled rows ``pick`` (+ a mixed batch); ``(L_x, L_m, mask)``.
+
+    ``lambda_m = 0`` is cross-entropy on the labeled set: the mixed batch (~4x the work) is
+    skipped.
+    """
+    t, batches, mixed = trainer, trainer.batches, config.lambda_m > 0
+    device = batches.precision.device
+    y = torch.from_numpy(labels[pick]).to(device)
+    if mixed:
+        mix_rows, mix_labels = draw_mixed_batch(
+            labeled_rows, labels, unlabeled_rows, len(pick), mu=config.mu, generator=draw
+        )
+        y_mix = torch.from_numpy(mix_labels).to(device)
+        raw_mix = batches.load(mix_rows)
+        weak_mix = batches.prepare(batches.augment(raw_mix, draw))
+        strong_mix = batches.prepare(strong_augment(raw_mix, generator=draw))
+    x = batches.prepare(batches.augment(batches.load(labeled_rows[pick]), draw))
+    with batches.precision.autocast():
+        if mixed:
+            with torch.no_grad():
+                weak_logits = t.model(weak_mix)
+            logits = t.train_model(torch.cat([x, strong_mix]))
+        else:
+            logits = t.train_model(x)
+        loss_x = F.cross_entropy(logits[: len(x)].float(), y)
+        if mixed:
+            loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
+            loss = loss_x + config.lambda_m * loss_m
+        else:
+            loss, loss_m, mask = loss_x, torch.zeros(()), torch.zeros(1, dtype=torch.bool)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    return torch.stack([loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()])
+
+
+def _train_epoch(
+    t: _Trainer,
+    epoch: int,
+    steps: int,
+    labeled_rows: np.ndarray,
+    labels: np.ndarray,
+    unlabeled_rows: np.ndarray,
+    config: FinetuneConfig,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> torch.Tensor:
+    """One epoch of ``steps`` steps at its cosine learning rate; the summed ``(L_x, L_m, mask)``.
+
+    One labeled order for all ranks, each takes its shard; the mixed batches and the
+    augmentations come from the rank's own stream (otherwise every rank draws the same).
+    """
+    for group in t.optimizer.param_groups:
+        group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule="cosine")
+    t.train_model.train()
+    b = config.batch_size
+    order = cycled_order(len(labeled_rows), steps * b * t.world, t.generator)
+    draw = t.generator
+    if t.dist is not None:
+        order = t.dist.shard_training(order)
+        draw = t.dist.rank_generator(config.seed, epoch)
+    totals = torch.zeros(3)
+    for step in range(steps):
+        if should_stop is not None and should_stop():
+            raise StepInterrupted
+        pick = order[step * b : (step + 1) * b]
+        totals += _train_step(t, pick, labeled_rows, labels, unlabeled_rows, config, draw)
+        report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
+    return totals
+
+
 def run_finetune(
     images: np.ndarray,
     labeled_rows: np.ndarray,
@@ -214,38 +370,18 @@ def run_finetune(
         dist: A :class:`~labelclean.distributed.Dist` under torchrun: gradients are
             all-reduced (DDP) and each rank takes its share of every epoch's labeled order.
     """
-    active = dist is not None and dist.active
-    device = dist.device if active else resolve_device(config.device)
+    job = dist if dist is not None and dist.active else None  # None: one process
+    device = job.device if job is not None else resolve_device(config.device)
     precision = Precision.choose(device, amp=config.amp).for_model(model_name)
-    generator = seed_everything(config.seed)
-    model = create_model(
-        model_name, n_classes, pretrained=config.pretrained, weights=config.weights
-    )
-    model = model.to(device)
-    if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
-    if not (config.pretrained or config.weights) and len(labeled_rows):
-        with torch.no_grad():  # the whitening stem of air_cnn, from the labeled images
-            fit_data_init(model, batches.prepare(batches.load(np.sort(labeled_rows)[:5000])))
-    train_model: nn.Module = model
-    if active:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = build_optimizer(
-        model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scaler = precision.grad_scaler()
-    b = config.batch_size
+    t = _build_trainer(batches, labeled_rows, config, n_classes, model_name, job)
     # An epoch is as many labeled draws as there are images (labeled + unlabeled), the
     # labeled set cycled: the budget of cross-entropy on everything, however much the
     # audit unlabeled (a pass over a small labeled set alone would undertrain).
-    world = dist.world_size if active else 1
     per_epoch = len(labeled_rows) + len(unlabeled_rows)
-    steps = max(1, math.ceil(-(-per_epoch // world) / b))
+    steps = max(1, math.ceil(-(-per_epoch // t.world) / config.batch_size))
     result = FinetuneResult(
-        model,
+        t.model,
         n_labeled=len(labeled_rows),
         n_unlabeled=len(unlabeled_rows),
         model_name=model_name,
@@ -253,88 +389,26 @@ def run_finetune(
     )
     first_epoch = 0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scaler.load_state_dict(resume_state["scaler"])
-        generator.set_state(resume_state["generator"])
-        torch.set_rng_state(resume_state["torch_rng"])
-        result.history = list(resume_state["history"])
-        first_epoch = int(resume_state["epoch"])
-    # lambda_m = 0 is cross-entropy on the labeled set: skip the mixed batch (~4x the work).
-    mixed = config.lambda_m > 0
+        first_epoch, result.history = t.restore(resume_state)
     for epoch in range(first_epoch, config.epochs):
         start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * lr_factor(epoch, epochs=config.epochs, schedule="cosine")
-        train_model.train()
-        # One labeled order for all ranks, each takes its shard; the mixed batches and the
-        # augmentations come from the rank's own stream (otherwise every rank draws the same).
-        order = cycled_order(len(labeled_rows), steps * b * world, generator)
-        draw = generator
-        if active:
-            order = dist.shard_training(order)
-            draw = dist.rank_generator(config.seed, epoch)
-        totals = torch.zeros(3)
-        for step in range(steps):
-            if should_stop is not None and should_stop():
-                raise StepInterrupted
-            pick = order[step * b : (step + 1) * b]
-            x_rows, x_labels = labeled_rows[pick], labels[pick]
-            y = torch.from_numpy(x_labels).to(device)
-            if mixed:
-                mix_rows, mix_labels = draw_mixed_batch(
-                    labeled_rows, labels, unlabeled_rows, len(pick), mu=config.mu, generator=draw
-                )
-                y_mix = torch.from_numpy(mix_labels).to(device)
-                raw_mix = batches.load(mix_rows)
-                weak_mix = batches.prepare(batches.augment(raw_mix, draw))
-                strong_mix = batches.prepare(strong_augment(raw_mix, generator=draw))
-            x = batches.prepare(batches.augment(batches.load(x_rows), draw))
-            with precision.autocast():
-                if mixed:
-                    with torch.no_grad():
-                        weak_logits = model(weak_mix)
-                    logits = train_model(torch.cat([x, strong_mix]))
-                else:
-                    logits = train_model(x)
-                loss_x = F.cross_entropy(logits[: len(x)].float(), y)
-                if mixed:
-                    loss_m, mask = mixed_loss(logits[len(x) :], weak_logits, y_mix, tau=config.tau)
-                    loss = loss_x + config.lambda_m * loss_m
-                else:
-                    loss, loss_m, mask = loss_x, torch.zeros(()), torch.zeros(1, dtype=torch.bool)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
-            scaler.step(optimizer)
-            scaler.update()
-            totals += torch.stack(
-                [loss_x.detach().cpu(), loss_m.detach().cpu(), mask.float().mean().cpu()]
-            )
-            report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
+        totals = _train_epoch(
+            t, epoch, steps, labeled_rows, labels, unlabeled_rows, config, progress, should_stop
+        )
         health = Where(epoch=epoch, epochs=config.epochs, lr=config.lr, task="finetune")
         check_finite(float(totals[0] + totals[1]), what="the loss", **health)
-        check_finite_weights(model, **health)
+        check_finite_weights(t.model, **health)
         line = epoch_line(epoch, totals, steps, time.perf_counter() - start)
         if test is not None and (
             (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
         ):
-            line["test_accuracy"] = evaluate_accuracy(model, test, mean, std, precision)
+            line["test_accuracy"] = evaluate_accuracy(t.model, test, mean, std, precision)
             result.test_accuracy = line["test_accuracy"]
         result.history.append(line)
         if on_epoch is not None:
             on_epoch(line)
         if on_checkpoint is not None:
-            on_checkpoint(
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": list(result.history),
-                }
-            )
+            on_checkpoint(t.state(epoch + 1, result.history))
     return result
 
 

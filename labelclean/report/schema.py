@@ -115,6 +115,30 @@ class Report:
         """Absolute folder the ``path`` column is relative to."""
         return Path(self.metadata["image_root"])
 
+    def images_now(self, image_root: str | Path | None = None) -> Path:
+        """The folder the images are in now: ``image_root`` if they moved, else the audit's.
+
+        Refused early, before any training, when it is not a folder or holds none of the
+        first images.
+        """
+        from labelclean.errors import ConfigError
+
+        root = Path(image_root).resolve() if image_root is not None else self.image_root
+        flag = "--image-root" if image_root is not None else f"{self.path}: the image root"
+        if not root.is_dir():
+            raise ConfigError(
+                f"{flag} {root} is not a folder"
+                + ("" if image_root is not None else "; if the images moved, pass --image-root DIR")
+            )
+        sample = self.frame["path"].head(64).tolist()
+        if sample and not any((root / p).is_file() for p in sample):
+            raise ConfigError(
+                f"{flag} {root} holds none of the report's first {len(sample)} images "
+                f"(e.g. {sample[0]}); "
+                "if they moved, pass --image-root DIR, the folder their paths are relative to"
+            )
+        return root
+
 
 def _labels(name: str, codes: Any, n: int, names: pa.Array, *, nullable: bool) -> pa.Array:
     """Integer codes ``[N]`` -> class-name strings (``-1`` -> null), one vectorised take."""
