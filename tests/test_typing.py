@@ -42,7 +42,7 @@ def _strict_files() -> list[str]:
 def test_data_and_fgcm_pass_mypy_strict(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     _need("mypy")
     # pytest's cache folder keeps mypy's cache between runs: only the first run is slow.
-    pytest_cache = request.config.cache
+    pytest_cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     cache = pytest_cache.mkdir("mypy") if pytest_cache is not None else tmp_path
     done = _run("mypy", "--cache-dir", str(cache), "--no-error-summary", *_strict_files())
     assert done.returncode in (0, 1), f"mypy did not run:\n{done.stdout}{done.stderr}"
