@@ -193,7 +193,8 @@ class AirCNN(nn.Module):
         filters = filters.reshape(half, *weight.shape[1:]).to(weight.dtype)
         weight[:half] = filters
         weight[half : 2 * half] = -filters
-        self.stem.bias.zero_()
+        if self.stem.bias is not None:  # built with a bias; the check is for the type checker
+            self.stem.bias.zero_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``[B, 128]``."""

@@ -181,7 +181,7 @@ def _traces(name: str, values: Any, n: int) -> pa.ChunkedArray:
 
 
 def _column(name: str, values: Any, n: int, dtype: type) -> np.ndarray:
-    array = np.asarray(values).astype(dtype, copy=False)
+    array: np.ndarray = np.asarray(values).astype(dtype, copy=False)
     if array.shape != (n,):
         raise ValueError(f"report column {name}: expected shape [{n}], got {array.shape}")
     return array
