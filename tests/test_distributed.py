@@ -20,7 +20,7 @@ def _free_port() -> int:
 CONFIG = {"epochs": 12, "warmup": 4, "batch_size": 32, "lr": 0.03, "hflip": False, "crop_padding": 1, "seed": 0, "amp": False}
 
 
-def _worker(rank, world, port, images, labels, out_dir):
+def _worker(rank, world, init_file, images, labels, out_dir):
     import torch
     import torch.distributed as dist
 
@@ -30,8 +30,8 @@ def _worker(rank, world, port, images, labels, out_dir):
     from labelclean.fgcm.audit import AuditRun, run_audit
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: the TCP store on a just-freed port aborted a rank now and then
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         dataset = load_dataset(images, labels, cache_dir=os.path.join(out_dir, f"cache{rank}"))
         d = Dist(rank=rank, world_size=world, device=torch.device("cpu"))
@@ -57,7 +57,7 @@ def test_two_ranks_record_every_sample_once_and_match_one_process(tmp_path):
     from labelclean.data.digits import write_digits
 
     images, labels = write_digits(tmp_path / "digits", n_per_class=60)
-    mp.spawn(_worker, args=(2, _free_port(), str(images), str(labels), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(images), str(labels), str(tmp_path)), nprocs=2, join=True)
     report = pd.read_pickle(tmp_path / "report.pkl")
     counts0, counts1 = np.load(tmp_path / "counts0.npy"), np.load(tmp_path / "counts1.npy")
     n = len(pd.read_csv(labels))
@@ -105,7 +105,7 @@ def test_torchrun_finetune(tmp_path):
     assert config["num_classes"] == 10 and len(config["metrics"]["history"]) == 2
 
 
-def _finetune_worker(rank, world, port, out_dir):
+def _finetune_worker(rank, world, init_file, out_dir):
     """A tiny run_finetune on one of two gloo ranks, recording every mixed batch it draws."""
     import hashlib
     import json
@@ -118,8 +118,7 @@ def _finetune_worker(rank, world, port, out_dir):
     from labelclean.distributed import Dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         draws = []
         real = ft.strong_augment
@@ -148,7 +147,7 @@ def test_each_finetune_rank_draws_its_own_mixed_batches_reproducibly(tmp_path):
     for attempt in range(2):
         out = tmp_path / f"run{attempt}"
         out.mkdir()
-        mp.spawn(_finetune_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+        mp.spawn(_finetune_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
         runs.append([json.loads((out / f"draws{r}.json").read_text()) for r in range(2)])
     rank0, rank1 = runs[0]
     assert len(rank0) == len(rank1) == 12  # 2 epochs x 6 steps of 4 labeled per rank
