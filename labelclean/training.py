@@ -283,11 +283,13 @@ def predict_probs(
     task: str = "record",
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    flip: bool = False,
 ) -> np.ndarray:
     """Softmax ``[n, C]`` (float32, host) for ``index`` in eval mode, no augmentation.
 
-    ``should_stop()`` is checked before every batch; True raises
-    :class:`~labelclean.errors.Interrupted`.
+    ``flip``: the mean of the softmax of each image and of its mirror (test-time
+    augmentation; twice the work). ``should_stop()`` is checked before every batch; True
+    raises :class:`~labelclean.errors.Interrupted`.
     """
     model.eval()
     out: list[torch.Tensor] = []
@@ -297,8 +299,10 @@ def predict_probs(
             raise Interrupted(f"stopped after {start} of {len(index)} predictions")
         x = batches.prepare(batches.load(index[start : start + batch_size]))
         with batches.precision.autocast():
-            logits = model(x)
-        out.append(logits.float().softmax(1).cpu())
+            probs = model(x).float().softmax(1)
+            if flip:
+                probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
+        out.append(probs.cpu())
         report(progress, task, step + 1, n_steps)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)

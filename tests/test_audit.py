@@ -184,8 +184,8 @@ def test_probabilities_that_turn_nan_stop_the_run_and_keep_the_previous_checkpoi
 
     real, calls = ImageNetwork.record, []
 
-    def record_nan_at_epoch_3(self, run, result, progress):
-        probs = real(self, run, result, progress)
+    def record_nan_at_epoch_3(self, run, result, progress, **kw):
+        probs = real(self, run, result, progress, **kw)
         calls.append(1)
         if len(calls) == 3:
             probs[5] = np.nan
@@ -224,8 +224,16 @@ def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16
         lines.append(line)
         states.append(state)
 
+    flips, real = [], run.learner.record
+
+    def spy(run_, result_, progress_, *, flip=False):
+        flips.append(flip)
+        return real(run_, result_, progress_, flip=flip)
+
+    run.learner.record = spy
     result = run_audit(dataset, run.config, run=run, on_epoch=hook)
     assert [x["t_size"] for x in lines] == [0, 0, 0] and all(not x["clusters"] for x in lines)
+    assert flips == [False, False, True]  # the late epoch is also recorded mirrored
     frame = result.to_pandas()
     # cosine LR factors 1, .75, .26: only the last epoch is late, and the report's pseudo
     # labels and confidences come from it alone (history.py: the late window)

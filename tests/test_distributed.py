@@ -11,6 +11,21 @@ import pytest
 import torch.multiprocessing as mp
 
 
+def _spawn(worker, args, folder):
+    """``mp.spawn`` of two ranks meeting through a fresh file in ``folder``, run again when a
+    rank dies of SIGABRT. The gloo backend of this torch aborts a rank now and then on a
+    clean run ("terminate called without an active exception"; about one run in eight, the
+    same before labelclean's code changed), which says nothing about the code under test."""
+    for attempt in range(3):
+        init = os.path.join(str(folder), f"init{attempt}")
+        try:
+            mp.spawn(worker, args=(2, init, *args), nprocs=2, join=True)
+            return
+        except mp.ProcessExitedException as err:
+            if err.signal_name != "SIGABRT" or attempt == 2:
+                raise
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +72,7 @@ def test_two_ranks_record_every_sample_once_and_match_one_process(tmp_path):
     from labelclean.data.digits import write_digits
 
     images, labels = write_digits(tmp_path / "digits", n_per_class=60)
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(images), str(labels), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_worker, (str(images), str(labels), str(tmp_path)), tmp_path)
     report = pd.read_pickle(tmp_path / "report.pkl")
     counts0, counts1 = np.load(tmp_path / "counts0.npy"), np.load(tmp_path / "counts1.npy")
     n = len(pd.read_csv(labels))
@@ -147,7 +162,7 @@ def test_each_finetune_rank_draws_its_own_mixed_batches_reproducibly(tmp_path):
     for attempt in range(2):
         out = tmp_path / f"run{attempt}"
         out.mkdir()
-        mp.spawn(_finetune_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+        _spawn(_finetune_worker, (str(out),), out)
         runs.append([json.loads((out / f"draws{r}.json").read_text()) for r in range(2)])
     rank0, rank1 = runs[0]
     assert len(rank0) == len(rank1) == 12  # 2 epochs x 6 steps of 4 labeled per rank

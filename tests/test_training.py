@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,11 @@ def test_train_epoch_learns_and_keeps_probs_by_index():
     assert sorted(res.index.tolist()) == index.tolist() and res.probs.shape == (64, 2)
     probs = predict_probs(model, b, index, batch_size=10)
     assert probs.shape == (64, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # flip: the mean of the image's softmax and its mirror's (small_cnn is not mirror-invariant)
+    mirrored = dataclasses.replace(b, images=np.ascontiguousarray(np.asarray(b.images)[..., ::-1]))
+    both = predict_probs(model, b, index, batch_size=10, flip=True)
+    want = (probs + predict_probs(model, mirrored, index, batch_size=10)) / 2
+    assert np.allclose(both, want, atol=1e-5) and not np.allclose(both, probs, atol=1e-3)
 
 
 def test_mixup_pairs_are_seeded_and_lean_on_the_first_sample():

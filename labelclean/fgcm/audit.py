@@ -193,9 +193,10 @@ def _run_epoch(
     check_finite(result.loss, what="the training loss", **where)
     check_finite_weights(run.model, **where)
     fault("record", epoch)
-    probs = run.learner.record(run, result, progress)
-    check_finite(probs, what="the recorded probabilities", **where)
     late = config.schedule == "once" and is_late_epoch(lr, config.lr)  # history.py
+    # Late epochs feed the report: record them with their mirror too (hflip-trained only)
+    probs = run.learner.record(run, result, progress, flip=late and config.hflip)
+    check_finite(probs, what="the recorded probabilities", **where)
     state.history.update(probs, run.given, late=late)
     state.epoch = epoch + 1
     line = _epoch_line(state, epoch, result.loss, lr, time.perf_counter() - epoch_start)

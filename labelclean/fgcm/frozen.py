@@ -353,10 +353,13 @@ class FrozenHeads:
             loss, seen = loss + result.loss * result.seen, seen + result.seen
         return EpochResult(loss=loss / max(seen, 1), seen=seen)
 
-    def record(self, run: AuditRun, result: EpochResult, progress: Progress | None) -> np.ndarray:
+    def record(
+        self, run: AuditRun, result: EpochResult, progress: Progress | None, *, flip: bool = False
+    ) -> np.ndarray:
         """Every sample's softmax from the head that did not train on it.
 
-        With ``neighbours`` set, mixed with the vote of the sample's nearest neighbours.
+        With ``neighbours`` set, mixed with the vote of the sample's nearest neighbours;
+        ``flip`` is unused (``--frozen-flip`` always averages the cached mirror view in).
         """
         probs: np.ndarray = np.empty((run.n_samples, run.n_classes), dtype=np.float32)
         everyone = np.arange(run.n_samples)

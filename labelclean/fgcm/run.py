@@ -73,8 +73,13 @@ class Learner(Protocol):
         """One training epoch on ``(index, labels)`` (canonical positions, class codes)."""
         ...
 
-    def record(self, run: AuditRun, result: EpochResult, progress: Progress | None) -> np.ndarray:
-        """The epoch's softmax ``[N, C]`` of every sample, in canonical order."""
+    def record(
+        self, run: AuditRun, result: EpochResult, progress: Progress | None, *, flip: bool = False
+    ) -> np.ndarray:
+        """The epoch's softmax ``[N, C]`` of every sample, in canonical order.
+
+        ``flip``: average each image with its mirror where the learner can.
+        """
         ...
 
 
@@ -247,12 +252,15 @@ class ImageNetwork:
             mixup=float(run.config.mixup or 0.0),
         )
 
-    def record(self, run: AuditRun, result: EpochResult, progress: Progress | None) -> np.ndarray:
+    def record(
+        self, run: AuditRun, result: EpochResult, progress: Progress | None, *, flip: bool = False
+    ) -> np.ndarray:
         """Per-sample softmax ``[N, C]`` for this epoch, every sample exactly once.
 
         ``--record eval`` (the paper): an eval-mode pass over all samples, split across ranks
         by contiguous ranges and gathered. ``--record train``: the training pass's softmax for
-        the samples it saw, an eval pass only for the rest (outside T).
+        the samples it saw, an eval pass only for the rest (outside T). ``flip``: the eval
+        passes average each image with its mirror.
         """
         n = run.n_samples
         bs = max(run.config.batch_size * 2, 256)
@@ -263,7 +271,7 @@ class ImageNetwork:
             seen[result.index] = True
             rest = np.flatnonzero(~seen)
             if len(rest):
-                probs[rest] = predict_probs(run.model, run.batches, rest, batch_size=bs)
+                probs[rest] = predict_probs(run.model, run.batches, rest, batch_size=bs, flip=flip)
             return probs
         start, stop = run.dist.record_range(n)
         local = predict_probs(
@@ -273,6 +281,7 @@ class ImageNetwork:
             batch_size=bs,
             task="record",
             progress=progress if run.dist.is_main else None,
+            flip=flip,
         )
         return run.dist.gather_rows(local, n)
 
