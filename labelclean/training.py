@@ -299,9 +299,11 @@ def predict_probs(
             raise Interrupted(f"stopped after {start} of {len(index)} predictions")
         x = batches.prepare(batches.load(index[start : start + batch_size]))
         with batches.precision.autocast():
-            probs = model(x).float().softmax(1)
-            if flip:
-                probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
+            logits = model(x)
+            mirrored = model(x.flip(-1)) if flip else None
+        probs = logits.float().softmax(1)
+        if mirrored is not None:
+            probs = (probs + mirrored.float().softmax(1)) / 2
         out.append(probs.cpu())
         report(progress, task, step + 1, n_steps)
     if not out:
