@@ -66,6 +66,35 @@ def limit_threads() -> None:
     torch.set_num_threads(int(os.environ.get("LABELCLEAN_THREADS", os.cpu_count() or 2)))
 
 
+#: The CIFAR-10N human label sets of cifar10-dev (worst 41% wrong, rand1 18%, aggre 9%).
+HUMAN = ("worst", "rand1", "aggre")
+
+
+def human_labels(
+    workdir: Path, cifar: Path, name: str, *, seed: int = 0, subset: int | None = None
+) -> tuple[Path, Path, np.ndarray]:
+    """(images root, labels csv, truth names) for a CIFAR-10N label set of ``cifar``."""
+    root = data_folder(cifar, "cifar10-dev", needs=(f"labels_{name}.csv", "train.csv"))
+    given = pd.read_csv(root / f"labels_{name}.csv")
+    truth = pd.read_csv(root / "train.csv").set_index("path")["label"]
+    if subset is not None and subset < len(given):
+        keep = np.sort(np.random.default_rng(seed).choice(len(given), subset, replace=False))
+        given = given.iloc[keep]
+    workdir.mkdir(parents=True, exist_ok=True)
+    csv = workdir / f"labels-{name}.csv"
+    given.to_csv(csv, index=False)
+    return root, csv, truth.loc[given["path"]].to_numpy(dtype=str)
+
+
+def labelled_cifar(
+    workdir: Path, setting: str, *, seed: int = 0, subset: int | None = None, cifar: Path = CIFAR_DEV
+) -> tuple[Path, Path, np.ndarray]:
+    """A human label set (:data:`HUMAN`) or injected noise (:data:`NOISE_SETTINGS`)."""
+    if setting in HUMAN:
+        return human_labels(workdir, cifar, setting, seed=seed, subset=subset)
+    return noisy_cifar(workdir, setting, seed=seed, subset=subset, cifar=cifar)
+
+
 def noisy_cifar(
     workdir: Path,
     setting: str,

@@ -6,6 +6,8 @@ setting runs on the same images, and variants that share their training share it
 
     default       the default audit (air_cnn + mixup, --schedule once: one clustering at the end)
     default-loss2 the same training, the loss-only 2-component split of prior work
+    default-no-guard / default-confident  the same training and clustering with --guard none
+                  (the default before the report's flag budget) / --guard confident
     paper-loop    the same training up to the warmup, then the paper's loop on T (mixup kept)
     ce-once       air_cnn, plain cross-entropy, one FGCM clustering at the end (no mixup)
     ce-loss2      the same cross-entropy run, loss-only 2-component split
@@ -30,6 +32,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import pickle
 import sys
 import tempfile
 import time
@@ -41,15 +44,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    HUMAN,
     NOISE_SETTINGS,
     REPO,
+    labelled_cifar,
     limit_threads,
     markdown_table,
-    noisy_cifar,
     replace_section,
 )
 
-HUMAN = ("worst", "rand1", "aggre")
 #: training name -> AuditConfig overrides of that training (None = the library's defaults)
 TRAININGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -62,6 +65,8 @@ TRAININGS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "default": ("default", {}, False),
     "default-loss2": ("default", {"components": 2}, False),
+    "default-no-guard": ("default", {"guard": "none"}, False),
+    "default-confident": ("default", {"guard": "confident"}, False),
     "paper-loop": ("default", {"schedule": "paper"}, True),
     "ce-once": ("ce", {}, False),
     "ce-loss2": ("ce", {"components": 2}, False),
@@ -70,20 +75,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "paper-alg1+final": ("paper", {"final_clustering": True}, False),
     "paper-alg1-latest": ("paper-latest", {}, False),
 }
-
-
-def human_labels(workdir: Path, data: Path, name: str, *, seed: int, subset: int | None) -> tuple:
-    """(images root, labels csv, truth names) for a CIFAR-10N label set of cifar10-dev."""
-    root = data / "cifar10-dev"
-    given = pd.read_csv(root / f"labels_{name}.csv")
-    truth = pd.read_csv(root / "train.csv").set_index("path")["label"]
-    if subset is not None and subset < len(given):
-        keep = np.sort(np.random.default_rng(seed).choice(len(given), subset, replace=False))
-        given = given.iloc[keep]
-    workdir.mkdir(parents=True, exist_ok=True)
-    csv = workdir / f"labels-{name}.csv"
-    given.to_csv(csv, index=False)
-    return root, csv, truth.loc[given["path"]].to_numpy(dtype=str)
 
 
 def test_accuracy(run: Any, data: Path) -> float:
@@ -131,7 +122,7 @@ def variant_result(dataset: Any, trained: dict[str, Any], config: Any, branch: b
         state, run = copy.deepcopy(trained["branch"])
         shared = trained["branch_s"]
     else:
-        state, run = copy.deepcopy(trained["final"]), trained["run"]
+        state, run = copy.deepcopy(trained["final"]), copy.deepcopy(trained["run"])
         shared = trained["seconds"]
     run.config = config
     result = run_audit(dataset, config, state=state, run=run)
@@ -160,12 +151,9 @@ def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[
     from labelclean.config import AuditConfig
     from labelclean.data.images import load_dataset
 
-    if setting in HUMAN:
-        images, csv, truth = human_labels(
-            tmp, args.data, setting, seed=args.seed, subset=args.subset
-        )
-    else:
-        images, csv, truth = noisy_cifar(tmp, setting, seed=args.seed, subset=args.subset)
+    images, csv, truth = labelled_cifar(
+        tmp, setting, seed=args.seed, subset=args.subset, cifar=args.data
+    )
     dataset = load_dataset(images, csv)
     given = np.asarray(dataset.manifest.class_names)[dataset.manifest.given_labels]
     rows = [
@@ -182,6 +170,11 @@ def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[
             paper = AuditConfig(**common, schedule="paper", mixup=1.0).resolve("air_cnn")
             branch_at = paper.warmup if needs_branch else None
             trained[training] = train(dataset, config, branch_at, args.data)
+            if args.save_dir is not None:  # the trained state, to replay other clusterings
+                args.save_dir.mkdir(parents=True, exist_ok=True)
+                keep = {k: trained[training][k] for k in ("final", "run", "seconds", "test_acc")}
+                with open(args.save_dir / f"{setting}-{training}.pkl", "wb") as fh:
+                    pickle.dump({**keep, "truth": truth}, fh)
             print(
                 f"{setting}: trained {training} in {trained[training]['seconds']:.0f} s", flush=True
             )
@@ -215,7 +208,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     parser.add_argument("--json", type=Path, default=None, help="also dump rows as JSON here")
-    parser.add_argument("--save-dir", type=Path, default=None, help="keep each report here")
+    parser.add_argument("--save-dir", type=Path, default=None, help="keep each report and trained state here")
     args = parser.parse_args()
     unknown = [s for s in args.settings if s not in HUMAN and s not in NOISE_SETTINGS]
     if unknown:

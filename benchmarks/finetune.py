@@ -1,13 +1,15 @@
 """Does finetune give a model as good as clean data? (issue 5) Test accuracy, side by side.
 
-On cifar10-dev (10k train, 2k test) with injected noise, the same network and epoch budget:
+On cifar10-dev (10k train, 2k test) with injected noise or a CIFAR-10N human label set
+(worst, rand1, aggre), the same network and epoch budget:
 
     CE on noisy labels         plain cross-entropy on the given (noisy) labels
     CE on the audit's labels   cross-entropy on the audit's labeled set only
     finetune                   the paper's mixed semi-training on the audited report
     CE on clean labels         the ceiling (truth labels, not available to users)
 
-Run by hand:  python benchmarks/finetune.py [--setting sym-50] [--epochs 30] [--mu 2] [--subset N]
+Run by hand:  python benchmarks/finetune.py [--setting sym-50|worst] [--epochs 30] [--mu 2]
+                [--model air_cnn] [--report R] [--subset N]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CIFAR_DEV, limit_threads, noisy_cifar, publish  # noqa: E402
+from _common import CIFAR_DEV, labelled_cifar, limit_threads, publish  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--mu", type=int, default=2, help="paper: 7; 2 keeps a CPU run short")
     parser.add_argument("--report", type=Path, default=None, help="reuse an audit report")
     parser.add_argument("--subset", type=int, default=None, help="train on a random subset of N images")
+    parser.add_argument("--model", default="air_cnn", help="every arm's network (the default audit's)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
@@ -41,7 +44,7 @@ def main() -> None:
     from labelclean.fgcm.finetune import run_finetune, split_report
 
     with tempfile.TemporaryDirectory() as tmp:
-        images, csv, truth = noisy_cifar(Path(tmp), args.setting, subset=args.subset)
+        images, csv, truth = labelled_cifar(Path(tmp), args.setting, subset=args.subset)
         train = load_dataset(images, csv)
     test = load_dataset(CIFAR_DEV, CIFAR_DEV / "test.csv")
     names = train.manifest.class_names
@@ -57,7 +60,7 @@ def main() -> None:
         frame = read_report(args.report).frame
     audit_minutes = (time.perf_counter() - t0) / 60
     rows_l, labels_l, rows_u = split_report(frame, names)
-    common = dict(n_classes=len(names), model_name="small_cnn", mean=list(train.cache.mean),
+    common = dict(n_classes=len(names), model_name=args.model, mean=list(train.cache.mean),
                   std=list(train.cache.std), crop_padding=4, hflip=True,
                   test=(np.ascontiguousarray(test.cache.images), test_labels))
     all_rows = np.arange(len(train.manifest))
@@ -77,7 +80,7 @@ def main() -> None:
         print(results[-1], flush=True)
     publish("Finetune", results, list(results[0]),
             f"{args.setting} noise on {len(train.manifest)} cifar10-dev/train images, test on cifar10-dev/test (2,000), "
-            f"small_cnn, {args.epochs} epochs per arm; the audit took {audit_minutes:.1f} min.", write=not args.no_write)
+            f"{args.model}, {args.epochs} epochs per arm; the audit took {audit_minutes:.1f} min.", write=not args.no_write)
 
 
 if __name__ == "__main__":

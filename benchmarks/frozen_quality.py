@@ -11,6 +11,8 @@ works on the same cached EfficientNet-Lite0 embeddings (both views, ``--frozen-f
                       out-of-fold probabilities is the suggested label
     labelclean-1head  the frozen audit before issue 19: one head on all of T, no neighbours
     labelclean        the frozen audit with today's defaults (labelclean.fgcm.frozen)
+    labelclean-training-slack  the same, with the report's flag budget given the training
+                      slack, as before issue 19's last change (guard.report_slack)
 
 Each setting is scored with DESIGN.md's figures and cleaned accuracy as a share of the
 ceiling. Noise is `labelclean corrupt`'s (labelclean.evaluate.corrupt_labels); asymmetric
@@ -129,9 +131,20 @@ def method_labelclean_1head(ctx: dict) -> pd.DataFrame:
     return _frozen_audit(ctx, folds=1, neighbours=0)
 
 
+def method_labelclean_training_slack(ctx: dict) -> pd.DataFrame:
+    from unittest import mock
+
+    from labelclean.fgcm import state
+    from labelclean.fgcm.guard import TRAINING_SLACK
+
+    with mock.patch.object(state, "report_slack", lambda method, memorised: TRAINING_SLACK):
+        return _frozen_audit(ctx)
+
+
 METHODS = {
     "cleanlab": method_cleanlab,
     "labelclean-1head": method_labelclean_1head,
+    "labelclean-training-slack": method_labelclean_training_slack,
     "labelclean": method_labelclean,
 }
 

@@ -248,7 +248,11 @@ def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16
     assert set(frame["action"]) <= {"keep", "unlabel"}  # no relabeling by default
     md = result.metadata
     assert md["model"] == "air_cnn" and md["config"]["schedule"] == "once"
-    assert md["config"]["mixup"] == 1.0 and md["config"]["guard"] == "none"
+    assert md["config"]["mixup"] == 1.0 and md["config"]["guard"] == "budget"
+    # a mixup run does not memorise: its report flags exactly the labels the network disputes
+    flagged = frame["action"] != "keep"
+    disputed = frame["pseudo_label"] != frame["given_label"]
+    assert flagged.equals(disputed)
 
 
 def test_schedule_paper_keeps_the_loop_on_t(digits16):

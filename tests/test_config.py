@@ -37,3 +37,13 @@ def test_the_message_says_the_range():
         AuditConfig(momentum=1.0)
     with pytest.raises(ConfigError, match=r"^--lr nan: expected a finite number > 0$"):
         FinetuneConfig(lr=float("nan"))
+
+
+def test_recordings_memorise_unless_held_out_mixed_up_or_the_small_network():
+    assert AuditConfig(mixup=0.0).recordings_memorise("resnet18")
+    assert not AuditConfig(mixup=1.0).recordings_memorise("resnet18")
+    assert not AuditConfig(mixup=0.0).recordings_memorise("small_cnn")
+    frozen = AuditConfig(mixup=0.0, extra={"mode": "frozen", "folds": 5})
+    assert not frozen.recordings_memorise("tf_efficientnet_lite0")  # one head per fold
+    one_head = AuditConfig(mixup=0.0, extra={"mode": "frozen", "folds": 1})
+    assert one_head.recordings_memorise("small_cnn")  # it trains on what it records

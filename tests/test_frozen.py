@@ -127,3 +127,30 @@ def test_no_head_records_a_sample_it_trained_on(small_digits_csv, tmp_path, monk
     assert set().union(*recorded.values()) == set(range(300))
     for k in range(3):
         assert not trained[k] & recorded[k]
+
+
+def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits_csv, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from labelclean.evaluate import corrupt_labels
+    from labelclean.fgcm import state as state_mod
+    from labelclean.fgcm.guard import TRAINING_SLACK
+
+    images, labels = small_digits_csv
+    frame = pd.read_csv(labels)
+    names = sorted(frame["label"].astype(str).unique())
+    given = np.searchsorted(names, frame["label"].astype(str))
+    frame["label"] = np.asarray(names)[corrupt_labels(given, names, noise="symmetric", rate=0.3, seed=0)]
+    noisy = tmp_path / "noisy.csv"
+    frame.to_csv(noisy, index=False)
+
+    def agreeing_flags():
+        report = audit(images, noisy, frozen=True, model="small_cnn", guard="budget", epochs=6, warmup=2,
+                       data_options={"cache_dir": tmp_path}).to_pandas()
+        flagged = report["action"] != "keep"
+        assert flagged.any()
+        return int((report["pseudo_label"] == report["given_label"])[flagged].sum())
+
+    assert agreeing_flags() == 0
+    monkeypatch.setattr(state_mod, "report_slack", lambda method, memorised: TRAINING_SLACK)
+    assert agreeing_flags() > 0  # the training slack would leave hard agreeing samples flagged

@@ -13,11 +13,13 @@ from labelclean.fgcm.clustering import (
 )
 from labelclean.fgcm.guard import (
     GUARD_REASONS,
+    TRAINING_SLACK,
     apply_guard,
     class_floor,
     class_thresholds,
     confident_noise_rate,
     flag_budget,
+    report_slack,
     unsure_relabels,
 )
 
@@ -240,3 +242,21 @@ def test_apply_guard_names_the_guard_that_moved_each_sample():
     assert (np.asarray(CLUSTER_NAMES)[result.codes[budget]] == "CH").all()
     none = apply_guard(codes, joint, given, pseudo, n_classes=2, method="none")
     assert np.array_equal(none.codes, codes) and not none.reason.any() and none.note == ""
+
+
+def test_a_zero_slack_budget_flags_exactly_the_disagreements():
+    joint, given, pseudo, _ = _low_noise_population()
+    codes = _codes(joint)
+    result = apply_guard(codes, joint, given, pseudo, n_classes=2, method="budget", slack=0.0)
+    labels = refine(np.asarray(CLUSTER_NAMES)[result.codes], given, pseudo)[1]
+    flagged = labels != given
+    assert np.array_equal(flagged, pseudo != given)
+    loose = apply_guard(codes, joint, given, pseudo, n_classes=2, method="budget")
+    loose_labels = refine(np.asarray(CLUSTER_NAMES)[loose.codes], given, pseudo)[1]
+    assert ((loose_labels != given) & (pseudo == given)).any()  # the training slack leaves some
+
+
+def test_the_report_has_no_slack_only_where_agreement_was_not_memorised():
+    assert report_slack("budget", memorised=False) == 0.0
+    assert report_slack("budget", memorised=True) == TRAINING_SLACK
+    assert report_slack("confident", memorised=False) == TRAINING_SLACK  # its estimate can err

@@ -150,7 +150,7 @@ def test_config_errors_name_the_flag(kwargs, flag):
 
 def test_default_is_one_clustering_after_a_mixup_run():
     c = AuditConfig(epochs=40).resolve("air_cnn")
-    assert (c.schedule, c.mixup, c.guard, c.relabel, c.lr) == ("once", 1.0, "none", False, 0.1)
+    assert (c.schedule, c.mixup, c.guard, c.relabel, c.lr) == ("once", 1.0, "budget", False, 0.1)
     assert c.warmup is None and c.clusters_from == 40  # no clustering before the end
     assert AuditConfig(epochs=40).resolve("small_cnn").lr == 0.02  # no recipe: the old LR
     assert AuditConfig(epochs=40, lr=0.3).resolve("air_cnn").lr == 0.3
@@ -183,7 +183,8 @@ def test_guard_default_depends_on_the_schedule_and_the_model():
     assert paper(guard="none").resolve("small_cnn").guard == "none"
     assert paper().resolve("small_cnn").relabel is False  # its guesses are often wrong
     assert paper().resolve("resnet18").relabel is True
-    assert AuditConfig(guard="budget").resolve("air_cnn").guard == "budget"
+    assert AuditConfig().resolve("small_cnn").guard == "budget"  # once: the report's budget
+    assert AuditConfig(guard="none").resolve("air_cnn").guard == "none"
     with pytest.raises(ConfigError, match="--guard"):
         AuditConfig(guard="strict")
 

@@ -25,6 +25,8 @@ from labelclean.fgcm.clustering import CLUSTER_NAMES
 
 #: Per-sample reason codes: index 0 (None) means no guard moved the sample (null in the report).
 GUARD_REASONS = (None, "unsure_relabel", "budget", "class_floor")
+#: Room above the flag budget's estimate while the clusters pick the training set T.
+TRAINING_SLACK = 0.25
 _CS, _CH, _NS, _NHI = (CLUSTER_NAMES.index(n) for n in ("CS", "CH", "NS", "NHI"))
 
 
@@ -102,7 +104,7 @@ def flag_budget(
     thresholds: np.ndarray,
     *,
     method: str = "budget",
-    slack: float = 0.25,
+    slack: float = TRAINING_SLACK,
 ) -> tuple[np.ndarray, float]:
     """Samples to move back to CH with their given label: ``([N] bool, estimated noise)``.
 
@@ -125,6 +127,12 @@ def flag_budget(
       20% noise; and the estimate counts too few where the model is overconfident.
 
     The confident disagreements are never moved, so NS relabels are unchanged.
+
+    ``slack`` is :data:`TRAINING_SLACK` while the clusters choose what the network trains on:
+    a sample flagged there is only left out of T, and leaving out a few right labels costs
+    less than training on wrong ones. The report's own clustering uses
+    :func:`report_slack`: 0 for ``budget``, so the report keeps every label the model agrees
+    with and flags exactly those it disputes (README "How it works" has the figures).
 
     Args:
         kept: ``[N]`` bool, samples the clusters keep with their given label (CS/CH, agreeing).
@@ -152,6 +160,19 @@ def flag_budget(
         order = candidates[np.lexsort((-joint[candidates, 0], ~agree[candidates]))]
         moved[order[:excess]] = True
     return moved, estimate
+
+
+def report_slack(method: str | None, *, memorised: bool) -> float:
+    """The slack of the clustering that becomes the report (the one after the last epoch).
+
+    ``budget`` on recordings that did not memorise the labels (``memorised`` False, see
+    :attr:`~labelclean.config.AuditConfig.recordings_memorise`) caps the flags at the model's
+    disagreement itself: the report keeps every label the model agrees with and flags the
+    ones it disputes, where the clusters would also flag hard samples whose label the model
+    agrees with. Otherwise the cap keeps :data:`TRAINING_SLACK`: a memorised wrong label
+    agrees too, and ``confident``'s estimate is of the noise itself, with an error.
+    """
+    return 0.0 if method == "budget" and not memorised else TRAINING_SLACK
 
 
 def class_floor(
@@ -222,7 +243,7 @@ def apply_guard(
     *,
     n_classes: int,
     method: str = "budget",
-    slack: float = 0.25,
+    slack: float = TRAINING_SLACK,
 ) -> GuardResult:
     """The three guards on one clustering: unsure relabels, the flag budget, the class floor.
 

@@ -26,7 +26,7 @@ from labelclean.fgcm.clustering import (
     refine,
     update_training_set,
 )
-from labelclean.fgcm.guard import apply_guard
+from labelclean.fgcm.guard import TRAINING_SLACK, apply_guard, report_slack
 from labelclean.fgcm.history import ConfidenceHistory
 
 if TYPE_CHECKING:
@@ -116,8 +116,11 @@ def cluster_samples(
     config: AuditConfig,
     *,
     previous: GMMParams | None = None,
+    slack: float = TRAINING_SLACK,
 ) -> tuple[Clustering, np.ndarray]:
     """Joint confidence -> mixture fit -> named clusters (DESIGN.md, steps 3-4).
+
+    ``slack``: the flag budget's room (:func:`~labelclean.fgcm.guard.flag_budget`).
 
     Returns the clustering and the max-repeating pseudo labels ``[N]`` it used.
     With ``--components 2`` the points are 1-D (mean confidence of the given label only):
@@ -145,7 +148,13 @@ def cluster_samples(
     clustering = Clustering(codes, prob, gmm, list(names))
     if config.guard is not None and config.guard != "none" and k >= 3:
         guarded = apply_guard(
-            codes, joint, given_labels, pseudo, n_classes=history.n_classes, method=config.guard
+            codes,
+            joint,
+            given_labels,
+            pseudo,
+            n_classes=history.n_classes,
+            method=config.guard,
+            slack=slack,
         )
         clustering.cluster, clustering.guard_note = guarded.codes, guarded.note
         clustering.keep_given, clustering.guard_reason = guarded.keep_given, guarded.reason
@@ -185,7 +194,12 @@ def update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
         return
     config = run.config
     if run.dist.is_main:
-        clustering, pseudo = cluster_samples(state.history, run.given, config, previous=state.gmm)
+        slack = TRAINING_SLACK
+        if epoch >= config.epochs:  # the report's clustering
+            slack = report_slack(config.guard, memorised=config.recordings_memorise(run.model_name))
+        clustering, pseudo = cluster_samples(
+            state.history, run.given, config, previous=state.gmm, slack=slack
+        )
         admit, labels = admit_samples(
             clustering, run.given, pseudo, config.components, relabel=run.relabel
         )
