@@ -9,7 +9,7 @@ On cifar10-dev (10k train, 2k test) with injected noise or a CIFAR-10N human lab
     CE on clean labels         the ceiling (truth labels, not available to users)
 
 Run by hand:  python benchmarks/finetune.py [--setting sym-50|worst] [--epochs 30] [--mu 2]
-                [--model air_cnn] [--report R] [--subset N]
+                [--model air_cnn] [--report R] [--subset N] [--arms noisy audit finetune clean]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=None, help="reuse an audit report")
     parser.add_argument("--subset", type=int, default=None, help="train on a random subset of N images")
     parser.add_argument("--model", default="air_cnn", help="every arm's network (the default audit's)")
+    parser.add_argument("--arms", nargs="+", default=["noisy", "audit", "finetune", "clean"],
+                        choices=["noisy", "audit", "finetune", "clean"], help="which arms to train")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
@@ -64,14 +66,14 @@ def main() -> None:
                   std=list(train.cache.std), crop_padding=4, hflip=True,
                   test=(np.ascontiguousarray(test.cache.images), test_labels))
     all_rows = np.arange(len(train.manifest))
-    arms = [
-        ("CE on noisy labels", all_rows, train.manifest.given_labels, np.array([], np.int64), 0),
-        ("CE on the audit's labeled set", rows_l, labels_l, rows_u, 0),  # rows_u: same steps, unused
-        (f"finetune (mu={args.mu})", rows_l, labels_l, rows_u, args.mu),
-        ("CE on clean labels (ceiling)", all_rows, truth_codes, np.array([], np.int64), 0),
-    ]
+    arms = {
+        "noisy": ("CE on noisy labels", all_rows, train.manifest.given_labels, np.array([], np.int64), 0),
+        "audit": ("CE on the audit's labeled set", rows_l, labels_l, rows_u, 0),  # rows_u: same steps, unused
+        "finetune": (f"finetune (mu={args.mu})", rows_l, labels_l, rows_u, args.mu),
+        "clean": ("CE on clean labels (ceiling)", all_rows, truth_codes, np.array([], np.int64), 0),
+    }
     results = []
-    for name, rows, labels, unlabeled, mu in arms:
+    for name, rows, labels, unlabeled, mu in (arms[a] for a in args.arms):
         t1 = time.perf_counter()
         cfg = FinetuneConfig(epochs=args.epochs, mu=mu, lambda_m=1.0 if mu else 0.0, eval_every=args.epochs)
         res = run_finetune(train.cache.images, rows, labels, unlabeled, cfg, **common)

@@ -104,8 +104,8 @@ class AuditConfig:
     components: int = 5  #: --components: 2 (loss-only, prior work) .. 5 (FGCM)
     cluster_method: str = "gmm"  #: --cluster-method: gmm or kmeans (ablation)
     t_update: str = "latest"  #: --t-update: union (paper) or latest (this epoch's clusters)
-    #: --guard: low-noise guard (README "How it works"); None = chosen with the model by
-    #: :meth:`AuditConfig.resolve` (confident for the small CPU network, else budget)
+    #: --guard: low-noise guard (README "How it works"); None = chosen by
+    #: :meth:`AuditConfig.resolve` (budget; confident for the small CPU network's loop)
     guard: str | None = None
     #: --relabel/--no-relabel: NS gets its pseudo label (paper) or is unlabeled; None = chosen
     #: with the model by :meth:`AuditConfig.resolve` (off for the small CPU network)

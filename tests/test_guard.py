@@ -251,6 +251,7 @@ def test_a_zero_slack_budget_flags_exactly_the_disagreements():
     labels = refine(np.asarray(CLUSTER_NAMES)[result.codes], given, pseudo)[1]
     flagged = labels != given
     assert np.array_equal(flagged, pseudo != given)
+    assert "over the cap of model disagreement" in result.note and "+0%" not in result.note
     loose = apply_guard(codes, joint, given, pseudo, n_classes=2, method="budget")
     loose_labels = refine(np.asarray(CLUSTER_NAMES)[loose.codes], given, pseudo)[1]
     assert ((loose_labels != given) & (pseudo == given)).any()  # the training slack leaves some

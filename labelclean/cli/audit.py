@@ -227,10 +227,11 @@ def audit(
         str | None,
         typer.Option(
             help="Low-noise guard: budget (confident relabels only, flags capped near the "
-            "model's disagreement, no class dropped from T), confident (the cap is the "
+            "model's disagreement, and the report flags only labels it disputes when it did "
+            "not memorise them; no class dropped from T), confident (the cap is the "
             "estimated share of wrong labels, unsure disagreements keep their label) or none "
-            "(the paper's literal rule) \\[default: none with --schedule once; with paper, "
-            "confident for a network that does not memorise (small_cnn, --mixup), else budget].",
+            "(the paper's literal rule) \\[default: budget; with --schedule paper, confident "
+            "for a network that does not memorise (small_cnn, --mixup)].",
             rich_help_panel=_CLUSTER,
         ),
     ] = None,

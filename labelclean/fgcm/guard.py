@@ -285,9 +285,10 @@ def apply_guard(
     keep_given |= moved & ~agree
     if moved.any():
         basis = "estimated wrong labels" if method == "confident" else "model disagreement"
+        room = f" +{slack:.0%}" if slack else ""
         notes.append(
             f"the clusters flagged {flagged / len(codes):.1%} of samples, over the cap of "
-            f"{basis} {estimate:.1%} +{slack:.0%}; kept {int(moved.sum())} with their given label"
+            f"{basis} {estimate:.1%}{room}; kept {int(moved.sum())} with their given label"
         )
     rescue = class_floor(kept, given_labels, joint[:, 0], n_classes)
     codes[rescue], reason[rescue] = _CH, GUARD_REASONS.index("class_floor")
