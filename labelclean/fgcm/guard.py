@@ -131,8 +131,9 @@ def flag_budget(
     ``slack`` is :data:`TRAINING_SLACK` while the clusters choose what the network trains on:
     a sample flagged there is only left out of T, and leaving out a few right labels costs
     less than training on wrong ones. The report's own clustering uses
-    :func:`report_slack`: 0 for ``budget``, so the report keeps every label the model agrees
-    with and flags exactly those it disputes (README "How it works" has the figures).
+    :func:`report_slack`: 0 for ``budget`` on recordings that did not memorise the labels,
+    so the report keeps every label the model agrees with and flags exactly those it
+    disputes (README "How it works" has the figures).
 
     Args:
         kept: ``[N]`` bool, samples the clusters keep with their given label (CS/CH, agreeing).
@@ -166,7 +167,7 @@ def report_slack(method: str | None, *, memorised: bool) -> float:
     """The slack of the clustering that becomes the report (the one after the last epoch).
 
     ``budget`` on recordings that did not memorise the labels (``memorised`` False, see
-    :attr:`~labelclean.config.AuditConfig.recordings_memorise`) caps the flags at the model's
+    :meth:`~labelclean.config.AuditConfig.recordings_memorise`) caps the flags at the model's
     disagreement itself: the report keeps every label the model agrees with and flags the
     ones it disputes, where the clusters would also flag hard samples whose label the model
     agrees with. Otherwise the cap keeps :data:`TRAINING_SLACK`: a memorised wrong label
