@@ -25,6 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CIFAR_DEV, labelled_cifar, limit_threads, publish  # noqa: E402
 
+#: The arms, in the order they train.
+ARMS = ("noisy", "audit", "finetune", "clean")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -35,8 +38,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=None, help="reuse an audit report")
     parser.add_argument("--subset", type=int, default=None, help="train on a random subset of N images")
     parser.add_argument("--model", default="air_cnn", help="every arm's network (the default audit's)")
-    parser.add_argument("--arms", nargs="+", default=["noisy", "audit", "finetune", "clean"],
-                        choices=["noisy", "audit", "finetune", "clean"], help="which arms to train")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="which arms to train")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
