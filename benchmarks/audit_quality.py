@@ -17,10 +17,14 @@ setting runs on the same images, and variants that share their training share it
                   --epochs (warmup 80/350, LR steps at 80 and 150 of 350, LR 0.06)
     paper-alg1+final  the same run with labelclean's extra clustering after the last epoch
     paper-alg1-latest Algorithm 1 with T = this epoch's refined clusters (--t-update latest)
+    cleanlab-4fold  cleanlab's prune at the same budget: 4 cross-entropy trainings of air_cnn,
+                  each on 3/4 of the images for --epochs / 3 epochs (as many training passes
+                  as one audit), find_label_issues on the out-of-fold softmax, flagged rows
+                  unlabeled (cleanlab's advice), the argmax as their suggestion
 
 Wall time of a variant = its training (shared or not) + its own clustering; the
-branch of paper-loop counts the shared epochs up to its warmup. cleanlab's K-fold prune is
-not run (K trainings: K times the budget).
+branch of paper-loop counts the shared epochs up to its warmup; cleanlab-4fold's are its four
+trainings (no recording pass per epoch, so a little less than one audit's).
 
 Run by hand:  python benchmarks/audit_quality.py --settings worst sym-50 [--variants ...]
 Figures go to benchmarks/RESULTS.md, section "Audit quality: default vs baselines".
@@ -75,6 +79,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "paper-alg1+final": ("paper", {"final_clustering": True}, False),
     "paper-alg1-latest": ("paper-latest", {}, False),
 }
+#: The same-budget cleanlab baseline (not a labelclean training): K folds of epochs / (K - 1)
+CLEANLAB, CLEANLAB_FOLDS = "cleanlab-4fold", 4
 
 
 def test_accuracy(run: Any, data: Path) -> float:
@@ -146,6 +152,19 @@ def score(frame: pd.DataFrame, truth: np.ndarray) -> dict[str, float]:
     }
 
 
+def cleanlab_row(dataset: Any, truth: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """cleanlab's K-fold prune with as many training passes as one audit of --epochs."""
+    from compare import _find_issues, out_of_fold_probs
+
+    given = dataset.manifest.given_labels
+    epochs = max(1, round(args.epochs / (CLEANLAB_FOLDS - 1)))
+    probs, seconds = out_of_fold_probs(
+        dataset, given, seed=args.seed, epochs=epochs, warmup=None, folds=CLEANLAB_FOLDS
+    )
+    frame = _find_issues(given, probs, list(dataset.manifest.class_names), drop=True)
+    return {**score(frame, truth), "minutes": seconds / 60, "model": "air_cnn"}
+
+
 def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     """Every requested variant on one noise setting, trainings shared."""
     from labelclean.config import AuditConfig
@@ -162,6 +181,10 @@ def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[
     common = {"epochs": args.epochs, "seed": args.seed}
     trained: dict[str, dict[str, Any]] = {}
     for name in args.variants:
+        if name == CLEANLAB:
+            rows.append({"noise": setting, "variant": name, **cleanlab_row(dataset, truth, args)})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         training, overrides, branch = VARIANTS[name]
         if training not in trained:
             options = dict(TRAININGS[training])
@@ -201,7 +224,8 @@ def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", nargs="+", default=["worst", "rand1", "aggre", "sym-50"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    names = [*VARIANTS, CLEANLAB]
+    parser.add_argument("--variants", nargs="+", default=names, choices=names)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--subset", type=int, default=None, help="use a random subset of N images")

@@ -13,6 +13,7 @@ works on the same cached EfficientNet-Lite0 embeddings (both views, ``--frozen-f
     labelclean        the frozen audit with today's defaults (labelclean.fgcm.frozen)
     labelclean-training-slack  the same, with the report's flag budget given the training
                       slack, as before issue 19's last change (guard.report_slack)
+    labelclean-k20    the same with a neighbour vote of 20 labels (--neighbours 20)
 
 Each setting is scored with DESIGN.md's figures and cleaned accuracy as a share of the
 ceiling. Noise is `labelclean corrupt`'s (labelclean.evaluate.corrupt_labels); asymmetric
@@ -146,6 +147,7 @@ METHODS = {
     "labelclean-1head": method_labelclean_1head,
     "labelclean-training-slack": method_labelclean_training_slack,
     "labelclean": method_labelclean,
+    "labelclean-k20": lambda ctx: _frozen_audit(ctx, neighbours=20),
 }
 
 
