@@ -130,6 +130,7 @@ def test_no_head_records_a_sample_it_trained_on(small_digits_csv, tmp_path, monk
 
 
 def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits_csv, tmp_path, monkeypatch):
+    """The audit's last clustering (the report) runs with report_slack, the earlier ones with TRAINING_SLACK."""
     import pandas as pd
 
     from labelclean.evaluate import corrupt_labels
@@ -143,14 +144,45 @@ def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits
     frame["label"] = np.asarray(names)[corrupt_labels(given, names, noise="symmetric", rate=0.3, seed=0)]
     noisy = tmp_path / "noisy.csv"
     frame.to_csv(noisy, index=False)
+    slacks = []
+    real_cluster = state_mod.cluster_samples
 
-    def agreeing_flags():
-        report = audit(images, noisy, frozen=True, model="small_cnn", guard="budget", epochs=6, warmup=2,
-                       data_options={"cache_dir": tmp_path}).to_pandas()
-        flagged = report["action"] != "keep"
-        assert flagged.any()
-        return int((report["pseudo_label"] == report["given_label"])[flagged].sum())
+    def spy_cluster(*args, slack, **kwargs):
+        slacks.append(slack)
+        return real_cluster(*args, slack=slack, **kwargs)
 
-    assert agreeing_flags() == 0
-    monkeypatch.setattr(state_mod, "report_slack", lambda method, memorised: TRAINING_SLACK)
-    assert agreeing_flags() > 0  # the training slack would leave hard agreeing samples flagged
+    monkeypatch.setattr(state_mod, "cluster_samples", spy_cluster)
+    report = audit(images, noisy, frozen=True, model="small_cnn", guard="budget", epochs=6, warmup=2,
+                   data_options={"cache_dir": tmp_path}).to_pandas()
+    assert len(slacks) > 1 and slacks[-1] == 0.0 and set(slacks[:-1]) == {TRAINING_SLACK}
+    flagged = report["action"] != "keep"
+    assert flagged.any()
+    assert not (report["pseudo_label"] == report["given_label"])[flagged].any()
+
+
+def test_zero_report_slack_flags_no_agreeing_label_where_the_training_slack_does():
+    """The control of the test above, on fixed recorded probabilities instead of a random backbone."""
+    from test_guard import _low_noise_population
+
+    from labelclean.fgcm.guard import TRAINING_SLACK
+    from labelclean.fgcm.history import ConfidenceHistory
+    from labelclean.fgcm.state import admit_samples, cluster_samples
+
+    joint, given, pseudo, _ = _low_noise_population()
+    # One recorded epoch whose probabilities give exactly these joint confidences (2 classes).
+    probs = np.where((pseudo == given)[:, None], np.stack([joint[:, 0], 1 - joint[:, 0]], 1),
+                     np.stack([1 - joint[:, 1], joint[:, 1]], 1))
+    history = ConfidenceHistory(len(given), 2, max_epochs=1)
+    history.update(probs, given, late=True)
+    config = AuditConfig(model="small_cnn", guard="budget", epochs=2, warmup=1)
+
+    def agreeing_flags(slack):
+        clustering, pseudo_labels = cluster_samples(history, given, config, slack=slack)
+        assert (pseudo_labels != given).sum() >= (pseudo != given).sum()  # a clean a < 0.5 disputes too
+        labels = admit_samples(clustering, given, pseudo_labels, config.components)[1]
+        flagged = labels != given
+        assert flagged[pseudo_labels != given].all()  # every disputed label is flagged either way
+        return int((flagged & (pseudo_labels == given)).sum())
+
+    assert agreeing_flags(0.0) == 0
+    assert agreeing_flags(TRAINING_SLACK) > 0  # the training slack leaves hard agreeing samples flagged
