@@ -14,6 +14,8 @@ works on the same cached EfficientNet-Lite0 embeddings (both views, ``--frozen-f
     labelclean-training-slack  the same, with the report's flag budget given the training
                       slack, as before issue 19's last change (guard.report_slack)
     labelclean-k20    the same with a neighbour vote of 20 labels (--neighbours 20)
+    labelclean-no-mixup  the same with the heads trained on unblended embeddings (--mixup 0),
+                      as before mixup became the frozen default
 
 Each setting is scored with DESIGN.md's figures and cleaned accuracy as a share of the
 ceiling. Noise is `labelclean corrupt`'s (labelclean.evaluate.corrupt_labels); asymmetric
@@ -110,7 +112,8 @@ def method_cleanlab(ctx: dict) -> pd.DataFrame:
     return _find_issues(ctx["noisy"], probs, ctx["names"])
 
 
-def _frozen_audit(ctx: dict, **options) -> pd.DataFrame:
+def _frozen_audit(ctx: dict, recipe: dict | None = None, **options) -> pd.DataFrame:
+    """The frozen audit of ctx's noisy labels; ``recipe``: AuditConfig fields to override."""
     from labelclean.config import AuditConfig
     from labelclean.data.images import Dataset
     from labelclean.fgcm.audit import run_audit
@@ -118,7 +121,7 @@ def _frozen_audit(ctx: dict, **options) -> pd.DataFrame:
 
     ds = ctx["dataset"]
     noisy = Dataset(dataclasses.replace(ds.manifest, given_labels=ctx["noisy"]), ds.cache, [])
-    base = dataclasses.replace(ctx["config"], seed=ctx["seed"])
+    base = dataclasses.replace(ctx["config"], seed=ctx["seed"], **(recipe or {}))
     config = frozen_config(AuditConfig.from_dict(base.to_dict()), flip=True, **options)
     run = FrozenAuditRun(noisy, config, features=ctx["features"])
     return run_audit(noisy, config, run=run).to_pandas()
@@ -129,7 +132,7 @@ def method_labelclean(ctx: dict) -> pd.DataFrame:
 
 
 def method_labelclean_1head(ctx: dict) -> pd.DataFrame:
-    return _frozen_audit(ctx, folds=1, neighbours=0)
+    return _frozen_audit(ctx, {"mixup": 0.0}, folds=1, neighbours=0)
 
 
 def method_labelclean_training_slack(ctx: dict) -> pd.DataFrame:
@@ -148,6 +151,7 @@ METHODS = {
     "labelclean-training-slack": method_labelclean_training_slack,
     "labelclean": method_labelclean,
     "labelclean-k20": lambda ctx: _frozen_audit(ctx, neighbours=20),
+    "labelclean-no-mixup": lambda ctx: _frozen_audit(ctx, {"mixup": 0.0}),
 }
 
 

@@ -47,3 +47,15 @@ def test_recordings_memorise_unless_held_out_mixed_up_or_the_small_network():
     assert not frozen.recordings_memorise("tf_efficientnet_lite0")  # one head per fold
     one_head = AuditConfig(mixup=0.0, extra={"mode": "frozen", "folds": 1})
     assert one_head.recordings_memorise("small_cnn")  # it trains on what it records
+    assert AuditConfig(mixup=1.0, extra={"mode": "frozen", "folds": 1}).recordings_memorise("x")
+
+
+def test_frozen_heads_blend_embeddings_by_default_and_keep_the_loop_settings_of_unblended_heads():
+    frozen = {"mode": "frozen", "folds": 5}
+    blended = AuditConfig(extra=frozen).resolve("tf_efficientnet_lite0")
+    plain = AuditConfig(mixup=0.0, extra=frozen).resolve("tf_efficientnet_lite0")
+    assert blended.mixup == 1.0 and plain.mixup == 0.0
+    for field in ("schedule", "warmup", "guard", "relabel"):  # mixup does not make heads underfit
+        assert getattr(blended, field) == getattr(plain, field), field
+    assert (blended.schedule, blended.warmup, blended.guard, blended.relabel) == ("paper", 10, "budget", True)
+    assert AuditConfig(warmup=10).resolve("resnet18").mixup == 0.0  # the image loop: unchanged

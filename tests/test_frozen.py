@@ -186,3 +186,25 @@ def test_zero_report_slack_flags_no_agreeing_label_where_the_training_slack_does
 
     assert agreeing_flags(0.0) == 0
     assert agreeing_flags(TRAINING_SLACK) > 0  # the training slack leaves hard agreeing samples flagged
+
+
+
+@pytest.mark.parametrize("mixup, expected", [(None, 1.0), (0.0, 0.0)])
+def test_the_heads_train_on_blended_embeddings_unless_mixup_is_off(
+    small_digits_csv, tmp_path, monkeypatch, mixup, expected
+):
+    from labelclean.fgcm.audit import run_audit
+
+    images, labels = small_digits_csv
+    ds = load_dataset(images, labels)
+    config = frozen_config(AuditConfig(model="small_cnn", epochs=2, mixup=mixup), folds=2)
+    run = frozen_mod.FrozenAuditRun(ds, config, cache_dir=tmp_path)
+    used, real_train = [], frozen_mod.train_epoch
+
+    def spy_train(*args, mixup, **kwargs):
+        used.append(mixup)
+        return real_train(*args, mixup=mixup, **kwargs)
+
+    monkeypatch.setattr(frozen_mod, "train_epoch", spy_train)
+    run_audit(ds, run.config, run=run)
+    assert used and set(used) == {expected}

@@ -152,7 +152,7 @@ def audit(
         float | None,
         typer.Option(
             help="Beta(a, a) input mixup while training, 0 = off; needs --record eval "
-            "\\[default: 1 with --schedule once, 0 with paper].",
+            "\\[default: 1 with --schedule once or --frozen, 0 with paper].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,

@@ -8,7 +8,7 @@ shared: :class:`FrozenAuditRun` is an AuditRun whose learner is :class:`FrozenHe
 With ``flip``, each image is also embedded mirrored; training picks one of the two views at
 random per sample (the augmentation), recording uses their mean.
 
-Two deviations from the paper, both for a head that memorises where a network from scratch
+Three deviations from the paper, all for a head that memorises where a network from scratch
 would not (issue 19; measurements in README "How it works"):
 
 - Cross-fitting (``folds``, default 5): the paper records each sample's confidence from the
@@ -20,6 +20,12 @@ would not (issue 19; measurements in README "How it works"):
   with the share of each class among the labels of the sample's k nearest neighbours in the
   embedding space (labels of T only), evidence no head can memorise
   (:mod:`labelclean.fgcm.neighbours`).
+- Mixup on the embeddings (``--mixup``, default 1 here): each head trains on blends of two
+  standardised embeddings and of their labels, so a wrong label pulls its head less toward
+  its own point. At 40% pair noise (one seed) the heads' warmup predictions were right for
+  80-85% of the photos unblended and 83-88% blended, in the first epochs on T 89-91% and
+  96%; over 3 seeds and both halves of the photos the audit went from 98.1-98.7% to
+  98.8-98.9% of the clean-probe ceiling, and it cost nothing at symmetric noise.
 """
 
 from __future__ import annotations
@@ -349,6 +355,7 @@ class FrozenHeads:
                 task=f"epoch {epoch + 1}/{run.config.epochs}, head {k + 1}/{len(self.heads)}",
                 progress=progress if run.dist.is_main else None,
                 should_stop=should_stop,
+                mixup=float(run.config.mixup or 0.0),
             )
             loss, seen = loss + result.loss * result.seen, seen + result.seen
         return EpochResult(loss=loss / max(seen, 1), seen=seen)
