@@ -158,7 +158,7 @@ def test_default_is_one_clustering_after_a_mixup_run():
     assert (paper.schedule, paper.mixup) == ("paper", 0.0)
     assert AuditConfig(warmup=5).resolve("air_cnn").schedule == "paper"  # a warmup asks for it
     frozen = AuditConfig(extra={"mode": "frozen"}).resolve("resnet18 (frozen) + linear head")
-    assert (frozen.schedule, frozen.mixup) == ("paper", 0.0)  # not measured there
+    assert (frozen.schedule, frozen.mixup) == ("paper", 1.0)  # the loop; heads blend embeddings
     assert AuditConfig.from_dict(c.to_dict()) == c
 
 
