@@ -160,3 +160,25 @@ def test_cleanlab_drop_reuses_the_probabilities_and_books_their_time():
     assert "reused_seconds" not in ctx
     again = compare._shared(ctx, "p", lambda: calls.append(1) or np.zeros((2, 2)))
     assert calls == [1] and again is probs and ctx["reused_seconds"] == ctx["p_seconds"]
+
+
+def test_flag_budget_keeps_the_unflagged_and_counts_the_run_s_own_noise_estimates():
+    from flag_budget import noise_estimates, with_flags
+
+    from labelclean.fgcm.history import ConfidenceHistory
+
+    frame = pd.DataFrame({
+        "given_label": ["a", "b", "a", "b"], "action": ["keep", "unlabel", "relabel", "keep"],
+        "clean_label": ["a", None, "b", "b"], "pseudo_label": ["a", "a", "b", "a"],
+    })
+    out = with_flags(frame, np.array([False, True, False, True]))
+    assert out["action"].tolist() == ["keep", "unlabel", "keep", "unlabel"]
+    assert out["clean_label"].tolist()[2] == "a" and frame["action"].tolist()[2] == "relabel"
+    history = ConfidenceHistory(4, 2, max_epochs=2)
+    given = np.array([0, 1, 0, 1])
+    history.update(np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]]), given, late=True)
+    history.update(np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]), given, late=True)
+    est = noise_estimates(history, given, np.array([False, True, True, False]))
+    assert est["disputed (today's report)"] == 0.5
+    assert est["disputed in all K"] == 0.25  # only sample 1, disputed in both epochs
+    assert est["mean d / K"] == (0 + 2 + 1 + 0) / 2 / 4
