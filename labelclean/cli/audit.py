@@ -254,8 +254,12 @@ def audit(
         ),
     ] = False,
     head: Annotated[
-        str, typer.Option(help="With --frozen: linear or mlp.", rich_help_panel=_MODEL)
-    ] = "linear",
+        str,
+        typer.Option(
+            help="With --frozen: the head, mlp (one hidden layer of 512) or linear.",
+            rich_help_panel=_MODEL,
+        ),
+    ] = "mlp",
     frozen_flip: Annotated[
         bool,
         typer.Option(

@@ -1,9 +1,11 @@
 """The fast audit on frozen pretrained features (issue 7).
 
 Every image is embedded once by a frozen backbone (batched, cached on disk), then the same
-FGCM loop (history, mixture, naming, refinement, T) trains only a light head on the
+FGCM loop (history, mixture, naming, refinement, T) trains only light heads on the
 embeddings: minutes on a CPU instead of hours of training a network. Loop and set-up are
-shared: :class:`FrozenAuditRun` is an AuditRun whose learner is :class:`FrozenHeads`.
+shared: :class:`FrozenAuditRun` is an AuditRun whose learner is :class:`FrozenHeads`. Each
+head (``--head``) is by default an MLP with one hidden layer of 512: at 40% pair noise on
+natural photos it left 97.6% of the labels right where a linear head left 97.0%.
 
 With ``flip``, each image is also embedded mirrored; training picks one of the two views at
 random per sample (the augmentation), recording uses their mean.
@@ -416,7 +418,7 @@ class FrozenAuditRun(AuditRun):
 #: The frozen audit's own settings and defaults (config.extra); the README's "How it works"
 #: gives the measurements behind them.
 FROZEN_OPTIONS: dict[str, Any] = {
-    "head": "linear",
+    "head": "mlp",  # --head: mlp or linear (README "How it works" compares them)
     "flip": False,
     "folds": 5,  # --frozen-folds: cross-fitted heads (1 = one head on all of T)
     "neighbours": 10,  # --neighbours: k of the neighbour vote (0 = off)
@@ -445,7 +447,7 @@ def check_frozen_flags(frozen: bool, *, folds: int | None, neighbours: int | Non
 
 
 def frozen_config(
-    config: AuditConfig, *, head: str = "linear", flip: bool = False, **options: Any
+    config: AuditConfig, *, head: str = "mlp", flip: bool = False, **options: Any
 ) -> AuditConfig:
     """Mark ``config`` as a frozen-feature audit (recorded in the report's metadata)."""
     given = {k: v for k, v in options.items() if v is not None}
