@@ -144,7 +144,7 @@ def audit(
         typer.Option(
             help="Epochs on all samples before the loop on T (implies --schedule paper) "
             "\\[default: 3/4 of the epochs for a network that does not memorise in them "
-            "(small_cnn, or with --mixup), 1/4 for others].",
+            "(small_cnn, or with --mixup except --frozen), 1/4 for others].",
             rich_help_panel=_TRAIN,
         ),
     ] = None,
@@ -231,7 +231,7 @@ def audit(
             "not memorise them; no class dropped from T), confident (the cap is the "
             "estimated share of wrong labels, unsure disagreements keep their label) or none "
             "(the paper's literal rule) \\[default: budget; with --schedule paper, confident "
-            "for a network that does not memorise (small_cnn, --mixup)].",
+            "for a network that does not memorise (small_cnn, --mixup except --frozen)].",
             rich_help_panel=_CLUSTER,
         ),
     ] = None,
@@ -241,7 +241,7 @@ def audit(
             "--relabel/--no-relabel",
             help="NS samples get their pseudo label (the paper) or are unlabeled (safer with a weak network). "
             "\\[default: relabel, except for a network that does not memorise: small_cnn, "
-            "or with --mixup]",
+            "or with --mixup except --frozen]",
             rich_help_panel=_CLUSTER,
             show_default=False,
         ),
