@@ -40,13 +40,18 @@ def with_flags(frame: pd.DataFrame, flag: np.ndarray) -> pd.DataFrame:
     return out
 
 
+def late_disputes(history, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(d, mean, own)``: late epochs whose argmax disputed the given label ``[N]``, the late
+    mean softmax ``[N, C]`` and its confidence in the given label ``[N]``."""
+    rows = np.arange(len(given))
+    mean = history.late_sums / history.late_epochs
+    return history.late_epochs - history.late_counts[rows, given], mean, mean[rows, given]
+
+
 def noise_estimates(history, given: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
     """Noise rates the run itself can compute, from its late-window history."""
-    rows = np.arange(len(given))
     k = history.late_epochs
-    disputes = k - history.late_counts[rows, given]
-    mean = history.late_sums / k
-    own = mean[rows, given]
+    disputes, mean, own = late_disputes(history, given)
     n_classes = mean.shape[1]
     # cleanlab's confident joint: a class counts where its mean confidence reaches the mean
     # self-confidence of the samples given that class
@@ -74,9 +79,7 @@ def replay(path: Path) -> list[dict]:
     if not (names[given] == frame["given_label"].to_numpy()).all():
         raise SystemExit(f"{path}: the report's rows are not in the history's order")
     k = history.late_epochs
-    rows = np.arange(len(given))
-    disputes = k - history.late_counts[rows, given]
-    own = history.late_sums[rows, given] / k
+    disputes, _, own = late_disputes(history, given)
     wrong = names[given] != truth
     setting = path.name.split("-default")[0]
     curve = [float(wrong[disputes == d].mean()) if (disputes == d).any() else None for d in range(k + 1)]

@@ -48,7 +48,7 @@ def audit(
     force: bool = False,
     should_stop: Callable[[], bool] | None = None,
     frozen: bool = False,
-    head: str = "mlp",
+    head: str | None = None,
     frozen_flip: bool = False,
     frozen_folds: int | None = None,
     neighbours: int | None = None,
@@ -76,7 +76,7 @@ def audit(
             :class:`~labelclean.fgcm.audit.AuditInterrupted` after the checkpoint is written.
         frozen: Train only a light head on embeddings of a frozen backbone (``model``,
             ``weights``/``pretrained``): the fast audit.
-        head: ``mlp`` (default) or ``linear`` (frozen mode).
+        head: ``mlp`` or ``linear`` (frozen mode; None = the default, mlp).
         frozen_flip: Also embed mirrored images and use them as augmentation (frozen mode).
         frozen_folds: Cross-fitted heads (frozen mode; None = the default, 1 = one head).
         neighbours: k of the nearest-neighbour label vote (frozen mode; None = the default,

@@ -188,7 +188,6 @@ def test_zero_report_slack_flags_no_agreeing_label_where_the_training_slack_does
     assert agreeing_flags(TRAINING_SLACK) > 0  # the training slack leaves hard agreeing samples flagged
 
 
-
 @pytest.mark.parametrize("mixup, expected", [(None, 1.0), (0.0, 0.0)])
 def test_the_heads_train_on_blended_embeddings_unless_mixup_is_off(
     small_digits_csv, tmp_path, monkeypatch, mixup, expected

@@ -254,12 +254,13 @@ def audit(
         ),
     ] = False,
     head: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="With --frozen: the head, mlp (one hidden layer of 512) or linear.",
+            help="With --frozen: the head, mlp (one hidden layer of 512) or linear "
+            "\\[default: mlp].",
             rich_help_panel=_MODEL,
         ),
-    ] = "mlp",
+    ] = None,
     frozen_flip: Annotated[
         bool,
         typer.Option(

@@ -446,15 +446,16 @@ def check_frozen_flags(frozen: bool, *, folds: int | None, neighbours: int | Non
     check_frozen_options({**FROZEN_OPTIONS, **{k: v for k, v in options.items() if v is not None}})
 
 
-def frozen_config(
-    config: AuditConfig, *, head: str = "mlp", flip: bool = False, **options: Any
-) -> AuditConfig:
-    """Mark ``config`` as a frozen-feature audit (recorded in the report's metadata)."""
+def frozen_config(config: AuditConfig, *, flip: bool = False, **options: Any) -> AuditConfig:
+    """Mark ``config`` as a frozen-feature audit (recorded in the report's metadata).
+
+    ``options``: :data:`FROZEN_OPTIONS` keys; a missing or None one takes its default there.
+    """
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - set(FROZEN_OPTIONS))
     if unknown:
         raise TypeError(f"unknown frozen options: {', '.join(unknown)}")
-    extra = {**FROZEN_OPTIONS, **given, "head": head, "flip": flip}
+    extra = {**FROZEN_OPTIONS, **given, "flip": flip}
     check_frozen_options(extra)
     config.extra = {**config.extra, "mode": "frozen", **extra}
     if config.weights:  # finetune re-reads them, maybe from another working directory
