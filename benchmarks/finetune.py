@@ -4,9 +4,14 @@ On cifar10-dev (10k train, 2k test) with injected noise or a CIFAR-10N human lab
 (worst, rand1, aggre), the same network and epoch budget:
 
     CE on noisy labels         plain cross-entropy on the given (noisy) labels
+    mixup on noisy labels      cross-entropy with input mixup on the given labels (--mixup)
     CE on the audit's labels   cross-entropy on the audit's labeled set only
     finetune                   the paper's mixed semi-training on the audited report
     CE on clean labels         the ceiling (truth labels, not available to users)
+
+The audit and finetune arms run finetune's recipe, with its input mixup on the labeled batch
+(``--mixup``; finetune's default for a network is 0); the noisy and clean arms are plain
+cross-entropy.
 
 Run by hand:  python benchmarks/finetune.py [--setting sym-50|worst] [--epochs 30] [--mu 2]
                 [--model air_cnn] [--report R] [--subset N] [--arms noisy audit finetune clean]
@@ -26,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CIFAR_DEV, labelled_cifar, limit_threads, publish  # noqa: E402
 
 #: The arms, in the order they train.
-ARMS = ("noisy", "audit", "finetune", "clean")
+ARMS = ("noisy", "noisy-mixup", "audit", "finetune", "clean")
 
 
 def main() -> None:
@@ -38,7 +43,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=None, help="reuse an audit report")
     parser.add_argument("--subset", type=int, default=None, help="train on a random subset of N images")
     parser.add_argument("--model", default="air_cnn", help="every arm's network (the default audit's)")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="which arms to train")
+    parser.add_argument("--arms", nargs="+", default=[a for a in ARMS if a != "noisy-mixup"], choices=ARMS, help="which arms to train")
+    parser.add_argument("--mixup", type=float, default=None, help="finetune's --mixup (default: finetune's, 0 for a network)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
@@ -68,16 +74,20 @@ def main() -> None:
                   std=list(train.cache.std), crop_padding=4, hflip=True,
                   test=(np.ascontiguousarray(test.cache.images), test_labels))
     all_rows = np.arange(len(train.manifest))
+    mixup = FinetuneConfig(mixup=args.mixup).labeled_mixup(frozen=False)
+    none = np.array([], np.int64)
     arms = {
-        "noisy": ("CE on noisy labels", all_rows, train.manifest.given_labels, np.array([], np.int64), 0),
-        "audit": ("CE on the audit's labeled set", rows_l, labels_l, rows_u, 0),  # rows_u: same steps, unused
-        "finetune": (f"finetune (mu={args.mu})", rows_l, labels_l, rows_u, args.mu),
-        "clean": ("CE on clean labels (ceiling)", all_rows, truth_codes, np.array([], np.int64), 0),
+        "noisy": ("CE on noisy labels", all_rows, train.manifest.given_labels, none, 0, 0.0),
+        "noisy-mixup": (f"mixup {mixup:g} on noisy labels", all_rows, train.manifest.given_labels, none, 0, mixup),
+        "audit": (f"CE on the audit's labeled set (mixup {mixup:g})", rows_l, labels_l, rows_u, 0, mixup),  # rows_u: same steps, unused
+        "finetune": (f"finetune (mu={args.mu}, mixup {mixup:g})", rows_l, labels_l, rows_u, args.mu, mixup),
+        "clean": ("CE on clean labels (ceiling)", all_rows, truth_codes, none, 0, 0.0),
     }
     results = []
-    for name, rows, labels, unlabeled, mu in (arms[a] for a in args.arms):
+    for name, rows, labels, unlabeled, mu, arm_mixup in (arms[a] for a in args.arms):
         t1 = time.perf_counter()
-        cfg = FinetuneConfig(epochs=args.epochs, mu=mu, lambda_m=1.0 if mu else 0.0, eval_every=args.epochs)
+        cfg = FinetuneConfig(epochs=args.epochs, mu=mu, lambda_m=1.0 if mu else 0.0, eval_every=args.epochs,
+                             mixup=arm_mixup)
         res = run_finetune(train.cache.images, rows, labels, unlabeled, cfg, **common)
         results.append({"arm": name, "labeled": len(rows), "unlabeled": len(unlabeled) if mu else 0,
                         "test accuracy": res.test_accuracy, "minutes": (time.perf_counter() - t1) / 60})

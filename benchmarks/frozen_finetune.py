@@ -6,10 +6,15 @@ trains a fresh linear head on the same cached EfficientNet-Lite0 embeddings with
 number of steps (FinetuneConfig defaults):
 
     CE on noisy labels     cross-entropy on the given (noisy) labels of every image
+    mixup on noisy labels  the same with input mixup on the embeddings (--mixup)
     CE on cleaned labels   cross-entropy on the audit's labeled set only
     finetune               `labelclean finetune` on the frozen report: the mixed semi-training
                            on the labeled set plus the unlabeled rest
     CE on clean labels     cross-entropy on the truth of every image (the ceiling)
+
+The cleaned-label and finetune arms use finetune's recipe, input mixup on the labeled batch
+included (``--mixup``; finetune's default for a head is 1); the noisy and clean arms are
+plain cross-entropy.
 
 The first fold also runs the user's commands end to end (`audit --frozen`, `finetune --test`,
 `predict` on `--cli-test` held-out photos), to show the exported model, run on the images,
@@ -122,10 +127,13 @@ def main() -> None:
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI run")
     parser.add_argument("--cli-test", type=int, default=200, help="held-out photos run through predict")
     parser.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    parser.add_argument("--mixup", type=float, default=None, help="finetune's --mixup (default: finetune's, 1 for a head)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
     from labelclean.config import FinetuneConfig
+
+    mixup = FinetuneConfig(mixup=args.mixup).labeled_mixup(frozen=True)
     from labelclean.evaluate import corrupt_labels
     from labelclean.fgcm.finetune import split_report
     from labelclean.fgcm.frozen_finetune import run_frozen_finetune
@@ -148,15 +156,17 @@ def main() -> None:
             labeled, cleaned, unlabeled = split_report(report, names)
             everything, nothing = np.arange(len(train)), np.array([], np.int64)
             arms = [
-                ("CE on noisy labels", everything, noisy, nothing, 0.0),
-                ("CE on cleaned labels", labeled, cleaned, unlabeled, 0.0),
-                ("finetune", labeled, cleaned, unlabeled, 1.0),
-                ("CE on clean labels", everything, truth[train], nothing, 0.0),
+                ("CE on noisy labels", everything, noisy, nothing, 0.0, 0.0),
+                (f"mixup {mixup:g} on noisy labels", everything, noisy, nothing, 0.0, mixup),
+                ("CE on cleaned labels", labeled, cleaned, unlabeled, 0.0, mixup),
+                ("finetune", labeled, cleaned, unlabeled, 1.0, mixup),
+                ("CE on clean labels", everything, truth[train], nothing, 0.0, 0.0),
             ]
-            for arm, rows_l, labels_l, rows_u, lambda_m in arms:
+            for arm, rows_l, labels_l, rows_u, lambda_m, arm_mixup in arms:
                 t1 = time.perf_counter()
+                cfg = FinetuneConfig(lambda_m=lambda_m, seed=args.seed, mixup=arm_mixup)
                 result, _ = run_frozen_finetune(
-                    features[train], rows_l, labels_l, rows_u, FinetuneConfig(lambda_m=lambda_m, seed=args.seed),
+                    features[train], rows_l, labels_l, rows_u, cfg,
                     n_classes=len(names), head="linear", test=(features[test], truth[test]))
                 rows.append({"noise": setting, "fold": f, "arm": arm, "labeled": len(rows_l),
                              "unlabeled": len(rows_u) if lambda_m else 0,

@@ -286,6 +286,9 @@ class FinetuneConfig:
     mu: int = 7  #: --mu: unlabeled samples per labeled one in a mixed batch (paper: 7)
     tau: float = 0.95  #: --tau: confidence a pseudo label needs to count (paper: 0.95)
     lambda_m: float = 1.0  #: --lambda-m: weight of the mixed-batch loss (paper: 1)
+    #: --mixup: Beta(a, a) input mixup on the labeled batch (L_x), 0 = off; None = the
+    #: default of :meth:`labeled_mixup`
+    mixup: float | None = None
     seed: int = 0  #: --seed
     device: str = "auto"  #: --device
     amp: bool = True  #: --amp/--no-amp
@@ -301,8 +304,21 @@ class FinetuneConfig:
             raise ConfigError(f"--mu {self.mu}: must be 0 or more")
         _check_number(self.tau, "--tau", high=1.0)
         _check_number(self.lambda_m, "--lambda-m")
+        if self.mixup is not None:
+            _check_number(self.mixup, "--mixup", high=100.0)
         if self.eval_every < 1:
             raise ConfigError(f"--eval-every {self.eval_every}: must be at least 1")
+
+    def labeled_mixup(self, *, frozen: bool) -> float:
+        """``--mixup``, or by default 1 for a head on frozen embeddings and 0 for a network.
+
+        Measured (README "How it works"): blending the labeled batch lifted a frozen head at
+        40% pair noise (.977 -> .981, every fold) and cost a network trained from scratch for
+        30 epochs on CIFAR-10N "worst" 2 points (.716 -> .696).
+        """
+        if self.mixup is not None:
+            return self.mixup
+        return 1.0 if frozen else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

@@ -251,15 +251,27 @@ def _forward(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, mixup: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and loss of one batch; with ``mixup``, of its blend with a shuffled copy."""
-    if mixup <= 0:
-        logits = model(x)
-        return logits, F.cross_entropy(logits, y)
-    lam, partner = mixup_pairs(len(y), mixup, generator)
+    x, loss_of = mixup_batch(x, y, mixup, generator)
+    logits = model(x)
+    return logits, loss_of(logits)
+
+
+def mixup_batch(
+    x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Input mixup (Zhang et al. 2018): the blended batch and its cross-entropy on logits.
+
+    ``alpha <= 0`` leaves the batch as it is (plain cross-entropy, nothing drawn).
+    """
+    if alpha <= 0:
+        return x, lambda logits: F.cross_entropy(logits, y)
+    lam, partner = mixup_pairs(len(y), alpha, generator)
     partner = partner.to(x.device)
-    logits = model(lam * x + (1 - lam) * x[partner])
-    return logits, lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(
-        logits, y[partner]
-    )
+
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:
+        return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[partner])
+
+    return lam * x + (1 - lam) * x[partner], loss_of
 
 
 def mixup_pairs(n: int, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:

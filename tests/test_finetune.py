@@ -49,6 +49,26 @@ def test_an_epoch_draws_as_many_labeled_samples_as_there_are_images(lambda_m):
     assert steps[-1] == (10, 10)  # 40 images / batch 4, not 5 labeled / 4 -> 2 steps
 
 
+def test_the_labeled_loss_trains_on_mixup_blends_unless_turned_off():
+    images = torch.randint(0, 255, (24, 3, 8, 8), dtype=torch.uint8).numpy()
+
+    def loss_x(mixup):
+        result = run_finetune(images, np.arange(24), np.arange(24) % 2, np.array([], np.int64),
+                              FinetuneConfig(epochs=1, batch_size=8, lambda_m=0, mixup=mixup), n_classes=2,
+                              model_name="small_cnn", mean=[0.5] * 3, std=[0.25] * 3, crop_padding=1, hflip=False)
+        return result.history[-1]["loss_x"]
+
+    assert loss_x(1.0) == loss_x(1.0) != loss_x(0.0)  # seeded, and the blend reaches the loss
+    assert loss_x(None) == loss_x(0.0)  # a network's default: no mixup (measured: it cost 2 points)
+
+
+def test_labeled_mixup_defaults_to_on_for_a_head_and_off_for_a_network():
+    assert FinetuneConfig().labeled_mixup(frozen=True) == 1.0
+    assert FinetuneConfig().labeled_mixup(frozen=False) == 0.0
+    assert FinetuneConfig(mixup=0.4).labeled_mixup(frozen=False) == 0.4
+    assert FinetuneConfig(mixup=0).labeled_mixup(frozen=True) == 0.0
+
+
 def test_nothing_above_tau_gives_zero_mixed_loss():
     strong = torch.randn(6, 4, requires_grad=True)
     weak = torch.zeros(6, 4)  # uniform: confidence 0.25 everywhere
@@ -95,6 +115,9 @@ def test_config_errors_name_the_flag():
         FinetuneConfig(tau=2)
     with pytest.raises(ConfigError, match="--mu"):
         FinetuneConfig(mu=-1)
+    for bad in (-1, float("nan"), 101):
+        with pytest.raises(ConfigError, match="--mixup"):
+            FinetuneConfig(mixup=bad)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +157,7 @@ def test_finetune_on_the_audit_beats_cross_entropy_on_noisy_labels(split_digits)
     names = train.manifest.class_names
     test_labels = np.array([names.index(test.manifest.class_names[g]) for g in test.manifest.given_labels])
     base = run_finetune(train.cache.images, np.arange(1400), train.manifest.given_labels, np.array([], dtype=np.int64),
-                        FinetuneConfig(epochs=30, mu=0, lambda_m=0), n_classes=10, model_name="small_cnn",
+                        FinetuneConfig(epochs=30, mu=0, lambda_m=0, mixup=0), n_classes=10, model_name="small_cnn",
                         mean=list(train.cache.mean), std=list(train.cache.std), crop_padding=1, hflip=False,
                         test=(test.cache.images, test_labels))
     # measured at 60% noise, 30 epochs, noise seeds 0/1/2: finetune .937/.975/.950, cross-entropy

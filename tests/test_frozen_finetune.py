@@ -137,6 +137,21 @@ def test_head_training_uses_the_unlabeled_rows_and_scores_the_test_set():
     assert result.n_unlabeled == len(unlabeled)
 
 
+def test_the_labeled_loss_trains_on_mixup_blends_unless_turned_off():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    features = (rng.normal(size=(3, 16))[y][:, None, :] + rng.normal(size=(60, 2, 16))).astype(np.float16)
+
+    def loss_x(mixup):
+        result, _ = run_frozen_finetune(features, np.arange(60), y, np.array([], np.int64),
+                                        FinetuneConfig(epochs=1, batch_size=8, lambda_m=0, mixup=mixup),
+                                        n_classes=3, head="linear")
+        return result.history[-1]["loss_x"]
+
+    assert loss_x(1.0) == loss_x(1.0) != loss_x(0.0)  # seeded, and the blend reaches the loss
+    assert loss_x(None) == loss_x(1.0)  # a head's default: mixup (measured: +.4 points at asym-40)
+
+
 def test_a_bad_frozen_section_is_a_config_error(tmp_path):
     from labelclean.fgcm.frozen_finetune import build_frozen_classifier
 

@@ -51,7 +51,8 @@ def test_audit_refuses_non_finite_or_impossible_numbers_before_any_work(small_di
 @pytest.mark.parametrize(
     "extra,flag",
     [(["--lr", "nan"], "--lr nan"), (["--lr", "1e999"], "--lr inf"), (["--tau", "nan"], "--tau nan"),
-     (["--lambda-m", "inf"], "--lambda-m inf")],
+     (["--lambda-m", "inf"], "--lambda-m inf"), (["--mixup", "nan"], "--mixup nan"),
+     (["--mixup", "-1"], "--mixup -1")],
 )
 def test_finetune_refuses_non_finite_numbers_before_any_work(tmp_path, extra, flag):
     result = runner.invoke(app, ["finetune", str(tmp_path / "report.parquet"), "--out", str(tmp_path / "m"), *extra])

@@ -3,6 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from labelclean.config import AuditConfig
 from labelclean.errors import ConfigError
@@ -11,6 +12,7 @@ from labelclean.training import (
     ImageBatches,
     Precision,
     lr_factor,
+    mixup_batch,
     mixup_pairs,
     predict_probs,
     resolve_device,
@@ -108,6 +110,18 @@ def test_mixup_pairs_are_seeded_and_lean_on_the_first_sample():
     lams = [mixup_pairs(8, 1.0, g)[0] for g in [torch.Generator().manual_seed(0)] * 50]
     assert min(lams) >= 0.5 and max(lams) <= 1 and len(set(lams)) > 40
     assert sorted(draws[0][1].tolist()) == list(range(8))
+
+
+def test_mixup_batch_blends_a_batch_and_weighs_both_labels():
+    x, y = torch.randn(6, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = torch.randn(6, 3)
+    same, plain = mixup_batch(x, y, 0.0, torch.Generator().manual_seed(0))
+    assert same is x and plain(logits) == pytest.approx(F.cross_entropy(logits, y).item())
+    blended, loss_of = mixup_batch(x, y, 1.0, torch.Generator().manual_seed(5))
+    lam, partner = mixup_pairs(6, 1.0, torch.Generator().manual_seed(5))  # the same draws
+    assert torch.allclose(blended, lam * x + (1 - lam) * x[partner])
+    want = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[partner])
+    assert lam < 1 and loss_of(logits).item() == pytest.approx(want.item())
 
 
 def _one_epoch(mixup, keep_probs=False):

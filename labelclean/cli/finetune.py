@@ -71,6 +71,14 @@ def finetune(
     lambda_m: Annotated[
         float, typer.Option(help="Weight of the mixed-batch loss.", rich_help_panel=_TRAIN)
     ] = 1.0,
+    mixup: Annotated[
+        float | None,
+        typer.Option(
+            help="Beta(a, a) input mixup on the labeled batch; 0 = off \\[default: 1 for a head "
+            "on a --frozen report's embeddings, 0 for a network].",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
     eval_every: Annotated[
         int, typer.Option(help="Evaluate --test every k epochs.", rich_help_panel=_TRAIN)
     ] = 1,
@@ -130,6 +138,7 @@ def finetune(
         mu=mu,
         tau=tau,
         lambda_m=lambda_m,
+        mixup=mixup,
         seed=seed,
         device=device,
         amp=amp,
