@@ -449,7 +449,8 @@ def _export(
             "class_names": names,
             "image_size": _image_size(source),
             "normalization": {"mean": norm["mean"], "std": norm["std"]},
-            "finetune": config.to_dict(),
+            # the mixup the labeled batch trained with, not None for "the default"
+            "finetune": {**config.to_dict(), "mixup": config.labeled_mixup(frozen=bool(section))},
             "report": str(source.path),
             "metrics": metrics,
         },

@@ -88,6 +88,7 @@ def test_cli_frozen_audit_finetune_predict(frozen_report, tmp_path):
     assert sorted(cache.glob("embed-*.npy")) == embedded  # the audit's embeddings, reused
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["architecture"] == "small_cnn" and cfg["frozen"]["head"] == "mlp"  # the report's
+    assert cfg["finetune"]["mixup"] == 1.0  # what the head trained with: a head's default
     trained = json.loads((tmp_path / "m" / "metrics.json").read_text())["test_accuracy"]
     p = runner.invoke(app, ["predict", str(tmp_path / "m"), str(images), str(labels),
                             "--out", str(tmp_path / "p.csv"), "--quiet"])
@@ -104,6 +105,7 @@ def test_cli_frozen_report_trains_a_network_on_the_images_when_asked(frozen_repo
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["architecture"] == "small_cnn" and "frozen" not in cfg
+    assert cfg["finetune"]["mixup"] == 0.0  # a network's default
 
 
 def test_cli_frozen_finetune_bad_input(frozen_report, tmp_path):
