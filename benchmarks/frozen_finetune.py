@@ -132,11 +132,11 @@ def main() -> None:
     args = parser.parse_args()
     limit_threads()
     from labelclean.config import FinetuneConfig
-
-    mixup = FinetuneConfig(mixup=args.mixup).labeled_mixup(frozen=True)
     from labelclean.evaluate import corrupt_labels
     from labelclean.fgcm.finetune import split_report
     from labelclean.fgcm.frozen_finetune import run_frozen_finetune
+
+    mixup = FinetuneConfig(mixup=args.mixup).labeled_mixup(frozen=True)
 
     ds, features, config, _ = load(args.data, None, args.limit)
     names = ds.manifest.class_names
