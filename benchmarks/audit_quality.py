@@ -161,8 +161,13 @@ def cleanlab_row(dataset: Any, truth: np.ndarray, args: argparse.Namespace) -> d
     probs, seconds = out_of_fold_probs(
         dataset, given, seed=args.seed, epochs=epochs, warmup=None, folds=CLEANLAB_FOLDS
     )
+    from labelclean.models import default_model_name
+    from labelclean.training import resolve_device
+
     frame = _find_issues(given, probs, list(dataset.manifest.class_names), drop=True)
-    return {**score(frame, truth), "minutes": seconds / 60, "model": "air_cnn"}
+    # out_of_fold_probs trains the audit's default network, as the audit resolves it here
+    model = default_model_name(dataset.cache.image_size, resolve_device("auto"))
+    return {**score(frame, truth), "minutes": seconds / 60, "model": model}
 
 
 def run_setting(setting: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:

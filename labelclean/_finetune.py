@@ -196,11 +196,15 @@ def finetune(
         resume=resume,
         dist=dist,
     )
+    hooks = _Hooks(progress, on_epoch, should_stop, log)
+    config, start = _starting_point(source, config, frozen=frozen)
+    if start:
+        hooks.note(start)
     with checkpoints.held():
         trained = _train(
             source,
             config,
-            _Hooks(progress, on_epoch, should_stop, log),
+            hooks,
             frozen=frozen,
             checkpoints=checkpoints,
             resume=resume,
@@ -267,6 +271,36 @@ def _refuse_early(
         checkpoints.refuse_earlier_run()
     split_report(source.frame, source.report.class_names)  # refuse a report with nothing to learn
     return source, checkpoints, dist, frozen
+
+
+def _starting_point(
+    source: _Source, config: FinetuneConfig, *, frozen: bool
+) -> tuple[FinetuneConfig, str | None]:
+    """``config`` with ``init`` resolved (and ``weights`` = the audit's network), and a note.
+
+    ``--weights``/``--pretrained`` name the start themselves; a head on a ``--frozen``
+    report's embeddings has no network to start from.
+    """
+    import dataclasses
+
+    from labelclean.audit_network import finetune_start
+    from labelclean.errors import ConfigError
+
+    if config.weights is not None or config.pretrained:
+        if config.init == "audit":
+            raise ConfigError(
+                "--init audit starts from the audit's network; --weights and --pretrained "
+                "name another start: give one of them"
+            )
+        return config, None
+    if frozen and config.init != "audit":
+        return config, None
+    path, note = finetune_start(
+        source.path, source.metadata, init=config.init, architecture=config.model
+    )
+    if path is None:
+        return dataclasses.replace(config, init="scratch"), note
+    return dataclasses.replace(config, init="audit", weights=str(path)), note
 
 
 def _load_images(source: _Source, hooks: _Hooks, *, frozen: bool, **options: Any) -> Dataset:

@@ -278,6 +278,10 @@ class FinetuneConfig:
     model: str | None = None  #: --model: architecture [default: the audit's]
     pretrained: bool = False  #: --pretrained: timm downloads ImageNet weights
     weights: str | None = None  #: --weights: local state dict to start from
+    #: --init: start from the network the audit trained (``audit``) or a fresh one
+    #: (``scratch``); None = the audit's when its report has one that fits
+    #: (:func:`labelclean.audit_network.finetune_start`)
+    init: str | None = None
     epochs: int = 30  #: --epochs: each as many labeled draws as there are images
     lr: float = 0.02  #: --lr: base SGD learning rate (cosine schedule)
     momentum: float = 0.9  #: SGD momentum
@@ -298,6 +302,8 @@ class FinetuneConfig:
         if self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs}: must be at least 1")
         _check_training_numbers(self)
+        if self.init is not None:
+            _check_choice(self.init, ("audit", "scratch"), "--init")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.mu < 0:

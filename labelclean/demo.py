@@ -21,7 +21,10 @@ from labelclean.fgcm.audit import EpochHook
 from labelclean.progress import Progress
 
 #: What the demo writes in its folder (and may replace there on the next run).
-DEMO_FILES = ("images", "labels.csv", "truth.csv", "report.parquet", "report.html", "report.work")
+DEMO_FILES = (
+    "images", "labels.csv", "truth.csv", "report.parquet", "report.network.safetensors",
+    "report.html", "report.work",
+)  # fmt: skip
 
 
 @dataclass

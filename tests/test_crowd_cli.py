@@ -99,6 +99,8 @@ def test_audit_report_has_the_crowd_columns_and_the_annotators_beside_it(crowd):
     assert rep.metadata["crowd"]["n_votes"] == 900 and "network_weight" in rep.metadata["crowd"]
     side = annotators_path(crowd["out"])
     assert side.name == "report.annotators.parquet"
+    network = crowd["out"].parent / "report.network.safetensors"  # finetune starts from it
+    assert network.is_file() and rep.metadata["network"]["file"] == network.name
     assert pq.read_schema(side).remove_metadata().equals(ANNOTATORS_SCHEMA)
     table = read_annotators(crowd["out"], rep.metadata)
     assert table["estimated_accuracy"].is_monotonic_decreasing and table["n_votes"].sum() == 900

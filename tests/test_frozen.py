@@ -53,6 +53,7 @@ def test_frozen_cli(small_digits_csv, tmp_path):
     r = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "resnet10t", "--head", "mlp",
                                  "--epochs", "4", "--warmup", "1", "--out", str(tmp_path / "r.parquet"), "--quiet"])
     assert r.exit_code == 0, r.output
+    assert not (tmp_path / "r.network.safetensors").exists()  # heads only: no network to save
     bad = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--head", "tree", "--out", str(tmp_path / "x.parquet"), "--quiet"])
     assert bad.exit_code == 1 and "--head" in bad.output
 

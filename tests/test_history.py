@@ -285,6 +285,25 @@ def test_late_window_survives_a_checkpoint_and_old_checkpoints_start_it_empty():
         ConfidenceHistory(5, 3, 4).load_state_dict({**state, "late_epochs": 4})
 
 
+def test_a_history_without_late_epochs_checkpoints_no_late_arrays():
+    """The paper's loop never marks an epoch late: its checkpoints carry no empty N x C copies."""
+    rng = np.random.default_rng(3)
+    given = np.zeros(5, dtype=int)
+    h = ConfidenceHistory(5, 3, 4)
+    for _ in range(2):
+        h.update(_random_probs(rng, 5, 3), given)
+    state = h.state_dict()
+    assert state["late_epochs"] == 0
+    assert "late_sums" not in state and "late_counts" not in state
+    back = ConfidenceHistory(5, 3, 4)
+    back.load_state_dict(state)
+    assert np.array_equal(back.sums, h.sums) and back.late_epochs == 0
+    back.update(_random_probs(rng, 5, 3), given, late=True)  # a late epoch after the resume
+    assert back.late_epochs == 1 and "late_sums" in back.state_dict()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        ConfidenceHistory(5, 3, 4).load_state_dict({**state, "late_epochs": 1})
+
+
 def test_is_late_epoch_is_an_lr_at_most_half_the_base():
     from labelclean.fgcm.history import is_late_epoch
 

@@ -52,11 +52,14 @@ def _check_outputs(
     Returns the work directory and the rejected-images CSV beside ``out``.
     """
     from labelclean._io import check_work_dir, check_writable, sidecar_path
+    from labelclean.audit_network import check_network_output
     from labelclean.checkpoint import default_work_dir
     from labelclean.fgcm.frozen import check_frozen_flags
 
     check_writable(out, overwrite=replace, inputs=inputs)
     check_frozen_flags(frozen[0], folds=frozen[1], neighbours=frozen[2])
+    if not frozen[0]:  # the network the audit trains goes beside the report
+        check_network_output(out, overwrite=replace, inputs=inputs)
     work_dir = check_work_dir(work_dir or default_work_dir(out), flag="--work-dir", inputs=inputs)
     rejected_csv = sidecar_path(out, ".rejected.csv")
     if on_bad_image == "skip":

@@ -48,6 +48,14 @@ def finetune(
     weights: Annotated[
         Path | None, typer.Option(help="Start from a local state dict.", rich_help_panel=_TRAIN)
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="audit: start from the network the audit trained (saved beside the report); "
+            "scratch: a fresh one \\[default: audit when the report has a network that fits].",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
     epochs: Annotated[
         int,
         typer.Option(
@@ -132,6 +140,7 @@ def finetune(
 
     config = FinetuneConfig(  # options first: a bad number is refused before any reading
         **network_fields(model, pretrained, weights),
+        init=init,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,

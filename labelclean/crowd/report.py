@@ -76,12 +76,18 @@ class CrowdAuditResult(AuditResult):
 
     annotators: pd.DataFrame | None = None  #: one row per annotator, most trusted first
 
-    def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the report and ``<report>.annotators.parquet``, both all-or-nothing."""
+    def _check_more(self, path: Path, *, overwrite: bool) -> None:
+        from labelclean.report.annotators import check_annotators_writable
+
+        if self.annotators is not None:
+            check_annotators_writable(path, overwrite=overwrite)
+
+    def _write_report(self, path: Path, *, overwrite: bool) -> Path:
+        """The report and ``<report>.annotators.parquet``, both all-or-nothing."""
         from labelclean.report.annotators import write_with_annotators
 
         return write_with_annotators(
-            Path(path), self.table, self.metadata, self.annotators, overwrite=overwrite
+            path, self.table, self.metadata, self.annotators, overwrite=overwrite
         )
 
 
@@ -114,7 +120,10 @@ def finish_crowd_audit(result: AuditResult, votes: Votes, probs: np.ndarray) -> 
     from labelclean.report.parquet import CROWD_SCHEMA
 
     return CrowdAuditResult(
-        table=table.cast(CROWD_SCHEMA), metadata=metadata, annotators=annotators
+        table=table.cast(CROWD_SCHEMA),
+        metadata=metadata,
+        network=result.network,
+        annotators=annotators,
     )
 
 

@@ -1,7 +1,9 @@
 """Mixed semi-training on an audited dataset (paper section 3.3; DESIGN.md "finetune").
 
 Labeled set X_l = rows the audit kept or relabeled, with their clean labels; unlabeled
-X_u = the rest. The network is re-initialised (or starts from ``--pretrained``/``--weights``).
+X_u = the rest. The network starts from ``config.weights``: by default the network the audit
+trained (``--init audit``, a deviation from DESIGN.md's re-initialisation measured in
+:mod:`labelclean.audit_network`), else a fresh one (``--init scratch``) or ``--pretrained``.
 Each step draws B labeled samples (weak augmentation, cross-entropy: L_x) and a mixed batch
 of B labeled + mu*B unlabeled samples: the target is the clean label for labeled rows and
 the argmax of the weak view's prediction for unlabeled ones; the loss is cross-entropy on a

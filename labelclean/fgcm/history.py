@@ -260,10 +260,11 @@ class ConfidenceHistory:
             "sums": torch.from_numpy(self.sums.copy()),
             "counts": torch.from_numpy(self.counts.copy()),
             "epochs_recorded": k,
-            "late_sums": torch.from_numpy(self.late_sums.copy()),
-            "late_counts": torch.from_numpy(self.late_counts.copy()),
             "late_epochs": self.late_epochs,
         }
+        if self.late_epochs:  # the paper's loop never marks an epoch late: nothing to copy
+            state["late_sums"] = torch.from_numpy(self.late_sums.copy())
+            state["late_counts"] = torch.from_numpy(self.late_counts.copy())
         if self.trace_dir is not None:
             for trace in (self.trace_given, self.trace_pseudo):
                 if isinstance(trace, np.memmap):  # always, with a trace_dir

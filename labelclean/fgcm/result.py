@@ -29,16 +29,41 @@ class AuditResult:
 
     table: Any  #: pyarrow.Table in the report schema
     metadata: dict[str, Any]
+    #: The trained network's weights (on the CPU), saved beside the report for ``finetune``
+    #: (:mod:`labelclean.audit_network`); None for a ``--frozen`` audit.
+    network: dict[str, torch.Tensor] | None = None
 
     def to_pandas(self) -> Any:
         """The report as a pandas DataFrame (one row per sample, manifest order)."""
         return self.table.to_pandas()
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write report.parquet atomically (refuses to replace a file unless ``overwrite``)."""
+        """Write report.parquet atomically (refuses to replace a file unless ``overwrite``).
+
+        The network goes first, to ``<report>.network.safetensors``, so that the report can
+        name it with its SHA-256; a report that may not be written writes nothing.
+        """
+        from labelclean._io import check_writable
+        from labelclean.audit_network import check_network_output, write_network
+
+        path = Path(path)
+        check_writable(path, overwrite=overwrite)
+        if self.network is not None:
+            check_network_output(path, overwrite=overwrite)
+            self._check_more(path, overwrite=overwrite)
+            architecture = str(self.metadata["architecture"])
+            self.metadata["network"] = write_network(
+                path, self.network, architecture=architecture, overwrite=overwrite
+            )
+        return self._write_report(path, overwrite=overwrite)
+
+    def _check_more(self, path: Path, *, overwrite: bool) -> None:
+        """Refuse the other files :meth:`_write_report` writes (none here)."""
+
+    def _write_report(self, path: Path, *, overwrite: bool) -> Path:
         from labelclean.report.parquet import write_report
 
-        return write_report(Path(path), self.table, self.metadata, overwrite=overwrite)
+        return write_report(path, self.table, self.metadata, overwrite=overwrite)
 
 
 def audit_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
@@ -121,4 +146,8 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "guard_note": state.guard_note,
         "warnings": warnings,
     }
-    return AuditResult(table=table, metadata=metadata)
+    network = None  # a --frozen audit's heads see embeddings: nothing for finetune to start from
+    if metadata["mode"] != "frozen":
+        weights = run.model.state_dict()  # made contiguous: channels_last cannot be saved
+        network = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
+    return AuditResult(table=table, metadata=metadata, network=network)
