@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from labelclean._io import Inputs, atomic_write_bytes, check_writable, sidecar_path
+from labelclean._io import Inputs, check_writable, sidecar_path
 from labelclean._version import __version__
 from labelclean.errors import ConfigError, OutputError
 
@@ -67,26 +67,20 @@ def check_network_output(
     return path
 
 
-def write_network(
-    report: str | os.PathLike[str],
-    state: Mapping[str, torch.Tensor],
-    *,
-    architecture: str,
-    overwrite: bool,
-) -> dict[str, Any]:
-    """Write ``state`` beside ``report`` all-or-nothing; returns the report's ``network`` entry."""
+def network_file(
+    state: Mapping[str, torch.Tensor], *, architecture: str
+) -> tuple[bytes, dict[str, Any]]:
+    """``state`` as safetensors bytes (with labelclean's mark) and the report's entry for it.
+
+    The caller writes the bytes to :func:`network_path` together with the report (see
+    :meth:`labelclean.fgcm.result.AuditResult.write`); the entry's ``file`` is filled there.
+    """
     from safetensors.torch import save
 
-    path = check_network_output(report, overwrite=overwrite)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     header = {MARK: MARK_VALUE, "architecture": architecture, "tool_version": __version__}
     blob = save(tensors, metadata=header)
-    atomic_write_bytes(path, blob, overwrite=overwrite)
-    return {
-        "file": path.name,
-        "sha256": hashlib.sha256(blob).hexdigest(),
-        "architecture": architecture,
-    }
+    return blob, {"sha256": hashlib.sha256(blob).hexdigest(), "architecture": architecture}
 
 
 def finetune_start(

@@ -156,3 +156,20 @@ def test_the_library_write_refuses_before_writing_either_file(audited, tmp_path)
     with pytest.raises(OutputError):
         result.write(tmp_path / "r.parquet")
     assert not (tmp_path / "r.network.safetensors").exists()
+
+
+def test_an_audit_from_the_last_audits_network_may_not_write_over_it(tmp_path, small_digits_csv):
+    """--weights r.network.safetensors --out r.parquet --overwrite: the input is refused, kept."""
+    images, labels = small_digits_csv
+    out = tmp_path / "r.parquet"
+    args = ["audit", str(images), str(labels), "--out", str(out), "--epochs", "1", "--quiet",
+            "--model", "small_cnn"]
+    assert runner.invoke(app, args).exit_code == 0
+    network = tmp_path / "r.network.safetensors"
+    before = network.read_bytes()
+    r = runner.invoke(app, [*args, "--weights", str(network), "--overwrite"])
+    assert r.exit_code == 1 and "same file as --weights" in r.output, r.output
+    assert network.read_bytes() == before
+    again = tmp_path / "again.parquet"  # another --out: it starts from the network, as asked
+    r = runner.invoke(app, [*args[:4], str(again), *args[5:], "--weights", str(network)])
+    assert r.exit_code == 0 and (tmp_path / "again.network.safetensors").is_file(), r.output

@@ -330,6 +330,7 @@ FULL_DISK = {  # output: (arguments, a name in the file written, the option name
     "rejected": (lambda w, t: ["check", w.images, w.labels, "--on-bad-image", "skip", "--rejected-out", t / "rej.csv"], "rej.csv", "--rejected-out"),
     "cache": (lambda w, t: ["check", w.images, w.labels, "--cache-dir", t / "cache"], ".npy", "--cache-dir"),
     "report": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], "r.parquet", "--out"),
+    "network": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], "r.network.safetensors", "--out"),
     "checkpoint": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], ".checkpoint-", "--work-dir"),
     "log-json": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", "--log-json", t / "l.jsonl", *_TRAIN], "l.jsonl", "--log-json"),
     "apply": (lambda w, t: ["apply", w.report, w.decisions, "--out", t / "old.csv", "--overwrite"], "old.csv", "--out"),
@@ -360,6 +361,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(world, full_dis
         assert (tmp_path / "l.jsonl").read_text() == ""  # the failed line was cut back out
     if output == "label-studio":
         assert not (tmp_path / "t.label-config.xml").exists()  # no config without its tasks
+    if output in ("network", "report"):  # the report and its network appear together or not at all
+        assert not (tmp_path / "r.parquet").exists() and not (tmp_path / "r.network.safetensors").exists()
 
 
 def _namespace(script):

@@ -82,12 +82,12 @@ class CrowdAuditResult(AuditResult):
         if self.annotators is not None:
             check_annotators_writable(path, overwrite=overwrite)
 
-    def _write_report(self, path: Path, *, overwrite: bool) -> Path:
+    def _write_report(self, path: Path, metadata: dict[str, Any], *, overwrite: bool) -> Path:
         """The report and ``<report>.annotators.parquet``, both all-or-nothing."""
         from labelclean.report.annotators import write_with_annotators
 
         return write_with_annotators(
-            path, self.table, self.metadata, self.annotators, overwrite=overwrite
+            path, self.table, metadata, self.annotators, overwrite=overwrite
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,30 +41,37 @@ class AuditResult:
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write report.parquet atomically (refuses to replace a file unless ``overwrite``).
 
-        The network goes first, to ``<report>.network.safetensors``, so that the report can
-        name it with its SHA-256; a report that may not be written writes nothing.
+        The network goes beside it, to ``<report>.network.safetensors``, named in the
+        report's metadata with its SHA-256. Both appear together: the network's temp file is
+        renamed into place only once the report is written, so a failure keeps the old pair.
         """
-        from labelclean._io import check_writable
-        from labelclean.audit_network import check_network_output, write_network
+        from labelclean._io import atomic_path, check_writable
+        from labelclean.audit_network import check_network_output, network_file
 
         path = Path(path)
         check_writable(path, overwrite=overwrite)
-        if self.network is not None:
-            check_network_output(path, overwrite=overwrite)
-            self._check_more(path, overwrite=overwrite)
-            architecture = str(self.metadata["architecture"])
-            self.metadata["network"] = write_network(
-                path, self.network, architecture=architecture, overwrite=overwrite
-            )
-        return self._write_report(path, overwrite=overwrite)
+        if self.network is None:
+            return self._write_report(path, self.metadata, overwrite=overwrite)
+        side = check_network_output(path, overwrite=overwrite)
+        self._check_more(path, overwrite=overwrite)
+        blob, entry = network_file(self.network, architecture=str(self.metadata["architecture"]))
+        metadata = {**self.metadata, "network": {"file": side.name, **entry}}
+        with atomic_path(side, overwrite=overwrite) as tmp:
+            with open(tmp, "wb") as fh:  # on disk (a full one fails here) before the report
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            written = self._write_report(path, metadata, overwrite=overwrite)
+        self.metadata = metadata
+        return written
 
     def _check_more(self, path: Path, *, overwrite: bool) -> None:
         """Refuse the other files :meth:`_write_report` writes (none here)."""
 
-    def _write_report(self, path: Path, *, overwrite: bool) -> Path:
+    def _write_report(self, path: Path, metadata: dict[str, Any], *, overwrite: bool) -> Path:
         from labelclean.report.parquet import write_report
 
-        return write_report(path, self.table, self.metadata, overwrite=overwrite)
+        return write_report(path, self.table, metadata, overwrite=overwrite)
 
 
 def audit_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
