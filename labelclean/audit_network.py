@@ -31,8 +31,6 @@ SUFFIX = ".network.safetensors"
 #: The safetensors header key that marks a file as an audit's network.
 MARK = "labelclean"
 MARK_VALUE = "audit network"
-#: FinetuneConfig.init: start from the audit's network, or from a fresh one.
-INITS = ("audit", "scratch")
 
 
 def network_path(report: str | os.PathLike[str]) -> Path:

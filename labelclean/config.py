@@ -20,6 +20,8 @@ SCHEDULES = ("cosine", "step", "constant")
 #: --schedule: when the audit clusters. ``once``: train on every sample, cluster the whole
 #: history at the end; ``paper``: Algorithm 1, train on the refined set T after warmup.
 AUDIT_SCHEDULES = ("once", "paper")
+#: finetune --init: start from the network the audit trained, or from a fresh one.
+FINETUNE_INITS = ("audit", "scratch")
 
 #: The paper's Algorithm 1 with its CIFAR schedule (section 4.1.2): PreAct ResNet-18, 350
 #: epochs, warmup 80, LR 0.06 x0.1 at 80 and 150, T only grows (union), no guard, NS
@@ -303,7 +305,7 @@ class FinetuneConfig:
             raise ConfigError(f"--epochs {self.epochs}: must be at least 1")
         _check_training_numbers(self)
         if self.init is not None:
-            _check_choice(self.init, ("audit", "scratch"), "--init")
+            _check_choice(self.init, FINETUNE_INITS, "--init")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.mu < 0:
