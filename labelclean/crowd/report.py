@@ -76,12 +76,6 @@ class CrowdAuditResult(AuditResult):
 
     annotators: pd.DataFrame | None = None  #: one row per annotator, most trusted first
 
-    def _check_more(self, path: Path, *, overwrite: bool) -> None:
-        from labelclean.report.annotators import check_annotators_writable
-
-        if self.annotators is not None:
-            check_annotators_writable(path, overwrite=overwrite)
-
     def _write_report(self, path: Path, metadata: dict[str, Any], *, overwrite: bool) -> Path:
         """The report and ``<report>.annotators.parquet``, both all-or-nothing."""
         from labelclean.report.annotators import write_with_annotators

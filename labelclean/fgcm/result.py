@@ -53,7 +53,6 @@ class AuditResult:
         if self.network is None:
             return self._write_report(path, self.metadata, overwrite=overwrite)
         side = check_network_output(path, overwrite=overwrite)
-        self._check_more(path, overwrite=overwrite)
         blob, entry = network_file(self.network, architecture=str(self.metadata["architecture"]))
         metadata = {**self.metadata, "network": {"file": side.name, **entry}}
         with atomic_path(side, overwrite=overwrite) as tmp:
@@ -65,10 +64,8 @@ class AuditResult:
         self.metadata = metadata
         return written
 
-    def _check_more(self, path: Path, *, overwrite: bool) -> None:
-        """Refuse the other files :meth:`_write_report` writes (none here)."""
-
     def _write_report(self, path: Path, metadata: dict[str, Any], *, overwrite: bool) -> Path:
+        """The report file(s); a refusal here still leaves the network unwritten."""
         from labelclean.report.parquet import write_report
 
         return write_report(path, self.table, metadata, overwrite=overwrite)
