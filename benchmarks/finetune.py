@@ -57,14 +57,19 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     limit_threads()
+    with tempfile.TemporaryDirectory() as scratch:  # the label file and the audit's network
+        compare_arms(args, parser, Path(scratch))
+
+
+def compare_arms(args: argparse.Namespace, parser: argparse.ArgumentParser, scratch: Path) -> None:
+    """Train every requested arm on the same images and publish the table."""
     from labelclean.config import AuditConfig, FinetuneConfig
     from labelclean.data.images import load_dataset
     from labelclean.fgcm.audit import run_audit
     from labelclean.fgcm.finetune import run_finetune, split_report
 
-    with tempfile.TemporaryDirectory() as tmp:
-        images, csv, truth = labelled_cifar(Path(tmp), args.setting, subset=args.subset)
-        train = load_dataset(images, csv)
+    images, csv, truth = labelled_cifar(scratch, args.setting, subset=args.subset)
+    train = load_dataset(images, csv)
     test = load_dataset(CIFAR_DEV, CIFAR_DEV / "test.csv")
     names = train.manifest.class_names
     test_labels = np.array([names.index(test.manifest.class_names[g]) for g in test.manifest.given_labels])
@@ -78,7 +83,7 @@ def main() -> None:
         if result.network is not None:
             from safetensors.torch import save_file
 
-            network = Path(tempfile.mkdtemp()) / "audit.network.safetensors"
+            network = scratch / "audit.network.safetensors"
             save_file(result.network, network)
     else:
         from labelclean.report.parquet import read_report
