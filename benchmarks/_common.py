@@ -66,17 +66,35 @@ def limit_threads() -> None:
     torch.set_num_threads(int(os.environ.get("LABELCLEAN_THREADS", os.cpu_count() or 2)))
 
 
+#: Label sets built from crowd.csv, whose k-th vote of an image is CIFAR-10N's random_label{k}:
+#: rand2 / rand3 (18% wrong) and worst2, a wrong one of those two votes where there is one (31%).
+#: Other people's labels of the same images: a check on rules chosen on the three files above.
+CROWD_SETS = ("rand2", "rand3", "worst2")
 #: The CIFAR-10N human label sets of cifar10-dev (worst 41% wrong, rand1 18%, aggre 9%).
-HUMAN = ("worst", "rand1", "aggre")
+HUMAN = ("worst", "rand1", "aggre", *CROWD_SETS)
+
+
+def crowd_label_set(root: Path, name: str, truth: pd.Series) -> pd.DataFrame:
+    """``path,label`` of a :data:`CROWD_SETS` set, from ``root/crowd.csv`` (in train.csv's order)."""
+    crowd = pd.read_csv(root / "crowd.csv")
+    crowd["vote"] = crowd.groupby("path").cumcount() + 1
+    votes = crowd.pivot(index="path", columns="vote", values="label").reindex(truth.index)
+    short = votes.index[votes.reindex(columns=[2, 3]).isna().any(axis=1)]
+    if len(short):
+        sys.exit(f"error: {root / 'crowd.csv'} has fewer than three votes for {short[0]}")
+    second, third = votes[2], votes[3]
+    label = {"rand2": second, "rand3": third, "worst2": second.where(second != truth, third)}[name]
+    return label.rename("label").rename_axis("path").reset_index()
 
 
 def human_labels(
     workdir: Path, cifar: Path, name: str, *, seed: int = 0, subset: int | None = None
 ) -> tuple[Path, Path, np.ndarray]:
     """(images root, labels csv, truth names) for a CIFAR-10N label set of ``cifar``."""
-    root = data_folder(cifar, "cifar10-dev", needs=(f"labels_{name}.csv", "train.csv"))
-    given = pd.read_csv(root / f"labels_{name}.csv")
+    source = "crowd.csv" if name in CROWD_SETS else f"labels_{name}.csv"
+    root = data_folder(cifar, "cifar10-dev", needs=(source, "train.csv"))
     truth = pd.read_csv(root / "train.csv").set_index("path")["label"]
+    given = crowd_label_set(root, name, truth) if name in CROWD_SETS else pd.read_csv(root / source)
     if subset is not None and subset < len(given):
         keep = np.sort(np.random.default_rng(seed).choice(len(given), subset, replace=False))
         given = given.iloc[keep]

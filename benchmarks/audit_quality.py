@@ -1,7 +1,7 @@
 """Audit quality on real CIFAR-10 images: the default against same-budget baselines (issue 15).
 
-Settings: the human CIFAR-10N labels of cifar10-dev (worst 41% wrong, rand1 18%, aggre 9%)
-and the synthetic noise of the paper's Tables 7-8 (sym-N, asym-40). Every variant of a
+Settings: the human CIFAR-10N labels of cifar10-dev (worst 41% wrong, rand1 18%, aggre 9%;
+rand2, rand3 and worst2 from crowd.csv, see benchmarks/README.md) and the synthetic noise of the paper's Tables 7-8 (sym-N, asym-40). Every variant of a
 setting runs on the same images, and variants that share their training share it:
 
     default       the default audit (air_cnn + mixup, --schedule once: one clustering at the end)

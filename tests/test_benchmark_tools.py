@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import build_cifar10n  # noqa: E402
-from _common import data_folder  # noqa: E402
+from _common import data_folder, human_labels  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird"]
 
@@ -125,6 +125,37 @@ def test_data_folder_accepts_the_root_or_the_folder_and_names_what_is_missing(tm
         data_folder(tmp_path, "imagenette-dev")
     with pytest.raises(SystemExit, match=r"^error: .*cifar10-dev lacks test.csv"):
         data_folder(tmp_path, "cifar10-dev", needs=("train.csv", "test.csv"))
+
+
+def test_crowd_label_sets_take_the_second_and_third_votes_and_a_wrong_one_of_them(tmp_path):
+    root = tmp_path / "cifar10-dev"
+    root.mkdir()
+    paths = [f"train/{i:05d}.jpg" for i in range(4)]
+    truth = ["cat", "dog", "cat", "dog"]
+    pd.DataFrame({"path": paths, "label": truth}).to_csv(root / "train.csv", index=False)
+    votes = {  # the three votes of each image, in crowd.csv's order
+        paths[0]: ["cat", "cat", "cat"],  # all right
+        paths[1]: ["dog", "cat", "dog"],  # the second wrong
+        paths[2]: ["dog", "cat", "dog"],  # the third wrong
+        paths[3]: ["cat", "cat", "frog"],  # both wrong: worst2 takes the second
+    }
+    rows = [(p, f"w{k}", v) for p, vs in reversed(votes.items()) for k, v in enumerate(vs)]
+    pd.DataFrame(rows, columns=["path", "annotator", "label"]).to_csv(root / "crowd.csv", index=False)
+    expected = {
+        "rand2": ["cat", "cat", "cat", "cat"],
+        "rand3": ["cat", "dog", "dog", "frog"],
+        "worst2": ["cat", "cat", "dog", "cat"],
+    }
+    for name, labels in expected.items():
+        images, csv, names = human_labels(tmp_path / "work", tmp_path, name)
+        given = pd.read_csv(csv)
+        assert images == root
+        assert given["path"].tolist() == paths  # train.csv's order, not crowd.csv's
+        assert given["label"].tolist() == labels, name
+        assert names.tolist() == truth
+    pd.DataFrame(rows[:-1], columns=["path", "annotator", "label"]).to_csv(root / "crowd.csv", index=False)
+    with pytest.raises(SystemExit, match=r"crowd.csv has fewer than three votes for train/00000.jpg"):
+        human_labels(tmp_path / "work", tmp_path, "rand3")
 
 
 def test_cleanlab_drop_scores_the_kept_rows_only():
