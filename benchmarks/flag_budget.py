@@ -1,7 +1,8 @@
 """How many labels should the report flag? Replays of saved default trainings (issue 15).
 
-The default report flags exactly the labels the network disputes (the max-repeating late
-label differs from the given one). This replays trainings saved by ``audit_quality.py
+The default report flags the labels the network disputes (the max-repeating late label
+differs from the given one); when it disputes at most a third of them, only those disputed
+in every late epoch (``guard.partly_disputed``). This replays trainings saved by ``audit_quality.py
 --save-dir DIR`` and asks two questions the truth can answer:
 
 - P(wrong | d): among the samples whose given label the network's argmax disputed in d of

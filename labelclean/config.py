@@ -255,6 +255,18 @@ class AuditConfig:
             return int(self.extra.get("folds", 1)) <= 1
         return not _underfits(model_name, self.mixup or 0.0)
 
+    def report_keeps_partly_disputed(self, model_name: str) -> bool:
+        """Whether the report, at low noise, keeps labels disputed in only some late epochs.
+
+        Where the report flags exactly what the model disputes (``budget`` on recordings that
+        did not memorise) and the model is a network trained on the images
+        (:func:`~labelclean.fgcm.guard.partly_disputed`). Not for frozen heads: they learn a
+        class pair flipped 40% as a pair and dispute its wrong labels in some epochs only
+        (imagenette-dev at asym-40, seed 0: detection F1 .962 -> .719 with the rule).
+        """
+        frozen = self.extra.get("mode") == "frozen"
+        return not frozen and self.guard == "budget" and not self.recordings_memorise(model_name)
+
     @property
     def clusters_from(self) -> int:
         """First epoch that clusters and trains on T (``epochs`` for ``--schedule once``)."""

@@ -209,7 +209,8 @@ def digits16(tmp_path_factory):
     return write_digits(tmp_path_factory.mktemp("d16"), layout="csv", n_per_class=30, upscale=2)
 
 
-def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16):
+def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16, monkeypatch):
+    from labelclean.fgcm import state as state_mod
     from labelclean.fgcm.audit import AuditRun
 
     dataset = load_dataset(*digits16)
@@ -231,7 +232,15 @@ def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16
         return real(run_, result_, progress_, flip=flip)
 
     run.learner.record = spy
+    partly, real_cluster = [], state_mod.cluster_samples
+
+    def spy_cluster(*args, keep_partly_disputed=False, **kwargs):
+        partly.append(keep_partly_disputed)
+        return real_cluster(*args, keep_partly_disputed=keep_partly_disputed, **kwargs)
+
+    monkeypatch.setattr(state_mod, "cluster_samples", spy_cluster)
     result = run_audit(dataset, run.config, run=run, on_epoch=hook)
+    assert partly == [True]  # the one clustering, the report's, keeps partly disputed labels
     assert [x["t_size"] for x in lines] == [0, 0, 0] and all(not x["clusters"] for x in lines)
     assert flips == [False, False, True]  # the late epoch is also recorded mirrored
     frame = result.to_pandas()

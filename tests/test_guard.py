@@ -1,4 +1,4 @@
-"""The guards against dirtier labels: each of the three pure functions, and their composition."""
+"""The guards against dirtier labels: each pure function, and their composition."""
 
 import numpy as np
 import pytest
@@ -13,12 +13,14 @@ from labelclean.fgcm.clustering import (
 )
 from labelclean.fgcm.guard import (
     GUARD_REASONS,
+    HIGH_NOISE_SHARE,
     TRAINING_SLACK,
     apply_guard,
     class_floor,
     class_thresholds,
     confident_noise_rate,
     flag_budget,
+    partly_disputed,
     report_slack,
     unsure_relabels,
 )
@@ -261,3 +263,91 @@ def test_the_report_has_no_slack_only_where_agreement_was_not_memorised():
     assert report_slack("budget", memorised=False) == 0.0
     assert report_slack("budget", memorised=True) == TRAINING_SLACK
     assert report_slack("confident", memorised=False) == TRAINING_SLACK  # its estimate can err
+
+
+def test_partly_disputed_labels_are_kept_only_at_low_noise():
+    flagged = np.array([True, True, True, False, True])
+    disputes = np.array([19, 18, 3, 5, 0])  # of 19 late epochs
+    low = partly_disputed(flagged, disputes, 19, disagreement=0.2)
+    assert low.tolist() == [False, True, True, False, True]  # every flag but the always-disputed
+    assert not partly_disputed(flagged, disputes, 19, disagreement=0.4).any()
+    assert partly_disputed(flagged, disputes, 19, disagreement=HIGH_NOISE_SHARE).any()  # at most
+    assert not partly_disputed(flagged, disputes, 0, disagreement=0.2).any()  # nothing recorded
+
+
+def _disputed_population(n=3000, wrong=0.15, seed=0):
+    """Two classes; a share ``wrong`` of the labels disputed, half of them in every late epoch."""
+    rng = np.random.default_rng(seed)
+    given = rng.integers(0, 2, n)
+    disputed = rng.random(n) < wrong
+    pseudo = np.where(disputed, 1 - given, given)
+    joint = np.where(disputed[:, None], rng.uniform([0.05, 0.5], [0.4, 0.9], (n, 2)),
+                     np.repeat(rng.uniform(0.5, 1.0, (n, 1)), 2, 1)).astype(np.float32)
+    always = disputed & (rng.random(n) < 0.5)
+    disputes = np.where(always, 19, np.where(disputed, rng.integers(10, 19, n), rng.integers(0, 5, n)))
+    return joint, given, pseudo, disputes, always
+
+
+@pytest.mark.parametrize("wrong", [0.15, 0.45])
+def test_the_report_flags_partly_disputed_labels_only_when_many_are_disputed(wrong):
+    joint, given, pseudo, disputes, always = _disputed_population(wrong=wrong)
+    codes = _codes(joint)
+    kwargs = dict(n_classes=2, method="budget", slack=0.0)
+    plain = apply_guard(codes, joint, given, pseudo, **kwargs)
+    report = apply_guard(codes, joint, given, pseudo, late_disputes=disputes, late_epochs=19, **kwargs)
+    flags = {}
+    for name, result in (("plain", plain), ("report", report)):
+        admit, labels = refine(np.asarray(CLUSTER_NAMES)[result.codes], given, pseudo)
+        labels = np.where(result.keep_given, given, labels)
+        flags[name] = labels != given
+    assert flags["plain"][pseudo != given].all()  # the zero-slack budget flags every dispute
+    if wrong > HIGH_NOISE_SHARE:  # most labels disputed: the partly disputed stay flagged
+        assert np.array_equal(flags["report"], flags["plain"])
+        assert not (report.reason == GUARD_REASONS.index("partly_disputed")).any()
+        return
+    assert np.array_equal(flags["report"], always)  # only the labels disputed in every late epoch
+    partly = report.reason == GUARD_REASONS.index("partly_disputed")
+    assert partly[(pseudo != given) & ~always].all() and not partly[always].any()
+    assert (np.asarray(CLUSTER_NAMES)[report.codes[partly]] == "CH").all()
+    assert report.keep_given[partly & (pseudo != given)].all()
+    assert "it disputed in only some of the 19 late epochs" in report.note
+
+
+def test_only_the_report_clustering_keeps_partly_disputed_labels():
+    from labelclean.config import AuditConfig
+    from labelclean.fgcm.history import ConfidenceHistory
+    from labelclean.fgcm.state import cluster_samples
+
+    rng = np.random.default_rng(0)
+    n, epochs = 2000, 5
+    given = rng.integers(0, 2, n)
+    kind = rng.choice(3, n, p=[0.8, 0.1, 0.1])  # 0 agreed, 1 disputed always, 2 in 3 of 5 epochs
+    history = ConfidenceHistory(n, 2, max_epochs=epochs)
+    for epoch in range(epochs):
+        disputed = (kind == 1) | ((kind == 2) & (epoch < 3))
+        conf = rng.uniform(0.6, 0.95, n)
+        p_given = np.where(disputed, 1 - conf, conf)
+        probs = np.where(given[:, None] == 0, np.stack([p_given, 1 - p_given], 1),
+                         np.stack([1 - p_given, p_given], 1))
+        history.update(probs.astype(np.float32), given, late=True)
+    assert np.array_equal(history.late_disputes(given) == epochs, kind == 1)
+    config = AuditConfig(model="small_cnn", guard="budget", epochs=2, warmup=1)
+    partly = GUARD_REASONS.index("partly_disputed")
+    report, _ = cluster_samples(history, given, config, slack=0.0, keep_partly_disputed=True)
+    assert np.array_equal(report.guard_reason == partly, kind == 2)
+    exact, _ = cluster_samples(history, given, config, slack=0.0)
+    assert not (exact.guard_reason == partly).any()
+
+
+def test_the_report_keeps_partly_disputed_labels_only_for_networks_that_did_not_memorise():
+    from labelclean.config import AuditConfig
+    from labelclean.fgcm.frozen import frozen_config
+
+    def keeps(config, model="air_cnn"):
+        return config.resolve(model).report_keeps_partly_disputed(model)
+
+    assert keeps(AuditConfig())  # the default: mixup, --schedule once, guard budget
+    assert keeps(AuditConfig(guard="budget"), "small_cnn")
+    assert not keeps(AuditConfig(mixup=0.0))  # cross-entropy memorises: the report keeps the slack
+    assert not keeps(AuditConfig(guard="confident"))
+    assert not keeps(frozen_config(AuditConfig()), "small_cnn")  # heads learn a flipped pair

@@ -1,4 +1,4 @@
-"""Our guards against making labels dirtier, as three pure functions and their composition.
+"""Our guards against making labels dirtier, as pure functions and their composition.
 
 None of this is in the paper (README "How it works", DESIGN.md "Low noise"). Each guard
 decides on arrays alone, so each is tested without training anything:
@@ -8,9 +8,11 @@ decides on arrays alone, so each is tested without training anything:
 - :func:`flag_budget`: at low noise the forced 5-way split flags far more samples than are
   wrong; samples go back to CH with their given label until the flags fit the budget.
   Reason code ``budget``.
+- :func:`partly_disputed`: in the report of a run with little noise, a label the network
+  disputes in only some of the late epochs is kept. Reason code ``partly_disputed``.
 - :func:`class_floor`: no class may drop out of T. Reason code ``class_floor``.
 
-:func:`apply_guard` runs the three in that order on one clustering and records, per sample,
+:func:`apply_guard` runs them in that order on one clustering and records, per sample,
 which guard moved it last (:data:`GUARD_REASONS`; the report's ``guard`` column).
 """
 
@@ -24,9 +26,11 @@ import numpy.typing as npt
 from labelclean.fgcm.clustering import CLUSTER_NAMES
 
 #: Per-sample reason codes: index 0 (None) means no guard moved the sample (null in the report).
-GUARD_REASONS = (None, "unsure_relabel", "budget", "class_floor")
+GUARD_REASONS = (None, "unsure_relabel", "budget", "class_floor", "partly_disputed")
 #: Room above the flag budget's estimate while the clusters pick the training set T.
 TRAINING_SLACK = 0.25
+#: Above this share of disputed labels, a label disputed in only some late epochs is flagged.
+HIGH_NOISE_SHARE = 1 / 3
 _CS, _CH, _NS, _NHI = (CLUSTER_NAMES.index(n) for n in ("CS", "CH", "NS", "NHI"))
 
 
@@ -170,10 +174,34 @@ def report_slack(method: str | None, *, memorised: bool) -> float:
     :meth:`~labelclean.config.AuditConfig.recordings_memorise`) caps the flags at the model's
     disagreement itself: the report keeps every label the model agrees with and flags the
     ones it disputes, where the clusters would also flag hard samples whose label the model
-    agrees with. Otherwise the cap keeps :data:`TRAINING_SLACK`: a memorised wrong label
-    agrees too, and ``confident``'s estimate is of the noise itself, with an error.
+    agrees with (and at low noise, only the ones it disputes in every late epoch:
+    :func:`partly_disputed`). Otherwise the cap keeps :data:`TRAINING_SLACK`: a memorised
+    wrong label agrees too, and ``confident``'s estimate is of the noise itself, with an error.
     """
     return 0.0 if method == "budget" and not memorised else TRAINING_SLACK
+
+
+def partly_disputed(
+    flagged: np.ndarray, late_disputes: np.ndarray, late_epochs: int, disagreement: float
+) -> np.ndarray:
+    """Flagged samples to keep with their given label in the report: ``[N]`` bool.
+
+    ``late_disputes``: in how many of the ``late_epochs`` the network's argmax was not the
+    given label. A label disputed in every late epoch is wrong most of the time in every
+    setting measured; one disputed in only some of them is a coin whose bias is the noise
+    rate. Across the CIFAR-10N label sets, the odds that such a label is wrong were 2-3
+    times the odds of a label being wrong at all, so it is more likely wrong than right
+    only where over about a third of the labels are: 60% of them were wrong on "worst"
+    (41% noise), 35% on "rand1" (18%), 24% on "aggre" (9%). No per-sample figure the run
+    records tells those wrong ones from the right ones (benchmarks/RESULTS.md, "How many
+    labels the report should flag"). So when the network disputes at most
+    :data:`HIGH_NOISE_SHARE` of the labels (``disagreement``, an estimate of the noise rate
+    that errs high at low noise), they keep their given label; above it they stay flagged.
+    """
+    if disagreement > HIGH_NOISE_SHARE or late_epochs == 0:
+        return np.zeros(len(flagged), dtype=bool)
+    keep: npt.NDArray[np.bool_] = flagged & (late_disputes < late_epochs)
+    return keep
 
 
 def class_floor(
@@ -245,8 +273,12 @@ def apply_guard(
     n_classes: int,
     method: str = "budget",
     slack: float = TRAINING_SLACK,
+    late_disputes: np.ndarray | None = None,
+    late_epochs: int = 0,
 ) -> GuardResult:
-    """The three guards on one clustering: unsure relabels, the flag budget, the class floor.
+    """The guards on one clustering: unsure relabels, budget, partly disputed, class floor.
+
+    The partly disputed labels are kept only when ``late_disputes`` is given.
 
     Args:
         codes: Cluster codes ``[N]`` (indices into CLUSTER_NAMES).
@@ -256,6 +288,10 @@ def apply_guard(
         n_classes: C, from the manifest's class names (a class may have no sample).
         method: ``budget``, ``confident`` (see :func:`flag_budget`) or ``none``.
         slack: Relative room above the estimated noise (:func:`flag_budget`).
+        late_disputes: ``[N]`` late epochs whose argmax disputed the given label, for the
+            report's clustering where it judges exactly what the network disputes
+            (:func:`partly_disputed`); None for the clusterings that choose T.
+        late_epochs: K, the number of late epochs recorded.
 
     Returns:
         The guarded codes; the samples to keep with their given label whatever their pseudo
@@ -291,6 +327,18 @@ def apply_guard(
             f"the clusters flagged {flagged / len(codes):.1%} of samples, over the cap of "
             f"{basis} {estimate:.1%}{room}; kept {int(moved.sum())} with their given label"
         )
+    if late_disputes is not None:
+        disagreement = float((~agree).mean())
+        partly = partly_disputed(~kept, late_disputes, late_epochs, disagreement)
+        codes[partly], reason[partly] = _CH, GUARD_REASONS.index("partly_disputed")
+        kept |= partly
+        keep_given |= partly & ~agree
+        if partly.any():
+            notes.append(
+                f"the model disputes {disagreement:.1%} of labels (at most "
+                f"{HIGH_NOISE_SHARE:.0%}); kept {int(partly.sum())} it disputed in only some "
+                f"of the {late_epochs} late epochs"
+            )
     rescue = class_floor(kept, given_labels, joint[:, 0], n_classes)
     codes[rescue], reason[rescue] = _CH, GUARD_REASONS.index("class_floor")
     keep_given |= rescue

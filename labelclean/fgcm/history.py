@@ -209,6 +209,16 @@ class ConfidenceHistory:
         labels: npt.NDArray[np.int64] = masked.argmax(1).astype(np.int64)
         return labels
 
+    def late_disputes(self, given_labels: np.ndarray) -> np.ndarray:
+        """``[N]``: in how many late-window epochs the argmax was not the given label.
+
+        Of :attr:`late_epochs`, or of every epoch recorded before the late window starts.
+        """
+        _, counts, epochs = self._window("late")
+        rows = np.arange(self.n_samples)
+        disputes: npt.NDArray[np.int64] = epochs - counts[rows, given_labels].astype(np.int64)
+        return disputes
+
     def mean_confidence(self) -> np.ndarray:
         """Mean softmax over the recorded epochs ``[N, C]`` float32 (a copy; avoid at large N*C)."""
         return self.sums / np.float32(max(self.epochs_recorded, 1))

@@ -117,10 +117,13 @@ def cluster_samples(
     *,
     previous: GMMParams | None = None,
     slack: float = TRAINING_SLACK,
+    keep_partly_disputed: bool = False,
 ) -> tuple[Clustering, np.ndarray]:
     """Joint confidence -> mixture fit -> named clusters (DESIGN.md, steps 3-4).
 
     ``slack``: the flag budget's room (:func:`~labelclean.fgcm.guard.flag_budget`).
+    ``keep_partly_disputed``: at low noise, flag only the labels disputed in every late
+    epoch (:func:`~labelclean.fgcm.guard.partly_disputed`; the report of a network).
 
     Returns the clustering and the max-repeating pseudo labels ``[N]`` it used.
     With ``--components 2`` the points are 1-D (mean confidence of the given label only):
@@ -155,6 +158,8 @@ def cluster_samples(
             n_classes=history.n_classes,
             method=config.guard,
             slack=slack,
+            late_disputes=history.late_disputes(given_labels) if keep_partly_disputed else None,
+            late_epochs=history.late_epochs or history.epochs_recorded,
         )
         clustering.cluster, clustering.guard_note = guarded.codes, guarded.note
         clustering.keep_given, clustering.guard_reason = guarded.keep_given, guarded.reason
@@ -194,11 +199,17 @@ def update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
         return
     config = run.config
     if run.dist.is_main:
-        slack = TRAINING_SLACK
+        slack, keep_partly = TRAINING_SLACK, False
         if epoch >= config.epochs:  # the report's clustering
             slack = report_slack(config.guard, memorised=config.recordings_memorise(run.model_name))
+            keep_partly = config.report_keeps_partly_disputed(run.model_name)
         clustering, pseudo = cluster_samples(
-            state.history, run.given, config, previous=state.gmm, slack=slack
+            state.history,
+            run.given,
+            config,
+            previous=state.gmm,
+            slack=slack,
+            keep_partly_disputed=keep_partly,
         )
         admit, labels = admit_samples(
             clustering, run.given, pseudo, config.components, relabel=run.relabel
