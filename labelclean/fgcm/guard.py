@@ -188,11 +188,11 @@ def partly_disputed(
 
     ``late_disputes``: in how many of the ``late_epochs`` the network's argmax was not the
     given label. A label disputed in every late epoch is wrong most of the time in every
-    setting measured; one disputed in only some of them is a coin whose bias is the noise
+    setting measured; whether one disputed in only some of them is wrong follows the noise
     rate. Across the CIFAR-10N label sets, the odds that such a label is wrong were 2-3
     times the odds of a label being wrong at all, so it is more likely wrong than right
-    only where over about a third of the labels are: 60% of them were wrong on "worst"
-    (41% noise), 35% on "rand1" (18%), 24% on "aggre" (9%). No per-sample figure the run
+    only where over a quarter to a third of the labels are: 60% of them were wrong on
+    "worst" (41% noise), 35% on "rand1" (18%), 24% on "aggre" (9%). No per-sample figure the run
     records tells those wrong ones from the right ones (benchmarks/RESULTS.md, "How many
     labels the report should flag"). So when the network disputes at most
     :data:`HIGH_NOISE_SHARE` of the labels (``disagreement``, an estimate of the noise rate
