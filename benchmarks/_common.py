@@ -75,7 +75,7 @@ HUMAN = ("worst", "rand1", "aggre", *CROWD_SETS)
 
 
 def crowd_label_set(root: Path, name: str, truth: pd.Series) -> pd.DataFrame:
-    """``path,label`` of a :data:`CROWD_SETS` set, from ``root/crowd.csv`` (in train.csv's order)."""
+    """``path,label`` of a :data:`CROWD_SETS` set from ``root/crowd.csv``, in train.csv's order."""
     crowd = pd.read_csv(root / "crowd.csv")
     crowd["vote"] = crowd.groupby("path").cumcount() + 1
     votes = crowd.pivot(index="path", columns="vote", values="label").reindex(truth.index)

@@ -222,18 +222,17 @@ class AuditConfig:
         from labelclean.models import RECIPES
 
         values: dict[str, Any] = {}
-        frozen = self.extra.get("mode") == "frozen"
         # Measured on from-scratch image training; frozen-feature audits keep the paper's loop.
-        loop = self.preset == "paper" or self.warmup is not None or frozen
+        loop = self.preset == "paper" or self.warmup is not None or self.frozen
         schedule = self.schedule or ("paper" if loop else "once")
         mixup = self.mixup
         if mixup is None:
-            mixup = 1.0 if schedule == "once" or frozen else 0.0
+            mixup = 1.0 if schedule == "once" or self.frozen else 0.0
         values.update(schedule=schedule, mixup=mixup)
         if self.lr is None:
             values["lr"] = float(RECIPES.get(model_name, {}).get("lr", 0.02))
         # Frozen heads on blended embeddings still fit what they train on (hence cross-fitting).
-        underfits = _underfits(model_name, 0.0 if frozen else mixup)
+        underfits = _underfits(model_name, 0.0 if self.frozen else mixup)
         if self.warmup is None and schedule == "paper":
             share = 0.75 if underfits else 0.25
             values["warmup"] = min(int(self.epochs * share), self.epochs - 1)
@@ -251,21 +250,28 @@ class AuditConfig:
         network trained with mixup or the small CPU network (40 epochs on human noise fitted
         the right labels, not the wrong ones; README "How it works").
         """
-        if self.extra.get("mode") == "frozen":
+        if self.frozen:
             return int(self.extra.get("folds", 1)) <= 1
         return not _underfits(model_name, self.mixup or 0.0)
 
     def report_keeps_partly_disputed(self, model_name: str) -> bool:
         """Whether the report, at low noise, keeps labels disputed in only some late epochs.
 
-        Where the report flags exactly what the model disputes (``budget`` on recordings that
-        did not memorise) and the model is a network trained on the images
-        (:func:`~labelclean.fgcm.guard.partly_disputed`). Not for frozen heads: they learn a
-        class pair flipped 40% as a pair and dispute its wrong labels in some epochs only
-        (imagenette-dev at asym-40, seed 0: detection F1 .962 -> .719 with the rule).
+        Where the report flags exactly what the model disputes (no slack:
+        :func:`~labelclean.fgcm.guard.report_slack`) and the model is a network trained on
+        the images (:func:`~labelclean.fgcm.guard.partly_disputed`). Not for frozen heads:
+        they learn a class pair flipped 40% as a pair and dispute its wrong labels in some
+        epochs only (imagenette-dev at asym-40, seed 0: detection F1 .962 -> .719 with it).
         """
-        frozen = self.extra.get("mode") == "frozen"
-        return not frozen and self.guard == "budget" and not self.recordings_memorise(model_name)
+        from labelclean.fgcm.guard import report_slack
+
+        memorised = self.recordings_memorise(model_name)
+        return not self.frozen and report_slack(self.guard, memorised=memorised) == 0.0
+
+    @property
+    def frozen(self) -> bool:
+        """An audit of frozen-backbone embeddings (``--frozen``), not of the images."""
+        return self.extra.get("mode") == "frozen"
 
     @property
     def clusters_from(self) -> int:

@@ -330,7 +330,8 @@ def test_only_the_report_clustering_keeps_partly_disputed_labels():
         probs = np.where(given[:, None] == 0, np.stack([p_given, 1 - p_given], 1),
                          np.stack([1 - p_given, p_given], 1))
         history.update(probs.astype(np.float32), given, late=True)
-    assert np.array_equal(history.late_disputes(given) == epochs, kind == 1)
+    disputes, late_epochs = history.late_disputes(given)
+    assert late_epochs == epochs and np.array_equal(disputes == epochs, kind == 1)
     config = AuditConfig(model="small_cnn", guard="budget", epochs=2, warmup=1)
     partly = GUARD_REASONS.index("partly_disputed")
     report, _ = cluster_samples(history, given, config, slack=0.0, keep_partly_disputed=True)

@@ -209,15 +209,15 @@ class ConfidenceHistory:
         labels: npt.NDArray[np.int64] = masked.argmax(1).astype(np.int64)
         return labels
 
-    def late_disputes(self, given_labels: np.ndarray) -> np.ndarray:
-        """``[N]``: in how many late-window epochs the argmax was not the given label.
+    def late_disputes(self, given_labels: np.ndarray) -> tuple[np.ndarray, int]:
+        """``(disputes [N], K)``: in how many of the K late epochs the argmax was not ``given``.
 
-        Of :attr:`late_epochs`, or of every epoch recorded before the late window starts.
+        K is :attr:`late_epochs`, or every epoch recorded before the late window starts.
         """
         _, counts, epochs = self._window("late")
         rows = np.arange(self.n_samples)
         disputes: npt.NDArray[np.int64] = epochs - counts[rows, given_labels].astype(np.int64)
-        return disputes
+        return disputes, epochs
 
     def mean_confidence(self) -> np.ndarray:
         """Mean softmax over the recorded epochs ``[N, C]`` float32 (a copy; avoid at large N*C)."""

@@ -150,6 +150,9 @@ def cluster_samples(
     codes = np.array([_NAME_CODE[n] for n in names], dtype=np.int8)[assign]
     clustering = Clustering(codes, prob, gmm, list(names))
     if config.guard is not None and config.guard != "none" and k >= 3:
+        late_disputes, late_epochs = (
+            history.late_disputes(given_labels) if keep_partly_disputed else (None, 0)
+        )
         guarded = apply_guard(
             codes,
             joint,
@@ -158,8 +161,8 @@ def cluster_samples(
             n_classes=history.n_classes,
             method=config.guard,
             slack=slack,
-            late_disputes=history.late_disputes(given_labels) if keep_partly_disputed else None,
-            late_epochs=history.late_epochs or history.epochs_recorded,
+            late_disputes=late_disputes,
+            late_epochs=late_epochs,
         )
         clustering.cluster, clustering.guard_note = guarded.codes, guarded.note
         clustering.keep_given, clustering.guard_reason = guarded.keep_given, guarded.reason
