@@ -11,6 +11,8 @@ works on the same cached EfficientNet-Lite0 embeddings (both views, ``--frozen-f
                       out-of-fold probabilities is the suggested label
     labelclean-1head  the frozen audit before issue 19: one head on all of T, no neighbours
     labelclean        the frozen audit with today's defaults (labelclean.fgcm.frozen)
+    labelclean-every-dispute  the same, with the report flagging every label the heads
+                      dispute, as before 2026-12-06 (guard.partly_disputed)
     labelclean-training-slack  the same, with the report's flag budget given the training
                       slack, as before issue 19's last change (guard.report_slack)
     labelclean-k20    the same with a neighbour vote of 20 labels (--neighbours 20)
@@ -146,10 +148,21 @@ def method_labelclean_training_slack(ctx: dict) -> pd.DataFrame:
         return _frozen_audit(ctx)
 
 
+def method_labelclean_every_dispute(ctx: dict) -> pd.DataFrame:
+    """The report of before 2026-12-06: every label the heads dispute is flagged."""
+    from unittest import mock
+
+    from labelclean.config import AuditConfig
+
+    with mock.patch.object(AuditConfig, "report_keeps_partly_disputed", lambda self, model: False):
+        return _frozen_audit(ctx)
+
+
 METHODS = {
     "cleanlab": method_cleanlab,
     "labelclean-1head": method_labelclean_1head,
     "labelclean-training-slack": method_labelclean_training_slack,
+    "labelclean-every-dispute": method_labelclean_every_dispute,
     "labelclean": method_labelclean,
     "labelclean-k20": lambda ctx: _frozen_audit(ctx, neighbours=20),
     "labelclean-linear": lambda ctx: _frozen_audit(ctx, head="linear"),

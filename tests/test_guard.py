@@ -14,12 +14,14 @@ from labelclean.fgcm.clustering import (
 from labelclean.fgcm.guard import (
     GUARD_REASONS,
     HIGH_NOISE_SHARE,
+    SYSTEMATIC_PAIR_SHARE,
     TRAINING_SLACK,
     apply_guard,
     class_floor,
     class_thresholds,
     confident_noise_rate,
     flag_budget,
+    flip_shares,
     partly_disputed,
     report_slack,
     unsure_relabels,
@@ -268,11 +270,49 @@ def test_the_report_has_no_slack_only_where_agreement_was_not_memorised():
 def test_partly_disputed_labels_are_kept_only_at_low_noise():
     flagged = np.array([True, True, True, False, True])
     disputes = np.array([19, 18, 3, 5, 0])  # of 19 late epochs
-    low = partly_disputed(flagged, disputes, 19, disagreement=0.2)
+    share = np.full(5, 0.1)  # no pair flipped systematically
+    low = partly_disputed(flagged, disputes, 19, 0.2, share)
     assert low.tolist() == [False, True, True, False, True]  # every flag but the always-disputed
-    assert not partly_disputed(flagged, disputes, 19, disagreement=0.4).any()
-    assert partly_disputed(flagged, disputes, 19, disagreement=HIGH_NOISE_SHARE).any()  # at most
-    assert not partly_disputed(flagged, disputes, 0, disagreement=0.2).any()  # nothing recorded
+    assert not partly_disputed(flagged, disputes, 19, 0.4, share).any()
+    assert partly_disputed(flagged, disputes, 19, HIGH_NOISE_SHARE, share).any()  # at most
+    assert not partly_disputed(flagged, disputes, 0, 0.2, share).any()  # nothing recorded
+
+
+def test_partly_disputed_labels_of_a_systematically_flipped_pair_stay_flagged():
+    flagged = np.ones(3, dtype=bool)
+    disputes = np.array([4, 4, 4])
+    share = np.array([0.1, SYSTEMATIC_PAIR_SHARE, 0.3])
+    assert partly_disputed(flagged, disputes, 19, 0.2, share).tolist() == [True, True, False]
+
+
+def test_flip_shares_measure_a_pair_among_the_images_called_its_pseudo_label():
+    given = np.array([0, 0, 1, 1, 1, 2, 2])
+    pseudo = np.array([0, 1, 1, 1, 1, 1, 0])  # no image is called 2 or 3
+    share = flip_shares(given, pseudo, n_classes=4)
+    assert np.allclose(share, [0, 0.2, 0, 0, 0, 0.2, 0.5])  # an agreeing label is no flip
+
+
+def test_the_report_flags_the_partly_disputed_labels_of_a_flipped_pair():
+    """Random confusions at low noise are kept; a pair flipped for 35% of a class is not."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    pseudo = rng.integers(0, 4, n)
+    given = pseudo.copy()
+    confused = rng.random(n) < 0.08
+    given[confused] = (pseudo[confused] + rng.integers(1, 4, confused.sum())) % 4
+    flipped = (pseudo == 2) & (rng.random(n) < 0.35)
+    given[flipped] = 3
+    disputed = given != pseudo
+    assert (~disputed).mean() > 1 - HIGH_NOISE_SHARE  # low noise overall
+    joint = np.where(disputed[:, None], rng.uniform([0.05, 0.5], [0.4, 0.9], (n, 2)),
+                     np.repeat(rng.uniform(0.5, 1.0, (n, 1)), 2, 1)).astype(np.float32)
+    disputes = np.where(disputed, rng.integers(10, 19, n), 0)  # none in every late epoch
+    report = apply_guard(_codes(joint), joint, given, pseudo, n_classes=4, method="budget",
+                         slack=0.0, late_disputes=disputes, late_epochs=19)
+    partly = report.reason == GUARD_REASONS.index("partly_disputed")
+    pair = disputed & (given == 3) & (pseudo == 2)
+    assert partly[disputed & ~pair].all() and not partly[pair].any()
+    assert f"not the {int(pair.sum())} in class pairs flipped systematically" in report.note
 
 
 def _disputed_population(n=3000, wrong=0.15, seed=0):
@@ -351,4 +391,6 @@ def test_the_report_keeps_partly_disputed_labels_only_for_networks_that_did_not_
     assert keeps(AuditConfig(guard="budget"), "small_cnn")
     assert not keeps(AuditConfig(mixup=0.0))  # cross-entropy memorises: the report keeps the slack
     assert not keeps(AuditConfig(guard="confident"))
-    assert not keeps(frozen_config(AuditConfig()), "small_cnn")  # heads learn a flipped pair
+    backbone = "efficientnet_lite0"
+    assert keeps(frozen_config(AuditConfig()), backbone)  # cross-fitted heads
+    assert not keeps(frozen_config(AuditConfig(), folds=1), backbone)  # one head memorises
