@@ -370,8 +370,12 @@ def _train(
         test_set, test_codes = _load_test(*test, names, _image_size(source), cache_dir, hooks)
     norm = md.get("normalization") or {"mean": list(data.cache.mean), "std": list(data.cache.std)}
     arch = config.model or report_architecture(md)
+    guard = source.frame["guard"] if "guard" in source.frame.columns else None
+    partly = int((guard == "partly_disputed").sum()) if guard is not None else 0
     hooks.note(
-        f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images; model {arch}"
+        f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images"
+        + (f" ({partly} of them kept by the report as partly disputed)" if partly else "")
+        + f"; model {arch}"
         + (" (frozen) + a head on its embeddings" if frozen else "")
     )
     rows, section = (labeled_rows, labels, unlabeled_rows), None

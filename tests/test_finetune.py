@@ -31,6 +31,15 @@ def test_split_report_labeled_and_unlabeled():
         split_report(frame.assign(clean_label=["b", "c", None, "a"]), ["a", "b"])
 
 
+def test_split_report_trains_on_no_label_the_report_kept_only_at_low_noise():
+    frame = pd.DataFrame({"action": ["keep", "relabel", "unlabel", "keep", "keep"],
+                          "clean_label": ["b", "a", None, "a", "b"],
+                          "guard": [None, None, None, "partly_disputed", "budget"]})
+    rows, labels, unlabeled = split_report(frame, ["a", "b"])
+    assert rows.tolist() == [0, 1, 4] and labels.tolist() == [1, 0, 1]
+    assert unlabeled.tolist() == [2, 3]  # a partly disputed label is a guess, not a target
+
+
 def test_cycled_order_covers_every_labeled_sample_before_repeating():
     from labelclean.fgcm.finetune import cycled_order
 

@@ -82,3 +82,23 @@ def test_interrupted_keeps_the_checkpoints_and_exports_nothing(report, tmp_path)
     result = labelclean.finetune(path, tmp_path / "m", epochs=3, mu=1, batch_size=32, resume=True)
     assert [line["epoch"] for line in result.history] == [1, 2, 3]
     assert (tmp_path / "m" / "model.safetensors").is_file() and not (tmp_path / "m.work").exists()
+
+
+def test_finetune_says_how_many_kept_labels_it_trains_as_unlabeled(report, tmp_path):
+    """Labels the report kept only because little of the data is wrong train as unlabeled."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from labelclean.report.parquet import read_report, write_report
+
+    _, _, path = report
+    table = pq.read_table(path)
+    keep = [i for i, a in enumerate(table.column("action").to_pylist()) if a == "keep"][:3]
+    guard = [("partly_disputed" if i in keep else g) for i, g in enumerate(table.column("guard").to_pylist())]
+    table = table.set_column(table.schema.get_field_index("guard"), "guard", pa.array(guard, pa.string()))
+    edited = write_report(tmp_path / "r.parquet", table, read_report(path).metadata, overwrite=False)
+    notes = []
+    result = labelclean.finetune(edited, tmp_path / "m", epochs=1, mu=1, batch_size=32, log=notes.append)
+    assert any("(3 of them kept by the report as partly disputed)" in n for n in notes), notes
+    plain = sum(a in ("keep", "relabel") for a in table.column("action").to_pylist())
+    assert result.n_labeled == plain - 3

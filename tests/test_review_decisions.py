@@ -145,6 +145,20 @@ def test_reviewed_frame_feeds_finetunes_split(rep):
     assert labels[list(labeled).index(row)] == rep.class_names.index(nhr.pseudo_label)
 
 
+def test_a_decision_clears_the_guard_that_keeps_a_label_out_of_finetune(rep):
+    import dataclasses
+
+    kept = np.flatnonzero((rep.frame["action"] == "keep").to_numpy())[:2]
+    frame = rep.frame.copy()
+    frame.loc[kept, "guard"] = "partly_disputed"  # kept only because little of the data is wrong
+    path = frame.loc[kept[0], "path"]
+    decisions = {path: Decision(path, "keep", None)}
+    out = reviewed_frame(dataclasses.replace(rep, frame=frame), decisions)
+    assert out.loc[kept[0], "guard"] is None and out.loc[kept[1], "guard"] == "partly_disputed"
+    labeled, _, unlabeled = split_report(out, rep.class_names)
+    assert kept[0] in labeled and kept[1] in unlabeled  # the reviewer's keep is trained on
+
+
 def test_label_studio_tasks_follow_the_import_format(digits, rep):
     fp = report_fingerprint(digits)
     tasks = export_tasks(rep, document_root=rep.image_root.parent, fingerprint=fp)

@@ -229,6 +229,9 @@ def partly_disputed(
     a systematic flip, hence the low end of the range. Measured at 40% asymmetric noise
     (benchmarks/RESULTS.md, "Class pairs flipped systematically"): F1 .359 -> .486, cleaned
     .780 -> .797; no human label set has such a pair.
+
+    The labels kept here are the report's best guess, not training targets: ``finetune``
+    trains on them as unlabeled (:func:`~labelclean.fgcm.finetune.split_report`).
     """
     if disagreement > HIGH_NOISE_SHARE or late_epochs == 0:
         return np.zeros(len(flagged), dtype=bool)

@@ -119,11 +119,15 @@ def reviewed_frame(
 
     A decided row becomes ``keep`` (its label is the given one) or ``relabel`` (another label),
     so everything downstream of a report (``finetune``'s labeled/unlabeled split) trains on
-    the reviewer's labels without knowing about decisions.
+    the reviewer's labels without knowing about decisions. Its ``guard`` is cleared: the
+    reviewer decided, not a guard.
     """
     f = report.frame
     fin = final_labels(f, decisions, only_reviewed=only_reviewed)
     out = f.copy()
+    if "guard" in out.columns:
+        guard = np.where(fin.decision == "", out["guard"].to_numpy(object), None)
+        out["guard"] = pd.Series(guard, index=f.index, dtype=object)
     has_label = np.array([x is not None for x in fin.labels], dtype=bool)
     given = f["given_label"].to_numpy(object)
     out["clean_label"] = pd.Series(fin.labels, index=f.index, dtype=object)
