@@ -196,6 +196,7 @@ def test_summary_counts_the_guard_column_and_says_when_a_report_predates_it(tmp_
     render_terminal(summary, console=console)
     text = console.export_text()
     assert "moved by a guard" in text and "class_floor" in text and "warning: predictions collapsed" in text
+    assert "finetune trains on it as unlabeled" in " ".join(text.split())  # the row's meaning
     console = Console(record=True, width=120)
     render_terminal(summarize(rep), console=console)
     assert "guard: not recorded" in console.export_text()

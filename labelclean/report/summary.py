@@ -35,7 +35,10 @@ GUARD_MEANING = {
     "unsure_relabel": "NS, but not sure of the new label: unlabeled instead of relabeled",
     "budget": "over the flag budget: kept with the given label (CH)",
     "class_floor": "its class would drop out of T: kept with the given label (CH)",
-    "partly_disputed": "disputed in some late epochs only, low noise: kept with the given label",
+    "partly_disputed": (
+        "disputed in some late epochs only, low noise: kept with the given label "
+        "(finetune trains on it as unlabeled)"
+    ),
 }
 PER_CLASS_COLUMNS = (
     "class",
