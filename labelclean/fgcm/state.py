@@ -123,7 +123,9 @@ def cluster_samples(
 
     ``slack``: the flag budget's room (:func:`~labelclean.fgcm.guard.flag_budget`).
     ``keep_partly_disputed``: at low noise, flag only the labels disputed in every late
-    epoch (:func:`~labelclean.fgcm.guard.partly_disputed`; the report of a network).
+    epoch, or in a class pair flipped systematically
+    (:func:`~labelclean.fgcm.guard.partly_disputed`; the report, where it flags exactly what
+    the model disputes: :meth:`~labelclean.config.AuditConfig.report_keeps_partly_disputed`).
 
     Returns the clustering and the max-repeating pseudo labels ``[N]`` it used.
     With ``--components 2`` the points are 1-D (mean confidence of the given label only):
