@@ -152,9 +152,9 @@ def method_labelclean_every_dispute(ctx: dict) -> pd.DataFrame:
     """The report of before 2026-12-06: every label the heads dispute is flagged."""
     from unittest import mock
 
-    from labelclean.config import AuditConfig
+    from labelclean.fgcm import guard
 
-    with mock.patch.object(AuditConfig, "report_keeps_partly_disputed", lambda self, model: False):
+    with mock.patch.object(guard, "partly_disputed", lambda flagged, *_: np.zeros(len(flagged), bool)):
         return _frozen_audit(ctx)
 
 

@@ -357,7 +357,12 @@ def _train(
     """Load the images (and test set), then train a network, or a head for a frozen report."""
     import numpy as np
 
-    from labelclean.fgcm.finetune import report_architecture, run_finetune, split_report
+    from labelclean.fgcm.finetune import (
+        guessed_rows,
+        report_architecture,
+        run_finetune,
+        split_report,
+    )
     from labelclean.fgcm.frozen_finetune import finetune_frozen, frozen_audit_config
 
     md, names, cache_dir = source.metadata, source.report.class_names, data_options["cache_dir"]
@@ -370,8 +375,7 @@ def _train(
         test_set, test_codes = _load_test(*test, names, _image_size(source), cache_dir, hooks)
     norm = md.get("normalization") or {"mean": list(data.cache.mean), "std": list(data.cache.std)}
     arch = config.model or report_architecture(md)
-    guard = source.frame["guard"] if "guard" in source.frame.columns else None
-    partly = int((guard == "partly_disputed").sum()) if guard is not None else 0
+    partly = int(guessed_rows(source.frame).sum())
     hooks.note(
         f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images"
         + (f" ({partly} of them kept by the report as partly disputed)" if partly else "")

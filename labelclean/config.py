@@ -254,22 +254,6 @@ class AuditConfig:
             return int(self.extra.get("folds", 1)) <= 1
         return not _underfits(model_name, self.mixup or 0.0)
 
-    def report_keeps_partly_disputed(self, model_name: str) -> bool:
-        """Whether the report, at low noise, keeps labels disputed in only some late epochs.
-
-        Where the report flags exactly what the model disputes (no slack:
-        :func:`~labelclean.fgcm.guard.report_slack`): networks trained with mixup or the small
-        CPU network, and cross-fitted frozen heads
-        (:func:`~labelclean.fgcm.guard.partly_disputed`). Frozen heads learn a class pair
-        flipped 40% as a pair and dispute its wrong labels in some epochs only; only since
-        such pairs keep their flags does the rule help them (imagenette-dev at asym-40,
-        three seeds: cleaned .976 -> .980 with it, against .904 at seed 0 without the pairs).
-        """
-        from labelclean.fgcm.guard import report_slack
-
-        memorised = self.recordings_memorise(model_name)
-        return report_slack(self.guard, memorised=memorised) == 0.0
-
     @property
     def frozen(self) -> bool:
         """An audit of frozen-backbone embeddings (``--frozen``), not of the images."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,18 @@ from labelclean.training import (
 logger = logging.getLogger(__name__)
 
 
+def guessed_rows(frame: pd.DataFrame) -> np.ndarray:
+    """``[N]`` bool: rows whose label the report kept only as a low-noise guess.
+
+    The ``guard`` reason ``partly_disputed`` (:func:`~labelclean.fgcm.guard.partly_disputed`);
+    none in a report written before the ``guard`` column.
+    """
+    if "guard" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    guessed: npt.NDArray[np.bool_] = (frame["guard"] == "partly_disputed").to_numpy()
+    return guessed
+
+
 def split_report(
     frame: pd.DataFrame, class_names: list[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,9 +85,7 @@ def split_report(
         if column not in frame.columns:
             raise ReportError(f"report: no {column!r} column; is it a labelclean audit report?")
     code = {name: i for i, name in enumerate(class_names)}
-    labeled = frame["action"].isin(["keep", "relabel"]).to_numpy()
-    if "guard" in frame.columns:
-        labeled = labeled & (frame["guard"] != "partly_disputed").to_numpy()
+    labeled = frame["action"].isin(["keep", "relabel"]).to_numpy() & ~guessed_rows(frame)
     clean = frame["clean_label"].to_numpy(dtype=object)
     bad = [i for i in np.flatnonzero(labeled) if clean[i] not in code]
     if bad:

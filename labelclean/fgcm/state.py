@@ -125,7 +125,7 @@ def cluster_samples(
     ``keep_partly_disputed``: at low noise, flag only the labels disputed in every late
     epoch, or in a class pair flipped systematically
     (:func:`~labelclean.fgcm.guard.partly_disputed`; the report, where it flags exactly what
-    the model disputes: :meth:`~labelclean.config.AuditConfig.report_keeps_partly_disputed`).
+    the model disputes: no slack, :func:`~labelclean.fgcm.guard.report_slack`).
 
     Returns the clustering and the max-repeating pseudo labels ``[N]`` it used.
     With ``--components 2`` the points are 1-D (mean confidence of the given label only):
@@ -207,7 +207,7 @@ def update_clusters(state: AuditState, run: AuditRun, epoch: int) -> None:
         slack, keep_partly = TRAINING_SLACK, False
         if epoch >= config.epochs:  # the report's clustering
             slack = report_slack(config.guard, memorised=config.recordings_memorise(run.model_name))
-            keep_partly = config.report_keeps_partly_disputed(run.model_name)
+            keep_partly = slack == 0.0  # it flags exactly what the model disputes
         clustering, pseudo = cluster_samples(
             state.history,
             run.given,
