@@ -2,8 +2,9 @@
 
 imagenette-dev is split into 4 folds (stratified, seeded); each fold in turn is the held-out
 test set (clean labels) and the other three are audited with injected noise. Every arm
-trains a fresh linear head on the same cached EfficientNet-Lite0 embeddings with the same
-number of steps (FinetuneConfig defaults):
+trains a fresh head (``--head``: the frozen audit's default, an MLP, unless asked) on the
+same cached EfficientNet-Lite0 embeddings with the same number of steps (FinetuneConfig
+defaults):
 
     CE on noisy labels     cross-entropy on the given (noisy) labels of every image
     mixup on noisy labels  the same with input mixup on the embeddings (--mixup)
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI run")
     parser.add_argument("--cli-test", type=int, default=200, help="held-out photos run through predict")
     parser.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    parser.add_argument("--head", choices=("mlp", "linear"), default=None, help="every arm's head (default: the frozen audit's)")
     parser.add_argument("--mixup", type=float, default=None, help="finetune's --mixup (default: finetune's, 1 for a head)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -134,9 +136,11 @@ def main() -> None:
     from labelclean.config import FinetuneConfig
     from labelclean.evaluate import corrupt_labels
     from labelclean.fgcm.finetune import split_report
+    from labelclean.fgcm.frozen import FROZEN_OPTIONS
     from labelclean.fgcm.frozen_finetune import run_frozen_finetune
 
     mixup = FinetuneConfig(mixup=args.mixup).labeled_mixup(frozen=True)
+    head = args.head or str(FROZEN_OPTIONS["head"])
 
     ds, features, config, _ = load(args.data, None, args.limit)
     names = ds.manifest.class_names
@@ -167,7 +171,7 @@ def main() -> None:
                 cfg = FinetuneConfig(lambda_m=lambda_m, seed=args.seed, mixup=arm_mixup)
                 result, _ = run_frozen_finetune(
                     features[train], rows_l, labels_l, rows_u, cfg,
-                    n_classes=len(names), head="linear", test=(features[test], truth[test]))
+                    n_classes=len(names), head=head, test=(features[test], truth[test]))
                 rows.append({"noise": setting, "fold": f, "arm": arm, "labeled": len(rows_l),
                              "unlabeled": len(rows_u) if lambda_m else 0,
                              "test accuracy": result.test_accuracy, "seconds": time.perf_counter() - t1,
@@ -195,7 +199,7 @@ def main() -> None:
             f"imagenette-dev ({len(truth)} images{', a seeded random subset' if args.limit else ''}) "
             f"in {args.folds} stratified folds, each held out once (clean labels) while "
             "the other three are audited with the noise; mean over folds, worst fold beside it; "
-            "a linear head on EfficientNet-Lite0 embeddings (both views) for every arm, "
+            f"a {head} head on EfficientNet-Lite0 embeddings (both views) for every arm, "
             "FinetuneConfig's defaults (30 epochs, mu 7, tau .95).\n\n" + text))
 
 

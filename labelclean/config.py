@@ -293,7 +293,9 @@ class FinetuneConfig:
     momentum: float = 0.9  #: SGD momentum
     weight_decay: float = 5e-4  #: --weight-decay
     batch_size: int = 64  #: --batch-size: B, labeled samples per step
-    mu: int = 7  #: --mu: unlabeled samples per labeled one in a mixed batch (paper: 7)
+    #: --mu: unlabeled samples per labeled one in a mixed batch (paper: 7), at most the
+    #: unlabeled set's share (:func:`labelclean.fgcm.finetune.unlabeled_draws`)
+    mu: int = 7
     tau: float = 0.95  #: --tau: confidence a pseudo label needs to count (paper: 0.95)
     lambda_m: float = 1.0  #: --lambda-m: weight of the mixed-batch loss (paper: 1)
     #: --mixup: Beta(a, a) input mixup on the labeled batch (L_x), 0 = off; None = the

@@ -47,6 +47,17 @@ def test_cycled_order_covers_every_labeled_sample_before_repeating():
     assert len(order) == 12 and sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
 
 
+def test_a_few_unlabeled_rows_are_drawn_about_as_often_as_labeled_ones():
+    from labelclean.fgcm.finetune import draw_mixed_batch, unlabeled_draws
+
+    assert unlabeled_draws(7, 64, 2830, 113) == 3  # not 448: each would be seen ~170x an epoch
+    assert unlabeled_draws(7, 64, 1000, 9000) == 448  # the paper's mu where unlabeled abound
+    assert unlabeled_draws(7, 64, 5000, 1) == 1 and unlabeled_draws(7, 64, 100, 0) == 0
+    rows, targets = draw_mixed_batch(np.arange(90), np.zeros(90, np.int64), np.arange(90, 100), 18,
+                                     mu=7, generator=torch.Generator().manual_seed(0))
+    assert len(rows) == 18 + 2 and (targets == -1).sum() == 2 and (rows[targets == -1] >= 90).all()
+
+
 @pytest.mark.parametrize("lambda_m", [0.0, 1.0])
 def test_an_epoch_draws_as_many_labeled_samples_as_there_are_images(lambda_m):
     images = torch.randint(0, 255, (40, 3, 8, 8), dtype=torch.uint8).numpy()

@@ -139,6 +139,25 @@ def test_head_training_uses_the_unlabeled_rows_and_scores_the_test_set():
     assert result.n_unlabeled == len(unlabeled)
 
 
+def test_a_head_draws_few_unlabeled_rows_no_more_often_than_labeled_ones(monkeypatch):
+    import labelclean.fgcm.frozen_finetune as frozen_finetune
+
+    sizes, draw = [], frozen_finetune.draw_mixed_batch
+
+    def spy(*args, **kwargs):
+        rows, targets = draw(*args, **kwargs)
+        sizes.append(len(rows))
+        return rows, targets
+
+    monkeypatch.setattr(frozen_finetune, "draw_mixed_batch", spy)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 30)
+    features = (rng.normal(size=(3, 16))[y][:, None, :] + rng.normal(size=(90, 2, 16))).astype(np.float16)
+    run_frozen_finetune(features, np.arange(80), y[:80], np.arange(80, 90),
+                        FinetuneConfig(epochs=1, batch_size=8, mu=7), n_classes=3, head="linear")
+    assert sizes and set(sizes) == {8 + 1}  # 8 * 10 / 80 unlabeled per step, not 7 * 8
+
+
 def test_the_labeled_loss_trains_on_mixup_blends_unless_turned_off():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 20)

@@ -70,7 +70,11 @@ def finetune(
     ] = 64,
     mu: Annotated[
         int,
-        typer.Option(help="Unlabeled per labeled sample in mixed batches.", rich_help_panel=_TRAIN),
+        typer.Option(
+            help="Unlabeled per labeled sample in mixed batches, at most the unlabeled set's "
+            "share (so no unlabeled sample is drawn far more often than a labeled one).",
+            rich_help_panel=_TRAIN,
+        ),
     ] = 7,
     tau: Annotated[
         float,

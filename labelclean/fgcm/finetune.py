@@ -5,7 +5,8 @@ X_u = the rest. The network starts from ``config.weights``: by default the netwo
 trained (``--init audit``, a deviation from DESIGN.md's re-initialisation measured in
 :mod:`labelclean.audit_network`), else a fresh one (``--init scratch``) or ``--pretrained``.
 Each step draws B labeled samples (weak augmentation, cross-entropy: L_x) and a mixed batch
-of B labeled + mu*B unlabeled samples: the target is the clean label for labeled rows and
+of B labeled + mu*B unlabeled samples (at most the unlabeled set's share,
+:func:`unlabeled_draws`, a deviation): the target is the clean label for labeled rows and
 the argmax of the weak view's prediction for unlabeled ones; the loss is cross-entropy on a
 strong view, counted only where the weak view's top confidence exceeds tau, averaged over
 the whole mixed batch (eq. 7): L_m. Total loss L_x + lambda * L_m (eq. 8).
@@ -173,6 +174,23 @@ def cycled_order(n: int, total: int, generator: torch.Generator) -> np.ndarray:
     return torch.cat([torch.randperm(n, generator=generator) for _ in range(reps)])[:total].numpy()
 
 
+def unlabeled_draws(mu: int, n_batch: int, n_labeled: int, n_unlabeled: int) -> int:
+    """Unlabeled samples in a mixed batch: ``mu`` per labeled one, at most their set's share.
+
+    The paper's ``mu`` (from FixMatch) assumes far more unlabeled samples than labeled ones.
+    An audit that unlabels few rows would otherwise show each of them to the model tens to
+    hundreds of times an epoch (about 120 of 2,944 photos at 20% noise: 170 times each), a
+    labeled row twice, and the model fits their pseudo labels' mistakes. Capped at
+    ``n_batch * n_unlabeled / n_labeled``, an unlabeled row is drawn about as often as a
+    labeled one. A deviation, measured (README "How it works"): frozen heads .981 -> .984
+    at 20% noise, the same at 40% pair noise; a network on CIFAR-10N "worst" .743 at the
+    default mu against .735 with mu 2 uncapped, in less time.
+    """
+    if n_unlabeled == 0 or n_labeled == 0:
+        return 0
+    return min(mu * n_batch, max(1, round(n_batch * n_unlabeled / n_labeled)))
+
+
 def draw_mixed_batch(
     labeled_rows: np.ndarray,
     labels: np.ndarray,
@@ -182,12 +200,13 @@ def draw_mixed_batch(
     mu: int,
     generator: torch.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The mixed batch's rows and targets: ``n_labeled`` labeled + ``mu * n_labeled`` unlabeled.
+    """The mixed batch's rows and targets: ``n_labeled`` labeled + the unlabeled draws.
 
-    Drawn with replacement; unlabeled rows get the target -1 (pseudo-labeled later).
+    Drawn with replacement; unlabeled rows get the target -1 (pseudo-labeled later). How
+    many unlabeled: :func:`unlabeled_draws`.
     """
     mix_l = torch.randint(0, len(labeled_rows), (n_labeled,), generator=generator).numpy()
-    n_u = mu * n_labeled if len(unlabeled_rows) else 0
+    n_u = unlabeled_draws(mu, n_labeled, len(labeled_rows), len(unlabeled_rows))
     mix_u = torch.randint(0, max(len(unlabeled_rows), 1), (n_u,), generator=generator).numpy()
     rows = np.concatenate([labeled_rows[mix_l], unlabeled_rows[mix_u]])
     return rows, np.concatenate([labels[mix_l], np.full(n_u, -1)])

@@ -4,9 +4,9 @@ The audit embedded every image once with a frozen backbone; training the head ag
 embeddings takes seconds, where training a network on the images takes an hour on a CPU.
 The paper's mixed semi-training (section 3.3, as in :mod:`labelclean.fgcm.finetune`) carries
 over to embeddings: each step has B labeled samples (weak view, cross-entropy: L_x) and a
-mixed batch of B labeled + mu*B unlabeled samples whose targets are the clean label or the
-weak view's prediction, with the loss on a strong view counted where that prediction is more
-confident than tau (L_m).
+mixed batch of B labeled + mu*B unlabeled samples (capped as there) whose targets are the
+clean label or the weak view's prediction, with the loss on a strong view counted where that
+prediction is more confident than tau (L_m).
 
 Views of an embedding (a deviation: the paper's views are augmented images, re-embedding
 them every step would cost what training the network costs): the weak view is one of the
@@ -38,7 +38,13 @@ from labelclean.config import AuditConfig, FinetuneConfig
 from labelclean.data.augment import normalize
 from labelclean.data.images import Dataset
 from labelclean.errors import ConfigError
-from labelclean.fgcm.finetune import FinetuneResult, cycled_order, epoch_line, mixed_loss
+from labelclean.fgcm.finetune import (
+    FinetuneResult,
+    cycled_order,
+    draw_mixed_batch,
+    epoch_line,
+    mixed_loss,
+)
 from labelclean.fgcm.frozen import (
     FROZEN_OPTIONS,
     FeatureBatches,
@@ -223,13 +229,15 @@ def run_frozen_finetune(
             loss = loss_x = loss_of(model(x))
             loss_m, mask = torch.zeros(()), torch.zeros(1)
             if mixed:
-                mix_l = torch.randint(0, len(labeled_rows), (len(pick),), generator=generator)
-                n_u = config.mu * len(pick) if len(unlabeled_rows) else 0
-                mix_u = torch.randint(0, max(len(unlabeled_rows), 1), (n_u,), generator=generator)
-                rows = np.concatenate([labeled_rows[mix_l.numpy()], unlabeled_rows[mix_u.numpy()]])
-                y_mix = torch.from_numpy(
-                    np.concatenate([labels[mix_l.numpy()], np.full(n_u, -1)])
-                ).to(device)
+                rows, mix_labels = draw_mixed_batch(
+                    labeled_rows,
+                    labels,
+                    unlabeled_rows,
+                    len(pick),
+                    mu=config.mu,
+                    generator=generator,
+                )
+                y_mix = torch.from_numpy(mix_labels).to(device)
                 weak, strong = _weak_strong(feats.load(rows), generator)
                 with torch.no_grad():
                     weak_logits = model(feats.prepare(weak))
