@@ -249,6 +249,18 @@ def audit(
             show_default=False,
         ),
     ] = None,
+    semi_epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Epochs of finetune's mixed semi-training after the report, on its kept and "
+            "relabeled rows plus the unlabeled rest; that network then suggests the "
+            "unlabeled rows' pseudo labels and is the one saved for finetune. 0 = off. "
+            "\\[default: 5; 0 with --schedule paper or --frozen]",
+            rich_help_panel=_CLUSTER,
+            show_default=False,
+        ),
+    ] = None,
     frozen: Annotated[
         bool,
         typer.Option(
@@ -350,6 +362,7 @@ def audit(
         t_update=t_update,
         guard=guard,
         relabel=relabel,
+        semi_epochs=semi_epochs,
     )
     data_options = data_kwargs(
         path_column=path_column,
@@ -432,6 +445,12 @@ def _run_audit(
             f"model {result.metadata['model']} on {result.metadata['precision']}, "
             f"{result.metadata['wall_time_s']:.0f}s"
         )
+        if semi := result.metadata.get("semi"):
+            progress.log(
+                f"semi-training, {semi['epochs']} epochs ({semi['seconds']:.0f}s): "
+                f"{semi['changed']} of {semi['guessed'] + semi['kept_systematic_pair']} "
+                "unlabeled rows got another suggested label"
+            )
     if not dist.is_main:
         return
     result.write(screen.out, overwrite=screen.replace)

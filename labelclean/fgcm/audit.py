@@ -2,7 +2,8 @@
 
 setup -> for each epoch: [cluster -> refine -> update T] -> one epoch on T (all samples
 during warmup) -> recording pass over ALL samples -> history update -> epoch hook.
-After the last epoch one more clustering on the full history gives the report.
+After the last epoch one more clustering on the full history gives the report, and
+``--semi-epochs`` of semi-training guess the unlabeled rows' labels (:mod:`labelclean.fgcm.semi`).
 
 ``--schedule once`` (the default for from-scratch training) skips the bracket: every epoch
 trains on all samples (with mixup) and only the final clustering runs. A deviation from
@@ -34,6 +35,7 @@ from labelclean.fgcm.health import Where, check_finite, check_finite_weights
 from labelclean.fgcm.history import is_late_epoch
 from labelclean.fgcm.result import AuditResult, audit_result
 from labelclean.fgcm.run import AuditRun
+from labelclean.fgcm.semi import semi_epilogue
 from labelclean.fgcm.state import AuditState, update_clusters
 from labelclean.progress import Progress
 from labelclean.training import StepInterrupted, lr_factor
@@ -148,7 +150,11 @@ def run_audit(
             raise AuditInterrupted(state, run)
     if config.final_clustering or not (state.cluster >= 0).any():  # the paper: no extra one
         update_clusters(state, run, config.epochs)
-    return audit_result(state, run, wall_time=time.perf_counter() - start)
+    result = audit_result(state, run, wall_time=time.perf_counter() - start)
+    try:  # --semi-epochs: a stop here leaves the last epoch's checkpoint to resume from
+        return semi_epilogue(result, state, run, progress=progress, should_stop=should_stop)
+    except StepInterrupted:
+        raise AuditInterrupted(state, run) from None
 
 
 def _run_epoch(

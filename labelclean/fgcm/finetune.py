@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,20 +258,23 @@ def _build_trainer(
     n_classes: int,
     model_name: str,
     dist: Any,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> _Trainer:
-    """Seed, then a fresh model on the device with its optimizer (in this order: reproducible).
+    """Seed, then the model on the device with its optimizer (in this order: reproducible).
 
-    ``dist``: the torchrun job, or None in one process.
+    ``dist``: the torchrun job, or None in one process; ``init_state``: weights to load.
     """
     precision = batches.precision
     generator = seed_everything(config.seed)
     model = create_model(
         model_name, n_classes, pretrained=config.pretrained, weights=config.weights
     )
+    if init_state is not None:
+        model.load_state_dict(init_state)
     model = model.to(precision.device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if not (config.pretrained or config.weights) and len(labeled_rows):
+    if init_state is None and not (config.pretrained or config.weights) and len(labeled_rows):
         with torch.no_grad():  # the whitening stem of air_cnn, from the labeled images
             fit_data_init(model, batches.prepare(batches.load(np.sort(labeled_rows)[:5000])))
     train_model: nn.Module = model
@@ -344,6 +347,7 @@ def _train_epoch(
     config: FinetuneConfig,
     progress: Progress | None,
     should_stop: Callable[[], bool] | None,
+    task: str = "finetune",
 ) -> torch.Tensor:
     """One epoch of ``steps`` steps at its cosine learning rate; the summed ``(L_x, L_m, mask)``.
 
@@ -365,7 +369,7 @@ def _train_epoch(
             raise StepInterrupted
         pick = order[step * b : (step + 1) * b]
         totals += _train_step(t, pick, labeled_rows, labels, unlabeled_rows, config, draw)
-        report(progress, f"finetune {epoch + 1}/{config.epochs}", step + 1, steps)
+        report(progress, f"{task} {epoch + 1}/{config.epochs}", step + 1, steps)
     return totals
 
 
@@ -389,8 +393,10 @@ def run_finetune(
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     dist: Any = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+    task: str = "finetune",
 ) -> FinetuneResult:
-    """Train a fresh model with the mixed semi-training and return it.
+    """Train a model with the mixed semi-training and return it.
 
     Args:
         images: The uint8 cache ``[N, 3, S, S]`` (rows indexed by the row arrays).
@@ -414,12 +420,15 @@ def run_finetune(
             (the last checkpoint is the epoch before).
         dist: A :class:`~labelclean.distributed.Dist` under torchrun: gradients are
             all-reduced (DDP) and each rank takes its share of every epoch's labeled order.
+        init_state: Weights to start from instead of ``config.weights`` (the audit's network in
+            memory, :mod:`labelclean.fgcm.semi`).
+        task: The progress bars' label.
     """
     job = dist if dist is not None and dist.active else None  # None: one process
     device = job.device if job is not None else resolve_device(config.device)
     precision = Precision.choose(device, amp=config.amp).for_model(model_name)
     batches = ImageBatches(images, mean, std, precision, crop_padding=crop_padding, hflip=hflip)
-    t = _build_trainer(batches, labeled_rows, config, n_classes, model_name, job)
+    t = _build_trainer(batches, labeled_rows, config, n_classes, model_name, job, init_state)
     # An epoch is as many labeled draws as there are images (labeled + unlabeled), the
     # labeled set cycled: the budget of cross-entropy on everything, however much the
     # audit unlabeled (a pass over a small labeled set alone would undertrain).
@@ -438,9 +447,18 @@ def run_finetune(
     for epoch in range(first_epoch, config.epochs):
         start = time.perf_counter()
         totals = _train_epoch(
-            t, epoch, steps, labeled_rows, labels, unlabeled_rows, config, progress, should_stop
+            t,
+            epoch,
+            steps,
+            labeled_rows,
+            labels,
+            unlabeled_rows,
+            config,
+            progress,
+            should_stop,
+            task,
         )
-        health = Where(epoch=epoch, epochs=config.epochs, lr=config.lr, task="finetune")
+        health = Where(epoch=epoch, epochs=config.epochs, lr=config.lr, task=task)
         check_finite(float(totals[0] + totals[1]), what="the loss", **health)
         check_finite_weights(t.model, **health)
         line = epoch_line(epoch, totals, steps, time.perf_counter() - start)
