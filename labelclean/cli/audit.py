@@ -447,7 +447,8 @@ def _run_audit(
         )
         if semi := result.metadata.get("semi"):
             progress.log(
-                f"semi-training, {semi['epochs']} epochs ({semi['seconds']:.0f}s): "
+                f"semi-training, {semi['epochs']} epoch{'s' * (semi['epochs'] != 1)} "
+                f"({semi['seconds']:.0f}s): "
                 f"{semi['changed']} of {semi['guessed'] + semi['kept_systematic_pair']} "
                 "unlabeled rows got another suggested label"
             )
