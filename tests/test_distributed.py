@@ -98,10 +98,14 @@ def test_torchrun_cli(tmp_path, small_digits_csv):
     out = tmp_path / "report.parquet"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
            str(_free_port()), "-m", "labelclean", "audit", str(images), str(labels), "--out", str(out),
-           "--epochs", "4", "--warmup", "1", "--no-hflip", "--quiet", "--device", "cpu"]
+           "--epochs", "4", "--warmup", "1", "--no-hflip", "--quiet", "--device", "cpu", "--semi-epochs", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(pd.read_parquet(out)) == len(pd.read_csv(labels))
+    from labelclean.report.parquet import read_report
+
+    semi = read_report(out).metadata["semi"]  # the epilogue ran on both ranks, rank 0 wrote it
+    assert semi["epochs"] == 1 and semi["guessed"] > 0
 
 
 @pytest.mark.slow  # the per-rank finetune test below stays in the fast suite
