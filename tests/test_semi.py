@@ -125,3 +125,14 @@ def test_cli_audit_says_what_the_epilogue_changed(tmp_path):
     assert f"{info['changed']} of {info['guessed'] + info['kept_systematic_pair']} unlabeled" in (
         result.output
     )
+
+
+def test_the_html_report_says_which_points_the_epilogue_moved(without_and_with, tmp_path):
+    from labelclean.report.html import write_html_report
+    from labelclean.report.parquet import read_report
+
+    _, with_semi, _ = without_and_with
+    path = with_semi.write(tmp_path / "r.parquet")
+    text = write_html_report(read_report(path), tmp_path / "r.html").read_text()
+    changed = with_semi.metadata["semi"]["changed"]
+    assert f"For the {changed} unlabeled samples whose suggestion" in text

@@ -129,7 +129,8 @@ def build_scatter(page: PageData) -> dict[str, Any]:
     fig, note = figures.scatter(page.frame, page.report.metadata, max_points=page.max_scatter)
     if note:
         page.sampled.append(f"scatter: {note}")
-    return {"fig": fig, "note": note, "guide": GUIDE}
+    semi = page.report.metadata.get("semi") or {}  # labelclean.fgcm.semi
+    return {"fig": fig, "note": note, "guide": GUIDE, "semi_changed": semi.get("changed", 0)}
 
 
 def build_traces(page: PageData) -> dict[str, Any]:
