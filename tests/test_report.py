@@ -187,9 +187,12 @@ def test_summary_counts_the_guard_column_and_says_when_a_report_predates_it(tmp_
     frame.loc[[0, 5], "guard"] = "budget"
     frame.loc[3, "guard"] = "class_floor"
     frame.loc[4, "guard"] = "partly_disputed"
+    frame.loc[6, "guard"] = "semi_agrees"
     moved = Report(frame, {**rep.metadata, "guard_note": "guard: ...", "warnings": ["predictions collapsed"]})
     summary = summarize(moved)
-    assert summary.guard == {"unsure_relabel": 0, "budget": 2, "class_floor": 1, "partly_disputed": 1}
+    assert summary.guard == {
+        "unsure_relabel": 0, "budget": 2, "class_floor": 1, "partly_disputed": 1, "semi_agrees": 1
+    }
     from labelclean.report.summary import render_terminal
 
     console = Console(record=True, width=120)

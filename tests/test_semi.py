@@ -31,14 +31,24 @@ def without_and_with(noisy):
     return without, with_semi, read_truth(truth, without.to_pandas())
 
 
-def test_the_epilogue_changes_only_the_unlabeled_rows_guesses_and_the_network(without_and_with):
+def test_the_epilogue_changes_only_the_unlabeled_rows_and_the_network(without_and_with):
     without, with_semi, _ = without_and_with
     a, b = without.to_pandas(), with_semi.to_pandas()
     unlabeled = (a["action"] == "unlabel").to_numpy()
     assert unlabeled.sum() > 50
-    for column in ("action", "clean_label", "cluster", "conf_given", "given_label"):
+    for column in ("cluster", "conf_given", "given_label"):
         assert a[column].equals(b[column]), column
-    assert (a["pseudo_label"][~unlabeled] == b["pseudo_label"][~unlabeled]).all()
+    for column in ("action", "clean_label", "guard", "pseudo_label"):
+        assert a[column][~unlabeled].equals(b[column][~unlabeled]), column
+    # an unlabeled row whose new guess is its given label is kept, with the guard that says so
+    agrees = (b["guard"] == "semi_agrees").to_numpy()
+    assert agrees.sum() == with_semi.metadata["semi"]["kept_agreeing"] > 0
+    assert (unlabeled[agrees]).all() and (b["action"][agrees] == "keep").all()
+    assert (b["clean_label"][agrees] == b["given_label"][agrees]).all()
+    assert (b["pseudo_label"][agrees] == b["given_label"][agrees]).all()
+    still = unlabeled & ~agrees
+    assert (b["action"][still] == "unlabel").all() and b["clean_label"][still].isna().all()
+    assert (b["pseudo_label"][still] != b["given_label"][still]).all()
     moved = (a["pseudo_label"] != b["pseudo_label"]).to_numpy()
     changed = int(moved.sum())
     # the suggestion's confidence is that label's late-window mean confidence, as elsewhere
@@ -49,6 +59,10 @@ def test_the_epilogue_changes_only_the_unlabeled_rows_guesses_and_the_network(wi
     assert info["epochs"] == 3 and info["changed"] == changed > 0
     assert info["labeled"] + info["unlabeled"] == len(a)
     assert info["guessed"] + info["kept_systematic_pair"] == unlabeled.sum()
+    from labelclean.fgcm.finetune import split_report
+
+    names = with_semi.metadata["class_names"]
+    assert set(split_report(b, names)[2]) >= set(np.flatnonzero(agrees))  # finetune: unlabeled
     assert with_semi.metadata["wall_time_s"] >= info["seconds"]
     assert any(not torch.equal(without.network[k], with_semi.network[k]) for k in without.network)
 
@@ -125,6 +139,7 @@ def test_cli_audit_says_what_the_epilogue_changed(tmp_path):
     assert f"{info['changed']} of {info['guessed'] + info['kept_systematic_pair']} unlabeled" in (
         result.output
     )
+    assert f"{info['kept_agreeing']} of them their given label" in " ".join(result.output.split())
 
 
 def test_the_html_report_says_which_points_the_epilogue_moved(without_and_with, tmp_path):

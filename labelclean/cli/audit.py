@@ -450,7 +450,8 @@ def _run_audit(
                 f"semi-training, {semi['epochs']} epoch{'s' * (semi['epochs'] != 1)} "
                 f"({semi['seconds']:.0f}s): "
                 f"{semi['changed']} of {semi['guessed'] + semi['kept_systematic_pair']} "
-                "unlabeled rows got another suggested label"
+                "unlabeled rows got another suggested label; "
+                f"{semi['kept_agreeing']} of them their given label, so they are kept"
             )
     if not dist.is_main:
         return

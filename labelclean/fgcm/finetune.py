@@ -52,15 +52,20 @@ from labelclean.training import (
 logger = logging.getLogger(__name__)
 
 
-def guessed_rows(frame: pd.DataFrame) -> np.ndarray:
-    """``[N]`` bool: rows whose label the report kept only as a low-noise guess.
+#: ``guard`` reasons of labels the report kept only as a guess: a third or more of them wrong.
+GUESSED = ("partly_disputed", "semi_agrees")
 
-    The ``guard`` reason ``partly_disputed`` (:func:`~labelclean.fgcm.guard.partly_disputed`);
-    none in a report written before the ``guard`` column.
+
+def guessed_rows(frame: pd.DataFrame) -> np.ndarray:
+    """``[N]`` bool: rows whose label the report kept only as a guess.
+
+    The ``guard`` reasons of :data:`GUESSED`: ``partly_disputed``
+    (:func:`~labelclean.fgcm.guard.partly_disputed`) and ``semi_agrees``
+    (:mod:`labelclean.fgcm.semi`); none in a report written before the ``guard`` column.
     """
     if "guard" not in frame.columns:
         return np.zeros(len(frame), dtype=bool)
-    guessed: npt.NDArray[np.bool_] = (frame["guard"] == "partly_disputed").to_numpy()
+    guessed: npt.NDArray[np.bool_] = frame["guard"].isin(GUESSED).to_numpy()
     return guessed
 
 

@@ -27,7 +27,8 @@ import numpy.typing as npt
 from labelclean.fgcm.clustering import CLUSTER_NAMES
 
 #: Per-sample reason codes: index 0 (None) means no guard moved the sample (null in the report).
-GUARD_REASONS = (None, "unsure_relabel", "budget", "class_floor", "partly_disputed")
+#: ``semi_agrees`` comes after the clustering, from the audit's epilogue (labelclean.fgcm.semi).
+GUARD_REASONS = (None, "unsure_relabel", "budget", "class_floor", "partly_disputed", "semi_agrees")
 #: Room above the flag budget's estimate while the clusters pick the training set T.
 TRAINING_SLACK = 0.25
 #: Above this share of disputed labels, a label disputed in only some late epochs is flagged.

@@ -39,6 +39,10 @@ GUARD_MEANING = {
         "disputed in some late epochs only, low noise: kept with the given label "
         "(finetune trains on it as unlabeled)"
     ),
+    "semi_agrees": (
+        "flagged, but the network semi-trained after the report agrees with the given label: "
+        "kept with it (finetune trains on it as unlabeled)"
+    ),
 }
 PER_CLASS_COLUMNS = (
     "class",
