@@ -378,7 +378,7 @@ def _train(
     partly = int(guessed_rows(source.frame).sum())
     hooks.note(
         f"{len(labeled_rows)} labeled and {len(unlabeled_rows)} unlabeled images"
-        + (f" ({partly} of them kept by the report as partly disputed)" if partly else "")
+        + (f" ({partly} of them kept by the report only as a guess)" if partly else "")
         + f"; model {arch}"
         + (" (frozen) + a head on its embeddings" if frozen else "")
     )
