@@ -255,7 +255,8 @@ def audit(
             min=0,
             help="Epochs of finetune's mixed semi-training after the report, on its kept and "
             "relabeled rows plus the unlabeled rest; that network then suggests the "
-            "unlabeled rows' pseudo labels and is the one saved for finetune. 0 = off. "
+            "unlabeled rows' pseudo labels (keeping those whose suggestion is their given "
+            "label: guard semi_agrees) and is the one saved for finetune. 0 = off. "
             "\\[default: 5; 0 with --schedule paper or --frozen]",
             rich_help_panel=_CLUSTER,
             show_default=False,
