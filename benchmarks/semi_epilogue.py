@@ -24,14 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import limit_threads, markdown_table  # noqa: E402
 
 
-def replay(path: Path, semi_epochs: int) -> dict[str, object]:
-    """The report of the saved state at ``path`` with ``semi_epochs``, scored against the truth."""
+def replay(path: Path, saved: dict, semi_epochs: int) -> dict[str, object]:
+    """The report of the state ``saved`` (read from ``path``) with ``semi_epochs``, scored."""
     from audit_quality import score
 
     from labelclean.fgcm.audit import run_audit
 
-    with open(path, "rb") as fh:
-        saved = pickle.load(fh)
     state, run = copy.deepcopy(saved["final"]), copy.deepcopy(saved["run"])
     run.config = dataclasses.replace(run.config, semi_epochs=semi_epochs)
     start = time.perf_counter()
@@ -56,8 +54,10 @@ def main() -> None:
     limit_threads()
     rows = []
     for path in args.states:
+        with open(path, "rb") as fh:
+            saved = pickle.load(fh)  # once per state; each replay works on a copy
         for epochs in args.semi_epochs:
-            rows.append(replay(path, epochs))
+            rows.append(replay(path, saved, epochs))
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()})
     print(markdown_table(rows, list(rows[0])))
 

@@ -151,8 +151,14 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "guard_note": state.guard_note,
         "warnings": warnings,
     }
-    network = None  # a --frozen audit's heads see embeddings: nothing for finetune to start from
-    if metadata["mode"] != "frozen":
-        weights = run.model.state_dict()  # made contiguous: channels_last cannot be saved
-        network = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
+    # a --frozen audit's heads see embeddings: nothing for finetune to start from
+    network = network_weights(run.model) if metadata["mode"] != "frozen" else None
     return AuditResult(table=table, metadata=metadata, network=network)
+
+
+def network_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights saved beside the report: float32 on the CPU, contiguous.
+
+    Contiguous because channels_last tensors cannot be saved.
+    """
+    return {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -2,21 +2,24 @@
 
 After the report is built, the audit's network trains ``--semi-epochs`` more epochs with
 finetune's mixed semi-training (:func:`labelclean.fgcm.finetune.run_finetune`: the report's
-kept and relabeled rows as labeled, the rest as unlabeled) and then predicts the rows the
-report unlabeled; its prediction becomes their ``pseudo_label`` (``conf_pseudo`` follows:
+kept and relabeled rows as labeled, the rest as unlabeled), then predicts the rows the
+report unlabeled. Its prediction becomes their ``pseudo_label`` (``conf_pseudo`` follows:
 the late-window mean confidence of that label, as for every row, so a changed row's point
 moves in the report's scatter of the clustering), and the network saved beside the report
-is the one that made it. An unlabeled row whose new guess is its given label is kept with
-it (guard ``semi_agrees``): a network trained on the cleaned labels sides with the label
-the clustering's network disputed. About two in three of those labels were right (CIFAR-10N
+is the one that made it. Clusters and every other row stay the clustering's.
+
+A deviation from the paper, whose audit ends with the clustering: the late-window pseudo
+label comes from a network trained on every given label, wrong ones included, while this
+one learns from the cleaned labels and from the unlabeled images' own consistency. Measured
+on CIFAR-10 (benchmarks/RESULTS.md, "The audit's semi-supervised epilogue"): the unlabeled
+rows' guesses were right more often at every noise setting but one, so the cleaned labels
+were too.
+
+An unlabeled row whose new guess is its given label is kept with it (guard
+``semi_agrees``): a network trained on the cleaned labels sides with the label the
+clustering's network disputed. About two in three of those labels were right (CIFAR-10N
 "worst": 208 rows, detection F1 .803 -> .806, label precision .865 -> .858), so
 ``finetune`` trains on them as unlabeled (:data:`labelclean.fgcm.finetune.GUESSED`).
-Clusters and every other row stay the clustering's. A deviation from the paper, whose audit ends
-with the clustering: the late-window pseudo label comes from a network trained on every
-given label, wrong ones included, while this one learns from the cleaned labels and from
-the unlabeled images' own consistency. Measured on CIFAR-10 (benchmarks/RESULTS.md, "The
-audit's semi-supervised epilogue"): the unlabeled rows' guesses were right more often at
-every noise setting but one, so the cleaned labels were too.
 
 The exception is a class pair flipped systematically (:func:`~labelclean.fgcm.guard.flip_shares`
 over :data:`~labelclean.fgcm.guard.SYSTEMATIC_PAIR_SHARE`): the labeled set still holds
@@ -37,6 +40,7 @@ import pyarrow as pa
 from labelclean.config import FinetuneConfig
 from labelclean.errors import ReportError
 from labelclean.fgcm.guard import SYSTEMATIC_PAIR_SHARE, flip_shares
+from labelclean.fgcm.result import network_weights
 from labelclean.progress import Progress
 from labelclean.training import ImageBatches, predict_probs
 
@@ -145,7 +149,6 @@ def semi_epilogue(
     ):
         index = table.schema.get_field_index(name)
         table = table.set_column(index, table.schema.field(index), values)
-    weights = trained.model.state_dict()
     seconds = time.perf_counter() - start
     metadata: dict[str, Any] = dict(result.metadata)
     metadata["semi"] = {
@@ -167,5 +170,5 @@ def semi_epilogue(
     )
     result.table = table.cast(result.table.schema)
     result.metadata = metadata
-    result.network = {k: v.detach().float().cpu().contiguous() for k, v in weights.items()}
+    result.network = network_weights(trained.model)
     return result
