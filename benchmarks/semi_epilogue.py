@@ -9,7 +9,8 @@ the rows differ only by the epilogue.
 
 Run by hand:  python benchmarks/semi_epilogue.py S/worst-default.pkl S/rand1-default.pkl
               python benchmarks/semi_epilogue.py S/*.pkl --semi-epochs 5 --semi-tau 0.95 0
-Figures go to benchmarks/RESULTS.md, section "The audit's semi-supervised epilogue".
+Figures go to benchmarks/RESULTS.md, section "The audit's semi-supervised epilogue" and its
+subsection "No confidence threshold in the epilogue".
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from labelclean.training import (
 logger = logging.getLogger(__name__)
 
 
-#: ``guard`` reasons of labels the report kept only as a guess: a third or more of them wrong.
+#: ``guard`` reasons of labels the report kept only as a guess: a quarter to a third wrong.
 GUESSED = ("partly_disputed", "semi_agrees")
 
 

@@ -18,8 +18,8 @@ were too.
 
 An unlabeled row whose new guess is its given label is kept with it (guard
 ``semi_agrees``): a network trained on the cleaned labels sides with the label the
-clustering's network disputed. About two in three of those labels were right (CIFAR-10N
-"worst": 208 rows, detection F1 .803 -> .806, label precision .865 -> .858), so
+clustering's network disputed. About seven in ten of those labels were right (CIFAR-10N
+"worst": 234 rows, detection F1 .803 -> .809, label precision .865 -> .859), so
 ``finetune`` trains on them as unlabeled (:data:`labelclean.fgcm.finetune.GUESSED`).
 
 The exception is a class pair flipped systematically (:func:`~labelclean.fgcm.guard.flip_shares`
