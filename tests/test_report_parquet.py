@@ -20,6 +20,7 @@ from labelclean.report.parquet import (
     read_report,
     write_report,
 )
+from labelclean.report.schema import CROWD_SCHEMA, VOTE_TYPE, with_columns
 
 NAMES = ["cat", "dog", "fox"]
 
@@ -168,6 +169,53 @@ def test_zero_epochs_and_zero_rows(tmp_path):
 def test_build_rejects_inconsistent_arrays(change, match):
     with pytest.raises(ValueError, match=match):
         build_report_table({**columns(), **change}, class_names=NAMES)
+
+
+def test_with_columns_replaces_as_build_converts():
+    """The epilogue's and the crowd combination's path: codes in, names out, same schema."""
+    table = build_report_table(columns(), class_names=NAMES)
+    after = with_columns(
+        table,
+        {
+            "action": np.array(["keep", "keep", "relabel", "keep", "unlabel"], dtype=object),
+            "clean_label": np.array([0, 1, 1, 0, -1]),
+            "pseudo_label": np.array([0, 1, 1, 0, 2]),
+            "guard": np.array([None, "semi_agrees", None, "budget", None], dtype=object),
+            "conf_pseudo": np.full(5, 0.5),
+        },
+        class_names=NAMES,
+    )
+    assert after.schema.equals(REPORT_SCHEMA)
+    assert after["clean_label"].to_pylist() == ["cat", "dog", "dog", "cat", None]
+    assert after["pseudo_label"].to_pylist() == ["cat", "dog", "dog", "cat", "fox"]
+    assert after["guard"].to_pylist()[1] == "semi_agrees"
+    assert after["given_label"].equals(table["given_label"])  # the rest untouched
+
+
+def test_with_columns_appends_the_crowd_columns_in_the_crowd_schema():
+    table = build_report_table(columns(), class_names=NAMES)
+    vote = pa.array([{"annotator": "w1", "label": "cat", "p_right": 0.5}], type=VOTE_TYPE)
+    votes = pa.ListArray.from_arrays(pa.array([0, 1, 1, 1, 1, 1], pa.int32()), vote)
+    crowd = {"n_votes": np.array([1, 0, 0, 0, 0]), "agreement": np.ones(5), "votes": votes}
+    after = with_columns(table, crowd, class_names=NAMES)
+    assert after.schema.equals(CROWD_SCHEMA)
+    assert after["votes"].to_pylist()[0] == [{"annotator": "w1", "label": "cat", "p_right": 0.5}]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"clean_label": np.array([0, 1, 1, 0, -1])}, "must be -1 exactly on the unlabel"),
+        ({"action": np.array(["keep", "unlabel", "fix", "keep", "unlabel"])}, "'fix'"),
+        ({"guard": np.array(["oops", None, None, None, None], dtype=object)}, "guard.*oops"),
+        ({"pseudo_label": np.array([0, 1, 1, 0, 3])}, "pseudo_label: code 3 at row 4"),
+        ({"conf_pseudo": np.zeros(4)}, r"conf_pseudo: expected shape \[5\]"),
+        ({"extra": np.zeros(5)}, "unknown \\['extra'\\]"),
+    ],
+)
+def test_with_columns_keeps_the_rules_of_build(change, match):
+    with pytest.raises(ValueError, match=match):
+        with_columns(build_report_table(columns(), class_names=NAMES), change, class_names=NAMES)
 
 
 def test_write_checks_metadata_and_table(tmp_path):

@@ -26,6 +26,7 @@ from labelclean.crowd.annotators import annotator_table
 from labelclean.crowd.combine import Combined, combine
 from labelclean.crowd.model import Votes
 from labelclean.fgcm.audit import AuditResult
+from labelclean.report.schema import with_columns
 
 #: Below this probability a final label is more likely wrong than right: unlabeled.
 VOUCH = 0.5
@@ -100,21 +101,20 @@ def finish_crowd_audit(result: AuditResult, votes: Votes, probs: np.ndarray) -> 
     given = np.array([code[g] for g in table["given_label"].to_pylist()], dtype=np.int64)
     combined = combine(votes, probs)
     action, clean = crowd_actions(given, combined)
-    name_array = pa.array(names, type=pa.string())
-    clean_text = name_array.take(pa.array(np.maximum(clean, 0), mask=clean < 0))
-    table = table.set_column(table.schema.get_field_index("action"), "action", pa.array(action))
-    table = table.set_column(table.schema.get_field_index("clean_label"), "clean_label", clean_text)
-    table = table.append_column("n_votes", pa.array(votes.per_sample().astype(np.int32)))
-    table = table.append_column("agreement", pa.array(agreement(votes, given)))
-    table = table.append_column("votes", votes_column(votes, names, combined.posterior))
+    crowd = {
+        "action": action,
+        "clean_label": clean,
+        "n_votes": votes.per_sample(),
+        "agreement": agreement(votes, given),
+        "votes": votes_column(votes, names, combined.posterior),
+    }
+    table = with_columns(table, crowd, class_names=names)
     annotators = annotator_table(votes, combined.posterior, clean, class_names=names)
     seconds = time.perf_counter() - start
     metadata["crowd"] = {**_crowd_metadata(votes, given, combined), "seconds": round(seconds, 3)}
     metadata["wall_time_s"] = round(metadata["wall_time_s"] + seconds, 3)
-    from labelclean.report.parquet import CROWD_SCHEMA
-
     return CrowdAuditResult(
-        table=table.cast(CROWD_SCHEMA),
+        table=table,
         metadata=metadata,
         network=result.network,
         annotators=annotators,

@@ -36,13 +36,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from labelclean.config import FinetuneConfig
 from labelclean.errors import ReportError
 from labelclean.fgcm.guard import SYSTEMATIC_PAIR_SHARE, flip_shares
 from labelclean.fgcm.result import network_weights
 from labelclean.progress import Progress
+from labelclean.report.schema import with_columns
 from labelclean.training import ImageBatches, predict_probs
 
 if TYPE_CHECKING:
@@ -148,20 +148,22 @@ def semi_epilogue(
     conf[run.canon] = joint[:, 1]
     agrees = unlabel[~pair & (guess == given[unlabel])]  # a second look sides with the label
     action = frame["action"].to_numpy(dtype=object).copy()
-    clean = frame["clean_label"].to_numpy(dtype=object).copy()
     guard = frame["guard"].to_numpy(dtype=object).copy()
+    guard[frame["guard"].isna().to_numpy()] = None  # pandas may read a null back as NaN
+    clean = frame["clean_label"].map(code).fillna(-1).to_numpy(dtype=np.int64)
     action[agrees], guard[agrees] = "keep", "semi_agrees"
-    clean[agrees] = frame["given_label"].to_numpy(dtype=object)[agrees]
-    table = result.table
-    for name, values in (
-        ("pseudo_label", pa.array(np.asarray(names, dtype=object)[new], type=pa.string())),
-        ("conf_pseudo", pa.array(conf)),
-        ("action", pa.array(action.tolist(), type=pa.string())),
-        ("clean_label", pa.array([c if isinstance(c, str) else None for c in clean])),
-        ("guard", pa.array([g if isinstance(g, str) else None for g in guard])),
-    ):
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, table.schema.field(index), values)
+    clean[agrees] = given[agrees]
+    table = with_columns(
+        result.table,
+        {
+            "pseudo_label": new,
+            "conf_pseudo": conf,
+            "action": action,
+            "clean_label": clean,
+            "guard": guard,
+        },
+        class_names=names,
+    )
     seconds = time.perf_counter() - start
     metadata: dict[str, Any] = dict(result.metadata)
     metadata["semi"] = {
@@ -182,7 +184,7 @@ def semi_epilogue(
         len(unlabel),
         seconds,
     )
-    result.table = table.cast(result.table.schema)
+    result.table = table
     result.metadata = metadata
     result.network = network_weights(trained.model)
     return result

@@ -187,6 +187,45 @@ def _column(name: str, values: Any, n: int, dtype: type) -> np.ndarray:
     return array
 
 
+#: The NumPy type each plain column's values are converted to before Arrow takes them.
+_NUMPY_TYPES = {pa.int64(): np.int64, pa.int32(): np.int32, pa.float32(): np.float32}
+
+
+def _arrow_column(name: str, values: Any, n: int, names: pa.Array) -> pa.Array | pa.ChunkedArray:
+    """One column of the audit's arrays (as :func:`build_report_table` takes them) -> Arrow."""
+    if name in LABEL_COLUMNS:
+        return _labels(name, values, n, names, nullable=name == "clean_label")
+    if name in TRACE_COLUMNS:
+        return _traces(name, values, n)
+    if name == "admitted_epoch":
+        admitted = _column(name, values, n, np.int32)
+        return pa.array(admitted, mask=admitted < 0)
+    if name == "votes":
+        if len(values) != n or not values.type.equals(pa.list_(VOTE_TYPE)):
+            raise ValueError(f"report column votes: expected {n} lists of {VOTE_TYPE}")
+        return values
+    kind = CROWD_SCHEMA.field(name).type
+    if kind == pa.string():
+        return pa.array(_column(name, values, n, object), type=kind)
+    return pa.array(_column(name, values, n, _NUMPY_TYPES[kind]), type=kind)
+
+
+def _check_rows(table: pa.Table) -> None:
+    """The rules that tie a report's columns together; ValueError names the one broken."""
+    action = table["action"].to_numpy().astype(str)
+    bad_action = ~np.isin(action, ACTIONS)
+    if bad_action.any():
+        raise ValueError(
+            f"report column action: {sorted(set(action[bad_action]))} not in {ACTIONS}"
+        )
+    clean_null = table["clean_label"].is_null().to_numpy()
+    if (clean_null != (action == "unlabel")).any():
+        raise ValueError("report column clean_label: must be -1 exactly on the unlabel rows")
+    unknown_guard = set(table["guard"].unique().to_pylist()) - set(GUARD_REASONS)
+    if unknown_guard:
+        raise ValueError(f"report column guard: {sorted(map(str, unknown_guard))} unknown")
+
+
 def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]) -> pa.Table:
     """Arrays from the audit -> a table in :data:`REPORT_SCHEMA`, without per-row Python.
 
@@ -197,12 +236,13 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
             ``cluster``/``action``: strings ``[N]``; ``trace_given``/``trace_pseudo``:
             ``[N, E]`` floats; ``guard`` (optional, all null when left out): the reason
             code (GUARD_REASONS) of the guard that moved each sample, None where none did;
-            the rest ``[N]``.
+            the rest ``[N]``. With ``votes`` (a list<VOTE_TYPE> array) the table is in
+            :data:`CROWD_SCHEMA`.
         class_names: Names of the label codes.
 
     Raises:
-        ValueError: A column is missing, unknown, mis-shaped or out of range (a bug in the
-            caller, not in the user's data).
+        ValueError: A column is missing, unknown, mis-shaped or out of range, or the columns
+            break a rule that ties them (a bug in the caller, not in the user's data).
 
     Example:
         >>> table = build_report_table(columns, class_names=["cat", "dog"])  # doctest: +SKIP
@@ -212,42 +252,43 @@ def build_report_table(columns: Mapping[str, Any], *, class_names: Sequence[str]
     unknown = [f for f in columns if f not in schema.names]
     if missing or unknown:
         raise ValueError(f"report columns: missing {missing}, unknown {unknown}")
-    n = len(columns["index"])
-    names = pa.array(list(class_names), type=pa.string())
-    action = _column("action", columns["action"], n, str)
-    bad_action = ~np.isin(action, ACTIONS)
-    if bad_action.any():
-        raise ValueError(
-            f"report column action: {sorted(set(action[bad_action]))} not in {ACTIONS}"
-        )
-    clean = np.asarray(columns["clean_label"])
-    if clean.shape == (n,) and ((clean < 0) != (action == "unlabel")).any():
-        raise ValueError("report column clean_label: must be -1 exactly on the unlabel rows")
-    admitted = _column("admitted_epoch", columns["admitted_epoch"], n, np.int32)
-    guard = _column("guard", columns.get("guard", np.full(n, None)), n, object)
-    unknown_guard = set(guard.tolist()) - set(GUARD_REASONS)
-    if unknown_guard:
-        raise ValueError(f"report column guard: {sorted(map(str, unknown_guard))} unknown")
-    arrays = {
-        "index": pa.array(_column("index", columns["index"], n, np.int64)),
-        "path": pa.array(_column("path", columns["path"], n, object), type=pa.string()),
-        "cluster": pa.array(_column("cluster", columns["cluster"], n, str), type=pa.string()),
-        "action": pa.array(action, type=pa.string()),
-        "admitted_epoch": pa.array(admitted, mask=admitted < 0),
-        "guard": pa.array(guard, type=pa.string()),
-    }
-    for name in LABEL_COLUMNS:
-        arrays[name] = _labels(name, columns[name], n, names, nullable=name == "clean_label")
-    for name in ("conf_given", "conf_pseudo", "cluster_prob"):
-        arrays[name] = pa.array(_column(name, columns[name], n, np.float32))
-    for name in TRACE_COLUMNS:
-        arrays[name] = _traces(name, columns[name], n)
     if np.shape(columns["trace_given"]) != np.shape(columns["trace_pseudo"]):
         raise ValueError("report columns trace_given and trace_pseudo differ in shape")
-    if schema is CROWD_SCHEMA:
-        arrays["n_votes"] = pa.array(_column("n_votes", columns["n_votes"], n, np.int32))
-        arrays["agreement"] = pa.array(_column("agreement", columns["agreement"], n, np.float32))
-        arrays["votes"] = columns["votes"]
-        if len(arrays["votes"]) != n or not arrays["votes"].type.equals(pa.list_(VOTE_TYPE)):
-            raise ValueError(f"report column votes: expected {n} lists of {VOTE_TYPE}")
-    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+    n = len(columns["index"])
+    names = pa.array(list(class_names), type=pa.string())
+    given = {"guard": np.full(n, None), **columns}
+    arrays = [_arrow_column(f.name, given[f.name], n, names) for f in schema]
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    _check_rows(table)
+    return table
+
+
+def with_columns(
+    table: pa.Table, columns: Mapping[str, Any], *, class_names: Sequence[str]
+) -> pa.Table:
+    """``table`` (a report) with ``columns`` replaced, or appended when it lacks them.
+
+    For the steps after the clustering that change some columns of its report (the audit's
+    epilogue, the crowd combination): each column is given and converted as
+    :func:`build_report_table` takes it, and the result obeys the same rules.
+    Appending ``votes`` (with ``n_votes`` and ``agreement``) makes it a crowd report.
+
+    Raises:
+        ValueError: As :func:`build_report_table`, for the columns given.
+    """
+    unknown = [name for name in columns if name not in CROWD_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"report columns: unknown {unknown}")
+    n = table.num_rows
+    names = pa.array(list(class_names), type=pa.string())
+    for name, values in columns.items():
+        array = _arrow_column(name, values, n, names)
+        field = CROWD_SCHEMA.field(name)
+        index = table.schema.get_field_index(name)
+        if index < 0:
+            table = table.append_column(field, array)
+        else:
+            table = table.set_column(index, field, array)
+    _check_rows(table)
+    schema = CROWD_SCHEMA if "votes" in table.schema.names else REPORT_SCHEMA
+    return table.cast(schema)
