@@ -130,11 +130,43 @@ def test_no_head_records_a_sample_it_trained_on(small_digits_csv, tmp_path, monk
         assert not trained[k] & recorded[k]
 
 
+@pytest.mark.parametrize("folds", [3, 1])
+def test_out_of_fold_guesses_weigh_how_the_given_label_is_confused(
+    small_digits_csv, tmp_path, monkeypatch, folds
+):
+    """Cross-fitted heads never saw a row's label, so its guess weighs it; one head did."""
+    from labelclean.fgcm import transition
+    from labelclean.fgcm.audit import run_audit
+
+    images, labels = small_digits_csv
+    ds = load_dataset(images, labels)
+    config = frozen_config(AuditConfig(model="small_cnn", epochs=3, warmup=1), folds=folds)
+    run = frozen_mod.FrozenAuditRun(ds, config, cache_dir=tmp_path)
+    calls, real = [], transition.guess_flagged
+
+    def spy(probs, given, cleaned, flagged):
+        calls.append((flagged, real(probs, given, cleaned, flagged)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(transition, "guess_flagged", spy)
+    report = run_audit(ds, run.config, run=run).to_pandas()
+    if folds == 1:
+        assert calls == []
+        return
+    ((flagged, guesses),) = calls
+    unlabeled = report["action"].to_numpy() == "unlabel"
+    assert len(flagged) == unlabeled.sum() > 0
+    names = np.asarray(ds.manifest.class_names)
+    rows = run.canon[flagged]  # canonical position -> manifest row
+    assert (report["pseudo_label"].to_numpy()[rows] == names[guesses]).all()
+
+
 def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits_csv, tmp_path, monkeypatch):
     """The audit's last clustering (the report) runs with report_slack, the earlier ones with TRAINING_SLACK."""
     import pandas as pd
 
     from labelclean.evaluate import corrupt_labels
+    from labelclean.fgcm import result as result_mod
     from labelclean.fgcm import state as state_mod
     from labelclean.fgcm.guard import TRAINING_SLACK
 
@@ -154,6 +186,8 @@ def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits
         return real_cluster(*args, slack=slack, keep_partly_disputed=keep_partly_disputed, **kwargs)
 
     monkeypatch.setattr(state_mod, "cluster_samples", spy_cluster)
+    # the flags, not the guesses: an unlabeled row's weighed guess may be its given label
+    monkeypatch.setattr(result_mod, "_weighed_by_given", lambda state, given, pseudo, clean: pseudo)
     report = audit(images, noisy, frozen=True, model="small_cnn", guard="budget", epochs=6, warmup=2,
                    data_options={"cache_dir": tmp_path}).to_pandas()
     assert len(slacks) > 1 and slacks[-1] == 0.0 and set(slacks[:-1]) == {TRAINING_SLACK}

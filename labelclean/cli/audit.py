@@ -451,8 +451,10 @@ def _run_audit(
                 f"semi-training, {semi['epochs']} epoch{'s' * (semi['epochs'] != 1)} "
                 f"({semi['seconds']:.0f}s): "
                 f"{semi['changed']} of {semi['guessed'] + semi['kept_systematic_pair']} "
-                "unlabeled rows got another suggested label; "
-                f"{semi['kept_agreeing']} of them their given label, so they are kept"
+                "unlabeled rows got another suggested label "
+                f"({semi.get('weighed_by_given', 0)} of them from the given label's usual "
+                f"confusions); {semi['kept_agreeing']} of them their given label, so they "
+                "are kept"
             )
     if not dist.is_main:
         return

@@ -219,9 +219,10 @@ class ConfidenceHistory:
         disputes: npt.NDArray[np.int64] = epochs - counts[rows, given_labels].astype(np.int64)
         return disputes, epochs
 
-    def mean_confidence(self) -> np.ndarray:
-        """Mean softmax over the recorded epochs ``[N, C]`` float32 (a copy; avoid at large N*C)."""
-        return self.sums / np.float32(max(self.epochs_recorded, 1))
+    def mean_confidence(self, *, window: str = "all", rows: np.ndarray | None = None) -> np.ndarray:
+        """Mean softmax over ``window`` ``[N, C]`` float32, or of ``rows`` only (a copy)."""
+        sums, _, epochs = self._window(window)
+        return (sums if rows is None else sums[rows]) / np.float32(max(epochs, 1))
 
     def joint_confidence(
         self,

@@ -3,7 +3,8 @@
 After the report is built, the audit's network trains ``--semi-epochs`` more epochs with
 finetune's mixed semi-training (:func:`labelclean.fgcm.finetune.run_finetune`: the report's
 kept and relabeled rows as labeled, the rest as unlabeled; no confidence threshold,
-:data:`SEMI_TAU`), then predicts the rows the report unlabeled. Its prediction becomes their
+:data:`SEMI_TAU`), then predicts the rows the report unlabeled. Its softmax, weighed by how
+often each class is given the row's label (:mod:`labelclean.fgcm.transition`), gives their
 ``pseudo_label`` (``conf_pseudo`` follows: the late-window mean confidence of that label, as
 for every row, so a changed row's point moves in the report's scatter of the clustering),
 and the network saved beside the report is the one that made it. Clusters and every other
@@ -16,11 +17,14 @@ on CIFAR-10 (benchmarks/RESULTS.md, "The audit's semi-supervised epilogue"): the
 rows' guesses were right more often at every noise setting but one, so the cleaned labels
 were too.
 
-An unlabeled row whose new guess is its given label is kept with it (guard
-``semi_agrees``): a network trained on the cleaned labels sides with the label the
-clustering's network disputed. About seven in ten of those labels were right (CIFAR-10N
-"worst": 234 rows, detection F1 .803 -> .809, label precision .865 -> .859), so
-``finetune`` trains on them as unlabeled (:data:`labelclean.fgcm.finetune.GUESSED`).
+An unlabeled row whose network's own guess (its softmax's argmax) is its given label is kept
+with it (guard ``semi_agrees``): a network trained on the cleaned labels sides with the label
+the clustering's network disputed. About seven in ten of those labels were right
+(CIFAR-10N "worst": 234 rows, detection F1 .803 -> .809, label precision .865 -> .859), so
+``finetune`` trains on them as unlabeled (:data:`labelclean.fgcm.finetune.GUESSED`). A row
+whose guess becomes its given label only through the weighing stays flagged, with its given
+label as the suggestion: both networks dispute the label, which is merely likelier than any
+one other class.
 
 The exception is a class pair flipped systematically (:func:`~labelclean.fgcm.guard.flip_shares`
 over :data:`~labelclean.fgcm.guard.SYSTEMATIC_PAIR_SHARE`): the labeled set still holds
@@ -41,6 +45,7 @@ from labelclean.config import FinetuneConfig
 from labelclean.errors import ReportError
 from labelclean.fgcm.guard import SYSTEMATIC_PAIR_SHARE, flip_shares
 from labelclean.fgcm.result import network_weights
+from labelclean.fgcm.transition import guess_flagged
 from labelclean.progress import Progress
 from labelclean.report.schema import with_columns
 from labelclean.training import ImageBatches, predict_probs
@@ -139,18 +144,22 @@ def semi_epilogue(
         flip=images.hflip,
     )
     pair = flip_shares(given, pseudo, len(names))[unlabel] > SYSTEMATIC_PAIR_SHARE
-    guess = np.where(pair, pseudo[unlabel], probs.argmax(1))
+    plain = np.where(pair, pseudo[unlabel], probs.argmax(1))
+    clean = frame["clean_label"].map(code).fillna(-1).to_numpy(dtype=np.int64)
+    cleaned = clean.copy()
+    cleaned[unlabel] = plain
+    weighed = guess_flagged(probs, given, cleaned, unlabel)
+    guess = np.where(pair, plain, weighed)
     new = pseudo.copy()
     new[unlabel] = guess
     canonical = new[run.canon]  # the history is in canonical order (manifest row canon[j])
     joint = state.history.joint_confidence(run.given, pseudo_labels=canonical, window="late")
     conf = np.empty(len(new), dtype=np.float32)
     conf[run.canon] = joint[:, 1]
-    agrees = unlabel[~pair & (guess == given[unlabel])]  # a second look sides with the label
+    agrees = unlabel[~pair & (plain == given[unlabel])]  # a second look sides with the label
     action = frame["action"].to_numpy(dtype=object).copy()
     guard = frame["guard"].to_numpy(dtype=object).copy()
     guard[frame["guard"].isna().to_numpy()] = None  # pandas may read a null back as NaN
-    clean = frame["clean_label"].map(code).fillna(-1).to_numpy(dtype=np.int64)
     action[agrees], guard[agrees] = "keep", "semi_agrees"
     clean[agrees] = given[agrees]
     table = with_columns(
@@ -174,6 +183,7 @@ def semi_epilogue(
         "guessed": int((~pair).sum()),
         "kept_systematic_pair": int(pair.sum()),
         "kept_agreeing": len(agrees),
+        "weighed_by_given": int((weighed != plain)[~pair].sum()),
         "changed": int((new != pseudo).sum()),
         "seconds": round(seconds, 3),
     }
