@@ -144,8 +144,8 @@ def test_out_of_fold_guesses_weigh_how_the_given_label_is_confused(
     run = frozen_mod.FrozenAuditRun(ds, config, cache_dir=tmp_path)
     calls, real = [], transition.guess_flagged
 
-    def spy(probs, given, cleaned, flagged):
-        calls.append((flagged, real(probs, given, cleaned, flagged)))
+    def spy(probs, given, clean, plain):
+        calls.append((np.flatnonzero(clean < 0), real(probs, given, clean, plain)))
         return calls[-1][1]
 
     monkeypatch.setattr(transition, "guess_flagged", spy)

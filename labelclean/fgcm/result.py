@@ -101,11 +101,10 @@ def _weighed_by_given(
     """
     from labelclean.fgcm.transition import guess_flagged
 
-    flagged = np.flatnonzero(clean < 0)
-    cleaned = np.where(clean < 0, pseudo, clean)
-    probs = state.history.mean_confidence(window="late", rows=flagged)
+    flagged = clean < 0
+    probs = state.history.mean_confidence(window="late", rows=np.flatnonzero(flagged))
     weighed = pseudo.copy()
-    weighed[flagged] = guess_flagged(probs, given, cleaned, flagged)
+    weighed[flagged] = guess_flagged(probs, given, clean, pseudo[flagged])
     return weighed
 
 

@@ -55,13 +55,18 @@ def weigh_by_given(
 def guess_flagged(
     probs: npt.NDArray[np.floating],
     given: npt.NDArray[np.integer],
-    cleaned: npt.NDArray[np.integer],
-    flagged: npt.NDArray[np.integer],
+    clean: npt.NDArray[np.integer],
+    plain: npt.NDArray[np.integer],
 ) -> npt.NDArray[np.int64]:
-    """The weighed guesses of the rows ``flagged`` (indices), whose softmax is ``probs``.
+    """The weighed guesses of the flagged rows, in row order.
 
-    ``cleaned``: every row's cleaned label, the plain guess where flagged, to count the
-    transition matrix from; ``given``: every row's given label.
+    ``clean``: every row's kept or relabeled label, -1 where flagged; ``probs`` and
+    ``plain``: the flagged rows' softmax and plain guess. The transition matrix is counted
+    over the cleaned labels, ``clean`` with ``plain`` filled in; ``given``: every row's
+    given label.
     """
+    flagged = np.asarray(clean) < 0
+    cleaned = np.array(clean, dtype=np.int64)
+    cleaned[flagged] = plain
     transition = transition_matrix(cleaned, given, np.shape(probs)[1])
     return weigh_by_given(probs, np.asarray(given)[flagged], transition)
