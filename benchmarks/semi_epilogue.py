@@ -33,8 +33,8 @@ from _common import limit_threads, markdown_table  # noqa: E402
 from labelclean.fgcm.semi import SEMI_TAU  # noqa: E402
 
 
-def _plain(probs, given, clean, plain):  # the guess before labelclean.fgcm.transition
-    return plain
+def _plain(probs, given, clean, plain, **_):  # the guess before labelclean.fgcm.transition
+    return plain, 1.0
 
 
 def replay(

@@ -144,21 +144,24 @@ def test_out_of_fold_guesses_weigh_how_the_given_label_is_confused(
     run = frozen_mod.FrozenAuditRun(ds, config, cache_dir=tmp_path)
     calls, real = [], transition.guess_flagged
 
-    def spy(probs, given, clean, plain):
-        calls.append((np.flatnonzero(clean < 0), real(probs, given, clean, plain)))
-        return calls[-1][1]
+    def spy(probs, given, clean, plain, **kw):
+        calls.append((np.flatnonzero(clean < 0), *real(probs, given, clean, plain, **kw)))
+        return calls[-1][1:]
 
     monkeypatch.setattr(transition, "guess_flagged", spy)
-    report = run_audit(ds, run.config, run=run).to_pandas()
+    result = run_audit(ds, run.config, run=run)
+    report = result.to_pandas()
     if folds == 1:
-        assert calls == []
+        assert calls == [] and "guess_temperature" not in result.metadata
         return
-    ((flagged, guesses),) = calls
+    ((flagged, guesses, temperature),) = calls
     unlabeled = report["action"].to_numpy() == "unlabel"
     assert len(flagged) == unlabeled.sum() > 0
     names = np.asarray(ds.manifest.class_names)
     rows = run.canon[flagged]  # canonical position -> manifest row
     assert (report["pseudo_label"].to_numpy()[rows] == names[guesses]).all()
+    assert 0.05 <= temperature <= 20 and temperature != 1.0  # fitted on every row's softmax
+    assert result.metadata["guess_temperature"] == round(temperature, 4)
 
 
 def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits_csv, tmp_path, monkeypatch):
@@ -187,7 +190,7 @@ def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits
 
     monkeypatch.setattr(state_mod, "cluster_samples", spy_cluster)
     # the flags, not the guesses: an unlabeled row's weighed guess may be its given label
-    monkeypatch.setattr(result_mod, "_weighed_by_given", lambda state, given, pseudo, clean: pseudo)
+    monkeypatch.setattr(result_mod, "_weighed_by_given", lambda state, given, pseudo, clean: (pseudo, 1.0))
     report = audit(images, noisy, frozen=True, model="small_cnn", guard="budget", epochs=6, warmup=2,
                    data_options={"cache_dir": tmp_path}).to_pandas()
     assert len(slacks) > 1 and slacks[-1] == 0.0 and set(slacks[:-1]) == {TRAINING_SLACK}

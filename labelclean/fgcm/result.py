@@ -90,22 +90,25 @@ def _with_votes(result: AuditResult, state: AuditState, run: AuditRun) -> AuditR
 
 def _weighed_by_given(
     state: AuditState, given: np.ndarray, pseudo: np.ndarray, clean: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """``pseudo`` with the unlabeled rows' guesses weighed by how their given label is confused.
 
     Only for recordings made out of fold (the frozen audit's cross-fitted heads), where a
     row's softmax never saw its own label (:mod:`labelclean.fgcm.transition`). A network
     fitted to every given label already leans to each row's own: weighing its softmax by
     the label again counts it twice (CIFAR-10N "worst", no epilogue: cleaned labels 74.5% ->
-    62.7% right).
+    62.7% right). The late-window softmax is tempered first, to the temperature fitted on
+    every row (returned with the guesses).
     """
     from labelclean.fgcm.transition import guess_flagged
 
     flagged = clean < 0
-    probs = state.history.mean_confidence(window="late", rows=np.flatnonzero(flagged))
+    probs = state.history.mean_confidence(window="late")
     weighed = pseudo.copy()
-    weighed[flagged] = guess_flagged(probs, given, clean, pseudo[flagged])
-    return weighed
+    weighed[flagged], temperature = guess_flagged(
+        probs[flagged], given, clean, pseudo[flagged], every_row=probs
+    )
+    return weighed, temperature
 
 
 def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> AuditResult:
@@ -118,8 +121,9 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
     given = run.given
     pseudo = state.history.pseudo_labels(window="late")  # as cluster_samples
     clean = np.where(state.in_t, state.t_labels, -1)
+    temperature = None  # of the softmax the unlabeled rows' guesses weigh (frozen audits)
     if config.frozen and not config.recordings_memorise(run.model_name):
-        pseudo = _weighed_by_given(state, given, pseudo, clean)
+        pseudo, temperature = _weighed_by_given(state, given, pseudo, clean)
     joint = state.history.joint_confidence(given, pseudo_labels=pseudo, window="late")
     action = np.where(~state.in_t, "unlabel", np.where(state.t_labels == given, "keep", "relabel"))
     trace_given, trace_pseudo = state.history.traces(order=back)  # already in manifest order
@@ -173,6 +177,8 @@ def _build_result(state: AuditState, run: AuditRun, *, wall_time: float) -> Audi
         "guard_note": state.guard_note,
         "warnings": warnings,
     }
+    if temperature is not None:
+        metadata["guess_temperature"] = round(temperature, 4)
     # a --frozen audit's heads see embeddings: nothing for finetune to start from
     network = network_weights(run.model) if metadata["mode"] != "frozen" else None
     return AuditResult(table=table, metadata=metadata, network=network)

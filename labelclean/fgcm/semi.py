@@ -146,7 +146,7 @@ def semi_epilogue(
     pair = flip_shares(given, pseudo, len(names))[unlabel] > SYSTEMATIC_PAIR_SHARE
     plain = np.where(pair, pseudo[unlabel], probs.argmax(1))
     clean = frame["clean_label"].map(code).fillna(-1).to_numpy(dtype=np.int64)
-    weighed = guess_flagged(probs, given, clean, plain)  # clean is -1 exactly on unlabel
+    weighed, _ = guess_flagged(probs, given, clean, plain)  # clean is -1 exactly on unlabel
     guess = np.where(pair, plain, weighed)
     new = pseudo.copy()
     new[unlabel] = guess
