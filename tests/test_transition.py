@@ -81,3 +81,17 @@ def test_a_flat_softmax_tempered_first_gives_more_right_guesses():
     assert one == 1.0 and t < 0.5  # sharper (the matrix is counted over guesses, not truth)
     right = truth[flagged]
     assert (tempered == right).mean() > (as_is == right).mean() + 0.03
+
+
+def test_a_large_softmax_is_fitted_on_a_seeded_subset_of_its_rows(monkeypatch):
+    """Above the cell budget the fit reads a random subset: the same temperature, each time."""
+    from labelclean.fgcm import transition
+
+    rng = np.random.default_rng(3)
+    calibrated, truth, given = _symmetric_noise(rng, 20_000, 10, rate=0.4, sharpness=3.0)
+    flat, matrix = temper(calibrated, 2.0), transition_matrix(truth, given, 10)
+    whole = fit_temperature(flat, given, matrix)
+    monkeypatch.setattr(transition, "TEMPERATURE_FIT_CELLS", 20_000)  # 2,000 rows of 10
+    part = fit_temperature(flat, given, matrix)
+    assert part == fit_temperature(flat, given, matrix) != whole
+    assert abs(part - whole) < 0.1

@@ -43,9 +43,10 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-#: Rows the temperature is fitted on, at most (a seeded random subset above it): a
-#: one-parameter fit needs few, and each try tempers ``[rows, C]``.
-TEMPERATURE_FIT_ROWS = 100_000
+#: Softmax cells (rows x classes) the temperature is fitted on, at most: above it a seeded
+#: random subset of rows. A one-parameter fit needs few rows, and each try tempers a float64
+#: copy of them (80 MB here: 1,000,000 rows of 10 classes or 10,000 of 1,000).
+TEMPERATURE_FIT_CELLS = 10_000_000
 
 
 def transition_matrix(
@@ -91,8 +92,9 @@ def fit_temperature(
     from scipy.optimize import minimize_scalar
 
     probs, given = np.asarray(probs), np.asarray(given)
-    if len(given) > TEMPERATURE_FIT_ROWS:
-        rows = np.random.default_rng(0).choice(len(given), TEMPERATURE_FIT_ROWS, replace=False)
+    most = max(1, TEMPERATURE_FIT_CELLS // probs.shape[1])
+    if len(given) > most:
+        rows = np.random.default_rng(0).choice(len(given), most, replace=False)
         probs, given = probs[rows], given[rows]
     columns = transition[:, given].T  # [rows, C]: P(given = g_i | true = c)
 
