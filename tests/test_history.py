@@ -257,6 +257,7 @@ def test_late_window_is_the_papers_statistics_over_the_late_epochs_only():
     assert np.array_equal(h.pseudo_labels(window="late"), my)
     jc = np.stack([tail.mean(0)[rows, given], tail.mean(0)[rows, my]], 1)
     assert np.allclose(h.joint_confidence(given, window="late"), jc, atol=1e-6)
+    assert np.allclose(h.mean_confidence(window="late"), tail.mean(0), atol=1e-6)
     # the default window is still the paper's mean over every epoch
     assert np.array_equal(h.pseudo_labels(), _explicit_pseudo(full))
     assert np.allclose(h.joint_confidence(given)[:, 0], full.mean(0)[rows, given], atol=1e-6)

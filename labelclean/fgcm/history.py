@@ -219,10 +219,10 @@ class ConfidenceHistory:
         disputes: npt.NDArray[np.int64] = epochs - counts[rows, given_labels].astype(np.int64)
         return disputes, epochs
 
-    def mean_confidence(self, *, window: str = "all", rows: np.ndarray | None = None) -> np.ndarray:
-        """Mean softmax over ``window`` ``[N, C]`` float32, or of ``rows`` only (a copy)."""
+    def mean_confidence(self, *, window: str = "all") -> np.ndarray:
+        """Mean softmax over ``window`` ``[N, C]`` float32 (a copy)."""
         sums, _, epochs = self._window(window)
-        return (sums if rows is None else sums[rows]) / np.float32(max(epochs, 1))
+        return sums / np.float32(max(epochs, 1))
 
     def joint_confidence(
         self,
