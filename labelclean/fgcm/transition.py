@@ -72,7 +72,16 @@ def weigh_by_given(
 
 def temper(probs: npt.NDArray[np.floating], temperature: float) -> npt.NDArray[np.float64]:
     """``probs`` to the power 1 / ``temperature``, each row renormalised (under 1: sharper)."""
-    logs = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)) / temperature
+    return _renormalised(_logs(probs) / temperature)
+
+
+def _logs(probs: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """float64 log of ``probs``, clipped away from 0."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))
+
+
+def _renormalised(logs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each row of ``exp(logs)`` divided by its sum (the row's max subtracted first)."""
     tempered = np.exp(logs - logs.max(axis=1, keepdims=True))
     out: npt.NDArray[np.float64] = tempered / tempered.sum(axis=1, keepdims=True)
     return out
@@ -97,9 +106,10 @@ def fit_temperature(
         rows = np.random.default_rng(0).choice(len(given), most, replace=False)
         probs, given = probs[rows], given[rows]
     columns = transition[:, given].T  # [rows, C]: P(given = g_i | true = c)
+    logs = _logs(probs)  # once: each try only rescales them
 
     def loss(log_t: float) -> float:
-        likelihood = (temper(probs, math.exp(log_t)) * columns).sum(axis=1)
+        likelihood = (_renormalised(logs / math.exp(log_t)) * columns).sum(axis=1)
         return float(-np.log(np.maximum(likelihood, 1e-300)).mean())
 
     best = minimize_scalar(loss, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
