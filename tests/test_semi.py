@@ -1,5 +1,8 @@
 """The audit's semi-supervised epilogue (labelclean.fgcm.semi) on noisy digit images."""
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +15,8 @@ from labelclean.demo import write_demo_data
 from labelclean.errors import ConfigError
 from labelclean.evaluate import read_truth
 from labelclean.fgcm import semi
-from labelclean.fgcm.audit import AuditInterrupted, run_audit
+from labelclean.fgcm.audit import AuditInterrupted, AuditRun, run_audit
+from labelclean.fgcm.state import AuditState
 
 BASE = {"epochs": 8, "device": "cpu", "seed": 0}
 
@@ -24,11 +28,29 @@ def noisy(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def without_and_with(noisy):
-    dataset, truth = noisy
-    without = run_audit(dataset, AuditConfig(**BASE, semi_epochs=0))
-    with_semi = run_audit(dataset, AuditConfig(**BASE, semi_epochs=3))
-    return without, with_semi, read_truth(truth, without.to_pandas())
+def trained(noisy):
+    """One training, ended by the clustering's report: (report, final state, run)."""
+    dataset, _ = noisy
+    run = AuditRun(dataset, AuditConfig(**BASE, semi_epochs=0))
+    state = AuditState.new(run.n_samples, run.n_classes, run.config.epochs)
+    return run_audit(dataset, run.config, state=state, run=run), state, run
+
+
+def epilogue(trained, semi_epochs):
+    """``run_audit``'s end with ``semi_epochs``, on copies of ``trained``: one training for all.
+
+    That ``run_audit`` ends this way is tested through it below (a stop during the epilogue,
+    the CLI's line).
+    """
+    result, state, run = copy.deepcopy(trained[0]), trained[1], copy.copy(trained[2])
+    run.config = dataclasses.replace(run.config, semi_epochs=semi_epochs)
+    return semi.semi_epilogue(result, state, run)
+
+
+@pytest.fixture(scope="module")
+def without_and_with(noisy, trained):
+    without = trained[0]
+    return without, epilogue(trained, 3), read_truth(noisy[1], without.to_pandas())
 
 
 def test_the_epilogue_changes_only_the_unlabeled_rows_and_the_network(without_and_with):
@@ -79,19 +101,18 @@ def test_the_semi_trained_network_guesses_the_unlabeled_rows_better(without_and_
     assert right_after > right_before + 0.02
 
 
-def test_rows_of_a_systematically_flipped_pair_keep_the_late_window_guess(noisy, monkeypatch):
-    dataset, _ = noisy
-    without = run_audit(dataset, AuditConfig(**BASE, semi_epochs=0)).to_pandas()
+def test_rows_of_a_systematically_flipped_pair_keep_the_late_window_guess(trained, monkeypatch):
+    without = trained[0].to_pandas()
     # every disputed label as if its class pair were flipped systematically
     monkeypatch.setattr(semi, "flip_shares", lambda given, pseudo, n: np.ones(len(given)))
-    result = run_audit(dataset, AuditConfig(**BASE, semi_epochs=1))
+    result = epilogue(trained, 1)
     assert result.to_pandas()["pseudo_label"].equals(without["pseudo_label"])
     info = result.metadata["semi"]
     assert info["changed"] == 0 and info["guessed"] == 0
     assert info["kept_systematic_pair"] == (without["action"] == "unlabel").sum()
 
 
-def test_a_guess_weighs_how_the_given_label_is_usually_confused(noisy, monkeypatch):
+def test_a_guess_weighs_how_the_given_label_is_usually_confused(noisy, trained, monkeypatch):
     """A network that half believes the given label: the labels' confusions tip the guess."""
     dataset, _ = noisy
     given = np.asarray(dataset.manifest.given_labels)
@@ -104,7 +125,7 @@ def test_a_guess_weighs_how_the_given_label_is_usually_confused(noisy, monkeypat
         return probs
 
     monkeypatch.setattr(semi, "predict_probs", unsure)
-    report = run_audit(dataset, AuditConfig(**BASE, semi_epochs=1))
+    report = epilogue(trained, 1)
     frame, info = report.to_pandas(), report.metadata["semi"]
     flagged = (frame["action"] == "unlabel").to_numpy()
     assert info["kept_agreeing"] == 0 and flagged.sum() == info["guessed"] > 50
@@ -115,11 +136,10 @@ def test_a_guess_weighs_how_the_given_label_is_usually_confused(noisy, monkeypat
     assert frame["clean_label"][flagged].isna().all()
 
 
-def test_the_epilogue_counts_every_unlabeled_guess(noisy, monkeypatch):
+def test_the_epilogue_counts_every_unlabeled_guess(trained, monkeypatch):
     """No confidence threshold (semi.SEMI_TAU): a mixup-trained network is rarely 95% sure."""
     from labelclean.fgcm import finetune
 
-    dataset, _ = noisy
     seen = []
     real = finetune.run_finetune
 
@@ -129,7 +149,7 @@ def test_the_epilogue_counts_every_unlabeled_guess(noisy, monkeypatch):
         return trained
 
     monkeypatch.setattr(finetune, "run_finetune", spy)
-    result = run_audit(dataset, AuditConfig(**{**BASE, "epochs": 3}, semi_epochs=2))
+    result = epilogue(trained, 2)
     assert result.metadata["semi"]["tau"] == semi.SEMI_TAU == 0.0
     ((tau, mask_rates),) = seen
     assert tau == 0.0 and mask_rates == [1.0, 1.0]  # every mixed-batch row trained
