@@ -144,9 +144,9 @@ def test_the_epilogue_counts_every_unlabeled_guess(trained, monkeypatch):
     real = finetune.run_finetune
 
     def spy(*args, **kwargs):
-        trained = real(*args, **kwargs)
-        seen.append((args[4].tau, [line["mask_rate"] for line in trained.history]))
-        return trained
+        finetuned = real(*args, **kwargs)
+        seen.append((args[4].tau, [line["mask_rate"] for line in finetuned.history]))
+        return finetuned
 
     monkeypatch.setattr(finetune, "run_finetune", spy)
     result = epilogue(trained, 2)
