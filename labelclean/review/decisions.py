@@ -109,8 +109,11 @@ def _path_of(text: str, images: Container[str]) -> str | None:
 
 
 def _class_of(text: str, classes: set[str]) -> str | None:
-    """``text`` as a class: verbatim (a class may be ``"cat "``), else the one class it is
-    once surrounding spaces are cut on both sides (a label typed by hand)."""
+    """``text`` as a class: verbatim (a class may be ``"cat "``), else unambiguously stripped.
+
+    A label typed by hand (``cat`` for the class ``"cat "``) is the one class that equals it
+    once surrounding spaces are cut on both sides; none or two such classes: not a class.
+    """
     if text in classes:
         return text
     bare = text.strip()
@@ -354,7 +357,9 @@ def load_decisions(
     else:
         table = _parse(_read_text(path), path)
         rows, carried = _rows_of(table, labels), table.fingerprint
-    _check_fingerprint(path, carried, fingerprint, report.path.name if report.path else "this report")
+    _check_fingerprint(
+        path, carried, fingerprint, report.path.name if report.path else "this report"
+    )
     if carried is None and rows:
         logger.warning(
             "%s has no report fingerprint; cannot check it was made for this report", path
@@ -365,11 +370,12 @@ def load_decisions(
 
 
 def _cell(text: str) -> str:
-    """One CSV cell, quoted where a reader could misread it: a separator or quote inside,
-    surrounding spaces (a class ``"cat "``), or a leading ``#`` (not a comment)."""
-    if text and (
-        any(c in text for c in ',"\r\n') or text != text.strip() or text.startswith("#")
-    ):
+    """One CSV cell, quoted where a reader could misread it.
+
+    That is a separator or quote inside, surrounding spaces (a class ``"cat "``), or a
+    leading ``#`` (a path, not a comment).
+    """
+    if text and (any(c in text for c in ',"\r\n') or text != text.strip() or text.startswith("#")):
         return '"' + text.replace('"', '""') + '"'
     return text
 
@@ -549,7 +555,5 @@ def record_decision(
         atomic_write_text(path, text, overwrite=True, flag="--decisions")
         # read back what was written: line numbers as in the file, for later messages
         written = _parse(text, path)
-        by_path, _ = _decide_all(
-            _rows_of(written, labels), where, labels=labels, classes=classes
-        )
+        by_path, _ = _decide_all(_rows_of(written, labels), where, labels=labels, classes=classes)
     return by_path

@@ -46,8 +46,10 @@ CSP = (
 
 
 def loopback_host(host: str) -> str:
-    """The canonical loopback address ``host`` names (``127.1`` -> ``127.0.0.1``), else a
-    ConfigError: the server binds only this machine's loopback, however it is spelled.
+    """The canonical loopback address ``host`` names (``127.1`` -> ``127.0.0.1``).
+
+    The server binds only this machine's loopback, however it is spelled; anything else is a
+    ConfigError naming ``--host``.
 
     ``localhost`` is taken as ``127.0.0.1`` without asking a resolver (a hosts file may say
     otherwise); numbers are read the way the socket layer reads them (``inet_aton``: ``0``,
@@ -201,9 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             except CookieError:
                 continue
         morsel = jar.get(self.server.cookie)
-        return morsel is not None and secrets.compare_digest(
-            morsel.value.encode(), token.encode()
-        )
+        return morsel is not None and secrets.compare_digest(morsel.value.encode(), token.encode())
 
     def _signed_in(self, url: Any) -> bool:
         """Whether the request may be answered; the first visit turns ``?token=`` into a cookie.
@@ -215,11 +215,12 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         given = parse_qs(url.query).get("token", [""])[0]
         if url.path == "/" and secrets.compare_digest(given.encode(), self.server.token.encode()):
-            cookie = (
-                f"{self.server.cookie}={self.server.token}; Path=/; HttpOnly; SameSite=Strict"
-            )
+            cookie = f"{self.server.cookie}={self.server.token}; Path=/; HttpOnly; SameSite=Strict"
             self._send(
-                HTTPStatus.SEE_OTHER, b"", "text/plain", headers={"Location": "/", "Set-Cookie": cookie}
+                HTTPStatus.SEE_OTHER,
+                b"",
+                "text/plain",
+                headers={"Location": "/", "Set-Cookie": cookie},
             )
             return False
         self._error(
