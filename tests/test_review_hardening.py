@@ -180,6 +180,18 @@ def test_hand_edited_columns_and_comments_survive_the_review(digits):
         stop(server)
     assert "d001.png,,,,blurry: ask Bob" in dec.read_text().splitlines()
     assert list(load_decisions(dec, rep, fingerprint=fp).by_path) == ["d005.png"]
+    # a hand edit that breaks the file while a server runs: the decision is refused, the
+    # file left as the user wrote it
+    server = serve(digits, dec)
+    try:
+        dec.write_text(dec.read_text() + "nope.png,keep,,\n")
+        before = dec.read_text()
+        body = json.dumps({"id": 6, "decision": "keep"}).encode()
+        status, _, data = call(server, "POST", "/api/decision", body=body)
+        assert status == 400 and b"path 'nope.png' is not an image" in data
+        assert dec.read_text() == before
+    finally:
+        stop(server)
 
 
 # -- 5: the server binds only loopback addresses, however spelled -----------------------------
@@ -250,6 +262,31 @@ def test_images_swapped_for_links_or_fifos_are_not_served(digits, tmp_path):
         assert call(server, "GET", "/image/3")[0] == 200
     finally:
         stop(server)
+
+
+def test_a_folder_swapped_for_a_link_is_not_followed_out(digits, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.png").write_bytes((digits.parent / "images" / "d000.png").read_bytes())
+    (digits.parent / "images" / "sub").symlink_to(outside)
+    server = serve(digits)
+    try:
+        server.state.paths[0] = "sub/x.png"  # as if the report named an image in a sub-folder
+        assert call(server, "GET", "/image/0")[0] == 404
+        assert call(server, "GET", "/image/1")[0] == 200
+    finally:
+        stop(server)
+
+
+@pytest.mark.parametrize("host, canonical", [
+    ("127.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("2130706433", "127.0.0.1"), (" localhost ", "127.0.0.1"),
+    ("LOCALHOST", "127.0.0.1"), ("[::1]", "::1"), ("0:0:0:0:0:0:0:1", "::1"), ("::ffff:127.0.0.1", "127.0.0.1"),
+    ("127.0.0.02", "127.0.0.2"),
+])
+def test_loopback_spellings_are_canonical(host, canonical):
+    from labelclean.review.server import loopback_host
+
+    assert loopback_host(host) == canonical
 
 
 # -- 11: class names with surrounding spaces round-trip ---------------------------------------

@@ -258,9 +258,8 @@ def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, De
         path = cell(r.cells, "path")
         if r.hashed and (images is None or _path_of(path, images) is None):
             continue  # a comment
-        label = cell(r.cells, "label")
-        d = Decision(path, cell(r.cells, "decision"), label or None, cell(r.cells, "time").strip())
-        out.append((i, Decision(d.path, d.decision, d.label, d.time, r.line)))
+        decision, label, time = (cell(r.cells, c) for c in ("decision", "label", "time"))
+        out.append((i, Decision(path, decision, label or None, time.strip(), r.line)))
     return out
 
 
