@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 from test_report_html import make_digits_report
@@ -33,13 +34,18 @@ def served(tmp_path_factory):
     server.server_close()
 
 
-def request(server, method, path, *, host=None, headers=None, body=None):
+def request(server, method, path, *, host=None, headers=None, body=None, token=True):
+    """One request to ``server``; it carries the session token in its header unless ``token=False``."""
     port = server.server_address[1]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
     conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
-    for k, v in (headers or {}).items():
-        conn.putheader(k, v)
+    headers = dict(headers or {})
+    if token:
+        headers.setdefault(TOKEN_HEADER, server.token)
+    for k, v in headers.items():
+        if v is not None:
+            conn.putheader(k, v)
     if body is not None:
         conn.putheader("Content-Length", str(len(body)))
     conn.endheaders(body)
@@ -53,8 +59,7 @@ def decide(server, body, **headers):
     port = server.server_address[1]
     h = {"Content-Type": "application/json", TOKEN_HEADER: server.token, "Origin": f"http://127.0.0.1:{port}"}
     h.update(headers)
-    return request(server, "POST", "/api/decision", headers={k: v for k, v in h.items() if v is not None},
-                   body=json.dumps(body).encode())
+    return request(server, "POST", "/api/decision", headers=h, body=json.dumps(body).encode())
 
 
 def test_serves_the_page_assets_data_and_images(served):
@@ -148,7 +153,9 @@ def test_methods_it_does_not_serve_are_refused(served):
     for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"):
         status, headers, _ = request(server, method, "/")
         assert status == 405 and headers["Allow"] == "GET, HEAD, POST", method
-    assert request(server, "FOO", "/")[0] == 501
+    for method in ("FOO", "PROPFIND", "MKCOL"):  # unknown ones too: 405, not the base's 501
+        status, headers, _ = request(server, method, "/")
+        assert status == 405 and headers["Allow"] == "GET, HEAD, POST", method
     assert request(server, "POST", "/", headers={TOKEN_HEADER: server.token})[0] == 404
 
 
@@ -174,13 +181,14 @@ def test_cli_prints_the_address_serves_and_stops_on_sigterm(tmp_path):
     proc = _start_cli(report, "--port", 0, cwd=tmp_path)
     try:
         line = proc.stdout.readline().strip()
-        assert line.startswith("serving at http://127.0.0.1:") and line.endswith("/")
-        port = int(line.rsplit(":", 1)[1].rstrip("/"))
+        assert line.startswith("serving at http://127.0.0.1:") and "/?token=" in line
+        url = urlsplit(line.split()[-1])
+        port = url.port
         with socket.create_connection(("127.0.0.1", port), timeout=10):
             pass
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/")
-        assert conn.getresponse().status == 200
+        conn.request("GET", f"/?{url.query}")  # the printed address signs in
+        assert conn.getresponse().status == 303
         conn.close()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     from labelclean._io import Inputs
 
 ReportArg = Annotated[Path, typer.Argument(help="report.parquet from `labelclean audit`.")]
-WILDCARDS = ("", "0.0.0.0", "::", "[::]")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _decisions_path(report_path: Path, decisions: Path | None, *, inputs: Inputs) -> Path:
@@ -41,16 +39,15 @@ def review(
     decisions: Annotated[
         Path | None,
         typer.Option(
-            help="Decisions file, read to resume and rewritten on every decision "
-            "\\[default: <report>.decisions.csv].",
+            help="Decisions file, read to resume and updated on every decision (its other "
+            "rows, columns and comments kept) \\[default: <report>.decisions.csv].",
         ),
     ] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one.")] = 0,
     host: Annotated[
         str,
         typer.Option(
-            help="Address to serve on. Anything but the loopback lets others on the network "
-            "decide labels."
+            help="Loopback address to serve on (127.0.0.1, ::1, localhost); others are refused."
         ),
     ] = "127.0.0.1",
     no_browser: Annotated[
@@ -71,16 +68,11 @@ def review(
 
     from labelclean.errors import ConfigError
     from labelclean.report.parquet import read_report
-    from labelclean.review.decisions import report_fingerprint
-    from labelclean.review.server import ReviewServer
+    from labelclean.review.decisions import claim_report, report_fingerprint
+    from labelclean.review.server import ReviewServer, loopback_host
     from labelclean.review.state import ReviewState
 
-    if host.strip() in WILDCARDS:
-        raise ConfigError(
-            f"--host {host!r} is a wildcard; name the address clients will use (its Host is "
-            "checked against it)"
-        )
-    host = host.strip().strip("[]")
+    host = loopback_host(host)
     rep = read_report(report_path)
     inputs = {"REPORT": report_path, "the report's image folder": rep.image_root}
     path = _decisions_path(report_path, decisions, inputs=inputs)
@@ -91,8 +83,13 @@ def review(
         raise ConfigError(
             f"--host {host} --port {port}: cannot serve there ({err.strerror})"
         ) from None
-    if host not in LOOPBACK:
-        typer.echo(f"warning: serving on {host}: anyone who reaches it can decide labels", err=True)
+    if not claim_report(report_path):
+        typer.echo(
+            f"warning: another `labelclean review` is serving {report_path}; decisions are "
+            "merged into the decisions file, none is lost, but a page shows the other's only "
+            "after a reload",
+            err=True,
+        )
     typer.echo(f"serving at {server.url}")
     typer.echo(
         f"{len(state.queue)} samples to review ({len(state.decisions)} decided); "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,18 @@ from typing import Any
 class Thumbnails:
     """Thumbnails of ``root / path`` fitting ``size`` pixels; failures' reasons in ``missing``."""
 
-    def __init__(self, root: Path, size: int, missing: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int,
+        missing: dict[str, str] | None = None,
+        *,
+        opener: Callable[[str], bytes] | None = None,
+    ) -> None:
         self.root, self.size = root, size
+        #: Reads an image's bytes instead of opening ``root / path`` (the review server's
+        #: checked reader); an OSError it raises is a missing image.
+        self.opener = opener
         self.missing = missing if missing is not None else {}
         self._cache: dict[str, tuple[bytes, str, int, int] | None] = {}
 
@@ -28,7 +39,8 @@ class Thumbnails:
         from PIL import Image
 
         try:
-            with Image.open(self.root / rel) as img:
+            source = io.BytesIO(self.opener(rel)) if self.opener else self.root / rel
+            with Image.open(source) as img:
                 img.draft("RGB", (self.size, self.size))  # JPEG: decode at reduced size
                 img = img.convert("RGB")
                 img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)

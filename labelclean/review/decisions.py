@@ -1,9 +1,11 @@
-"""The decisions file of a review: read, check against its report, write atomically.
+"""The decisions file of a review: read, check against its report, update under a lock.
 
 One row per decided image, ``path,decision,label,time``; ``decision`` is ``accept`` (take the
 audit's suggestion), ``keep`` (the given label), ``relabel`` (to ``label``) or ``drop`` (leave
-the image out). When a file holds several rows for one path the last one wins, so rows can
-be appended by hand or files concatenated.
+the image out); an empty ``decision`` decides nothing (the image is undecided again). When a
+file holds several rows for one path the last one wins, so rows can be appended by hand or
+files concatenated. Other columns (a ``note``) and ``#`` comment lines are the user's: the
+review keeps them as they are.
 
 The file is bound to its report by a first line ``# labelclean decisions for <name>
 sha256=<hex>``, the SHA-256 of the report file. It has no comma, so a spreadsheet shows it as
@@ -11,17 +13,28 @@ one cell above the header and keeps it when the file is saved again (trailing em
 are tolerated); a decisions file for another report is refused by name. A file without the
 line (written by hand) is accepted with a warning, since nothing says which report it was
 made for.
+
+A line starting with ``#`` is a comment before the header; after it, such a line is a row
+only when its path is an image of the report (an image may be called ``#1.png``): labelclean
+quotes such a path (``"#1.png"``), a quoted cell is always data, and unquoted ones (older
+files, a spreadsheet's save) are told apart by the report's paths.
+
+Several review servers, tabs or a hand edit may change one file: every decision re-reads the
+file under an exclusive lock on its folder, changes the one image's row and replaces the file
+atomically (:func:`record_decision`), so no decision is lost and nobody's edit is undone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,97 +101,238 @@ def suggested_labels(report: Report) -> dict[str, tuple[str, str]]:
     )
 
 
+def _path_of(text: str, images: Container[str]) -> str | None:
+    """``text`` as an image path of the report: verbatim, else with surrounding spaces cut."""
+    if text in images:
+        return text
+    return text.strip() if text.strip() in images else None
+
+
+def _class_of(text: str, classes: set[str]) -> str | None:
+    """``text`` as a class: verbatim (a class may be ``"cat "``), else unambiguously stripped.
+
+    A label typed by hand (``cat`` for the class ``"cat "``) is the one class that equals it
+    once surrounding spaces are cut on both sides; none or two such classes: not a class.
+    """
+    if text in classes:
+        return text
+    bare = text.strip()
+    if bare in classes:
+        return bare
+    near = [c for c in classes if c.strip() == bare]
+    return near[0] if len(near) == 1 else None
+
+
 def check_decision(
     d: Decision, where: str, *, labels: Mapping[str, tuple[str, str]], classes: set[str]
 ) -> Decision:
-    """``d`` normalised, or a DecisionError naming ``where`` (file and line, or task)."""
+    """``d`` normalised, or a DecisionError naming ``where`` (file and line, or task).
+
+    Path and label are matched as written first, so names with surrounding spaces round-trip.
+    """
     decision = d.decision.strip().lower()
     if decision not in DECISIONS:
         raise DecisionError(
             f"{where}: decision {d.decision!r} is not one of {', '.join(DECISIONS)}"
         )
-    if d.path not in labels:
+    path = _path_of(d.path, labels)
+    if path is None:
         raise DecisionError(f"{where}: path {d.path!r} is not an image of the report")
-    label = (d.label or "").strip() or None
-    if label is not None and label not in classes:
-        raise DecisionError(
-            f"{where}: label {label!r} is not a class of the report ({_first(sorted(classes))})"
-        )
-    given, suggested = labels[d.path]
+    label = None
+    if (d.label or "").strip():
+        label = _class_of(d.label or "", classes)
+        if label is None:
+            raise DecisionError(
+                f"{where}: label {d.label!r} is not a class of the report "
+                f"({_first(sorted(classes))})"
+            )
+    given, suggested = labels[path]
     if decision == "relabel" and label is None:
         raise DecisionError(f"{where}: relabel needs a label")
     expected = {"accept": suggested, "keep": given}.get(decision)
     if expected is not None and label is not None and label != expected:
         raise DecisionError(
-            f"{where}: {decision} means the label {expected!r} for {d.path}, but the row says "
+            f"{where}: {decision} means the label {expected!r} for {path}, but the row says "
             f"{label!r}; write relabel to choose another class"
         )
     if decision == "drop":
         label = None
-    return Decision(d.path, decision, label or expected, d.time, d.line)
+    return Decision(path, decision, label or expected, d.time, d.line)
 
 
 def _first(names: list[str], k: int = 10) -> str:
     return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
 
 
-def _rows(text: str, source: Path) -> tuple[list[tuple[int, dict[str, str]]], str | None]:
-    """CSV rows with their line numbers, and the fingerprint of the first comment line."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    fingerprint, header, rows = None, None, []
-    for cells in reader:
-        line = reader.line_num
-        if not any(c.strip() for c in cells):
+@dataclass
+class _Record:
+    """One record of the file as written: its first line, text (line ends included), cells."""
+
+    line: int
+    raw: str
+    cells: list[str]
+    hashed: bool  #: starts with ``#`` unquoted: a comment, or a row of an image named ``#...``
+
+
+@dataclass
+class _Table:
+    """A decisions file record by record, so that an update rewrites only its own row."""
+
+    records: list[_Record]
+    columns: dict[str, int]  #: header name -> cell index (the first of a repeated name)
+    start: int  #: index of the first record after the header
+    fingerprint: str | None
+    bom: bool = False
+    newline: str = "\r\n"
+
+
+def _records(lines: list[str]) -> Iterator[_Record]:
+    """The CSV records of ``lines``; a line starting with ``#`` is one record on its own."""
+    pos = 0
+
+    def rest() -> Iterator[str]:
+        nonlocal pos
+        while pos < len(lines):
+            pos += 1
+            yield lines[pos - 1]
+
+    while pos < len(lines):
+        start = pos
+        if lines[pos].lstrip(" \t").startswith("#"):
+            pos += 1
+            cells = next(csv.reader([lines[start].rstrip("\r\n")]), [])
+            yield _Record(start + 1, lines[start], cells, True)
+        else:
+            cells = next(csv.reader(rest()), [])
+            yield _Record(start + 1, "".join(lines[start:pos]), cells, False)
+
+
+def _parse(text: str, source: Path) -> _Table:
+    """The records of a decisions file, its header and the fingerprint above the header."""
+    bom = text.startswith("\ufeff")
+    lines = list(io.StringIO(text[1:] if bom else text, newline=""))
+    try:
+        records = list(_records(lines))
+    except csv.Error as err:
+        raise DecisionError(f"{source}: not a decisions CSV ({err})") from None
+    fingerprint, columns = None, None
+    for k, r in enumerate(records):
+        if not any(c.strip() for c in r.cells):
             continue
-        first = cells[0].strip()
-        if first.startswith("#"):
-            match = _FINGERPRINT.match(first)
+        if r.hashed:  # before the header every '#' line is a comment
+            match = _FINGERPRINT.match(r.cells[0].strip())
             if match and fingerprint is None:
                 fingerprint = match.group(1)
             continue
-        if header is None:
-            header = [c.strip().lower() for c in cells]
-            lacking = [c for c in ("path", "decision") if c not in header]
-            if lacking:
-                raise DecisionError(
-                    f"{source} line {line}: the header needs the columns "
-                    f"{','.join(COLUMNS)} (missing {', '.join(lacking)})"
-                )
+        header = [c.strip().lower() for c in r.cells]
+        lacking = [c for c in ("path", "decision") if c not in header]
+        if lacking:
+            raise DecisionError(
+                f"{source} line {r.line}: the header needs the columns "
+                f"{','.join(COLUMNS)} (missing {', '.join(lacking)})"
+            )
+        columns = {}
+        for i, name in enumerate(header):
+            columns.setdefault(name, i)
+        newline = next((e for e in ("\r\n", "\n", "\r") if lines[0].endswith(e)), "\r\n")
+        return _Table(records, columns, k + 1, fingerprint, bom, newline)
+    raise DecisionError(f"{source}: no header line {','.join(COLUMNS)}")
+
+
+def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, Decision]]:
+    """``(record index, decision as written)`` of each row after the header.
+
+    An unquoted ``#`` line is a row only when its path is one of ``images`` (with ``None``,
+    never): so comments stay comments, and an image named ``#1.png`` keeps its decision.
+    """
+
+    def cell(cells: list[str], name: str) -> str:
+        k = table.columns.get(name)
+        return cells[k] if k is not None and k < len(cells) else ""
+
+    out = []
+    for i in range(table.start, len(table.records)):
+        r = table.records[i]
+        if not any(c.strip() for c in r.cells):
             continue
-        rows.append((line, dict(zip(header, (c.strip() for c in cells)))))
-    if header is None:
-        raise DecisionError(f"{source}: no header line {','.join(COLUMNS)}")
-    return rows, fingerprint
+        path = cell(r.cells, "path")
+        if r.hashed and (images is None or _path_of(path, images) is None):
+            continue  # a comment
+        decision, label, time = (cell(r.cells, c) for c in ("decision", "label", "time"))
+        out.append((i, Decision(path, decision, label or None, time.strip(), r.line)))
+    return out
 
 
-def read_decisions_csv(path: str | os.PathLike[str]) -> tuple[list[Decision], str | None]:
-    """The rows of a decisions CSV (unchecked) and the fingerprint it carries."""
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The text of a decisions file (a leading BOM kept), or a DecisionError saying why not."""
     if not path.is_file():
         raise DecisionError(
             f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else "")
         )
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DecisionError(
             f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})"
         ) from None
     if "\x00" in text:
         raise DecisionError(f"{path}: a binary file, not a decisions CSV")
-    rows, fingerprint = _rows(text, path)
-    out = [
-        Decision(
-            r.get("path", ""),
-            r.get("decision", ""),
-            r.get("label") or None,
-            r.get("time", ""),
-            line,
+    return text
+
+
+def read_decisions_csv(
+    path: str | os.PathLike[str], *, images: Container[str] | None = None
+) -> tuple[list[Decision], str | None]:
+    """The rows of a decisions CSV (unchecked) and the fingerprint it carries.
+
+    ``images`` (the report's paths) tells rows of images named ``#...`` from comments.
+    """
+    path = Path(path)
+    table = _parse(_read_text(path), path)
+    return [d for _, d in _rows_of(table, images)], table.fingerprint
+
+
+def _decide_all(
+    rows: Iterable[tuple[int, Decision]],
+    where: str,
+    *,
+    labels: Mapping[str, tuple[str, str]],
+    classes: set[str],
+) -> tuple[dict[str, Decision], dict[str, list[int]]]:
+    """The last decision per image, and the rows (record indexes) that name each image.
+
+    A row with an empty decision decides nothing: the image is undecided again.
+    """
+    by_path: dict[str, Decision] = {}
+    owners: dict[str, list[int]] = {}
+    for idx, d in rows:
+        here = f"{where} {d.line}"
+        if d.decision.strip():
+            checked = check_decision(d, here, labels=labels, classes=classes)
+            path = checked.path
+            by_path.pop(path, None)  # keep dict order = order of the last decisions
+            by_path[path] = checked
+        else:
+            found = _path_of(d.path, labels)
+            if found is None:
+                raise DecisionError(f"{here}: path {d.path!r} is not an image of the report")
+            if (d.label or "").strip():
+                raise DecisionError(
+                    f"{here}: the label {d.label!r} needs a decision ({', '.join(DECISIONS)})"
+                )
+            path = found
+            by_path.pop(path, None)
+        owners.setdefault(path, []).append(idx)
+    return by_path, owners
+
+
+def _check_fingerprint(path: Path, carried: str | None, fingerprint: str, report: str) -> None:
+    if carried is not None and carried != fingerprint:
+        raise DecisionError(
+            f"{path}: made for another report (fingerprint sha256={carried[:12]}..., "
+            f"{report} has {fingerprint[:12]}...); use the decisions file of this report"
         )
-        for line, r in rows
-    ]
-    return out, fingerprint
 
 
 def load_decisions(
@@ -191,45 +345,50 @@ def load_decisions(
             class or decision (with its file and line).
     """
     path = Path(path)
-    if path.suffix.lower() == ".json":
+    labels = suggested_labels(report)
+    json_file = path.suffix.lower() == ".json"
+    rows: list[tuple[int, Decision]]
+    if json_file:
         from labelclean.interop.label_studio import read_label_studio_export
 
-        rows, carried = read_label_studio_export(path, report)
+        tasks, carried = read_label_studio_export(path, report)
+        rows = list(enumerate(tasks))
     else:
-        rows, carried = read_decisions_csv(path)
-    if carried is not None and carried != fingerprint:
-        name = report.path.name if report.path else "this report"
-        raise DecisionError(
-            f"{path}: made for another report (fingerprint sha256={carried[:12]}..., "
-            f"{name} has {fingerprint[:12]}...); use the decisions file of this report"
-        )
+        table = _parse(_read_text(path), path)
+        rows, carried = _rows_of(table, labels), table.fingerprint
+    _check_fingerprint(
+        path, carried, fingerprint, report.path.name if report.path else "this report"
+    )
     if carried is None and rows:
         logger.warning(
             "%s has no report fingerprint; cannot check it was made for this report", path
         )
-    labels = suggested_labels(report)
-    classes = set(report.class_names)
-    out = DecisionSet(fingerprint=carried, source=path)
-    for d in rows:
-        where = (
-            f"{path} line {d.line}" if path.suffix.lower() != ".json" else f"{path} task {d.line}"
-        )
-        checked = check_decision(d, where, labels=labels, classes=classes)
-        out.by_path.pop(checked.path, None)  # keep dict order = order of the last decisions
-        out.by_path[checked.path] = checked
-    return out
+    where = f"{path} task" if json_file else f"{path} line"
+    by_path, _ = _decide_all(rows, where, labels=labels, classes=set(report.class_names))
+    return DecisionSet(by_path, fingerprint=carried, source=path)
+
+
+def _cell(text: str) -> str:
+    """One CSV cell, quoted where a reader could misread it.
+
+    That is a separator or quote inside, surrounding spaces (a class ``"cat "``), or a
+    leading ``#`` (a path, not a comment).
+    """
+    if text and (any(c in text for c in ',"\r\n') or text != text.strip() or text.startswith("#")):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _fingerprint_line(fingerprint: str, report_name: str) -> str:
+    safe_name = re.sub(r"[\s,\"]+", "_", report_name)
+    return f"# labelclean decisions for {safe_name} sha256={fingerprint}"
 
 
 def render_decisions(decisions: Iterable[Decision], *, fingerprint: str, report_name: str) -> str:
     """The decisions file's text: the fingerprint line, the header, one row per decision."""
-    buf = io.StringIO()
-    safe_name = re.sub(r"[\s,\"]+", "_", report_name)
-    buf.write(f"# labelclean decisions for {safe_name} sha256={fingerprint}\r\n")
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    for d in decisions:
-        writer.writerow([d.path, d.decision, d.label or "", d.time])
-    return buf.getvalue()
+    lines = [_fingerprint_line(fingerprint, report_name), ",".join(COLUMNS)]
+    lines += [",".join(map(_cell, (d.path, d.decision, d.label or "", d.time))) for d in decisions]
+    return "".join(line + "\r\n" for line in lines)
 
 
 def write_decisions(
@@ -242,3 +401,158 @@ def write_decisions(
     """Write the whole decisions file at once (temp file, fsync, rename)."""
     text = render_decisions(decisions, fingerprint=fingerprint, report_name=report_name)
     return atomic_write_text(path, text, overwrite=True, flag="--decisions")
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` while a decisions file in it is read and replaced.
+
+    The folder, not the file: the file is replaced by a rename at each update, so a lock on
+    it would be left behind on the old file. Where locks are unavailable (not POSIX, a file
+    system without them) the update goes on unlocked; one server's threads are serialised
+    by the server anyway.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        fcntl = None  # type: ignore[assignment]
+    fd = -1
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+
+
+_CLAIMS: list[int] = []
+
+
+def claim_report(path: str | os.PathLike[str]) -> bool:
+    """Mark ``path`` as under review by this process; False when another process has.
+
+    An advisory ``flock`` kept until the process ends, only to warn that two reviews run on
+    one report; nothing depends on it (:func:`record_decision` merges either way). Where
+    locks are unavailable it says True.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        return err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN)
+    _CLAIMS.append(fd)
+    return True
+
+
+def _fresh_table(fingerprint: str, report_name: str) -> _Table:
+    lines = [_fingerprint_line(fingerprint, report_name), ",".join(COLUMNS)]
+    records = [_Record(i + 1, line + "\r\n", [line], i == 0) for i, line in enumerate(lines)]
+    return _Table(records, {c: i for i, c in enumerate(COLUMNS)}, 2, fingerprint)
+
+
+def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: str) -> None:
+    """Make ``decision`` (None: no decision) the last word on ``image``, touching only its rows.
+
+    A decision rewrites the image's last row in place, keeping its other cells (a note), or
+    appends one; earlier rows stay as written (the last row wins). Forgetting removes the
+    image's rows, except that a row with other cells keeps them, its decision emptied.
+    """
+    cols, records = table.columns, table.records
+    known = {cols[c] for c in COLUMNS if c in cols}
+
+    def render(cells: list[str]) -> str:
+        last = max(known)
+        while len(cells) > last + 1 and not cells[-1].strip():
+            cells.pop()
+        return ",".join(map(_cell, cells)) + table.newline
+
+    if decision is None:
+        drop = set()
+        for i in idxs:
+            r = records[i]
+            if any(c.strip() for k, c in enumerate(r.cells) if k not in known):
+                cells = list(r.cells)
+                for name in ("decision", "label", "time"):
+                    if name in cols and cols[name] < len(cells):
+                        cells[cols[name]] = ""
+                records[i] = _Record(r.line, render(cells), cells, False)
+            else:
+                drop.add(i)
+        table.records = [r for i, r in enumerate(records) if i not in drop]
+        return
+    if decision.decision == "relabel" and "label" not in cols:
+        raise DecisionError("the decisions file has no label column; add one to record a relabel")
+    values = {
+        "path": image,
+        "decision": decision.decision,
+        "label": decision.label or "",
+        "time": decision.time,
+    }
+    cells = list(records[idxs[-1]].cells) if idxs else []
+    cells += [""] * (max(known) + 1 - len(cells))
+    for name, value in values.items():
+        if name in cols:
+            cells[cols[name]] = value
+    new = _Record(0, render(cells), cells, False)
+    if idxs:
+        records[idxs[-1]] = new
+    else:
+        if records and not records[-1].raw.endswith(("\n", "\r")):
+            last = records[-1]
+            records[-1] = _Record(last.line, last.raw + table.newline, last.cells, last.hashed)
+        records.append(new)
+
+
+def record_decision(
+    path: str | os.PathLike[str],
+    image: str,
+    decision: Decision | None,
+    *,
+    fingerprint: str,
+    report_name: str,
+    labels: Mapping[str, tuple[str, str]],
+    classes: set[str],
+) -> dict[str, Decision]:
+    """Set (with ``None``: forget) the decision on ``image`` in the file; the file's decisions.
+
+    The file is read afresh under an exclusive lock, changed in the image's own row only and
+    replaced atomically: what other servers, tabs or a hand edit wrote meanwhile is kept, and
+    so are comments, other columns and the other rows as they are written. ``decision`` is
+    already checked (:func:`check_decision`).
+
+    Raises:
+        DecisionError: The file now is one that cannot be used (made for another report, a bad
+            row, naming file and line); nothing is written.
+        OutputError: It cannot be written (a full disk); it is left as it was.
+    """
+    path = Path(path)
+    with _folder_lock(path.parent):
+        if path.exists():
+            table = _parse(_read_text(path), path)
+            _check_fingerprint(path, table.fingerprint, fingerprint, report_name)
+            if table.fingerprint is None:  # written by hand: bind it to the report now
+                line = _fingerprint_line(fingerprint, report_name) + table.newline
+                table.records.insert(0, _Record(0, line, [line.strip()], True))
+                table.start += 1
+        else:
+            table = _fresh_table(fingerprint, report_name)
+        where = f"{path} line"
+        _, owners = _decide_all(_rows_of(table, labels), where, labels=labels, classes=classes)
+        _set_row(table, owners.get(image, []), decision, image)
+        text = ("\ufeff" if table.bom else "") + "".join(r.raw for r in table.records)
+        atomic_write_text(path, text, overwrite=True, flag="--decisions")
+        # read back what was written: line numbers as in the file, for later messages
+        written = _parse(text, path)
+        by_path, _ = _decide_all(_rows_of(written, labels), where, labels=labels, classes=classes)
+    return by_path

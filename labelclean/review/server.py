@@ -3,38 +3,90 @@
 It serves the page, its own assets, the report's data and the images the report names
 (by row number: no path from the request ever reaches the filesystem, so there is no
 traversal and no listing), and accepts one kind of write, a decision, which goes to the
-decisions file and nowhere else. Against DNS rebinding and cross-site requests every request
-must carry a ``Host`` that is the address it serves on, and an ``Origin``, when present, of
-that address; a decision must also be JSON and carry the page's per-run token in a header
-(which no cross-site form can send). Other methods are refused with 405.
+decisions file and nowhere else. It binds only a loopback address, however spelled
+(:func:`loopback_host`). Every request must carry the per-run token: the printed address
+has it once (``/?token=...``), which sets an HttpOnly, SameSite=Strict cookie and redirects
+to ``/``; later requests carry the cookie or the token in a header, so another local user or
+process that can reach the port reads nothing. Against DNS rebinding and cross-site
+requests every request must carry a ``Host`` that is the address it serves on, and an
+``Origin``, when present, of that address; a decision must also be JSON and carry the token
+in a header (which no cross-site form can send). Every other method is refused with 405.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from labelclean._version import __version__
-from labelclean.errors import LabelcleanError, OutputError
+from labelclean.errors import ConfigError, LabelcleanError, OutputError
 from labelclean.report.heat import heat_table
 from labelclean.report.templating import ASSET_TYPES, asset, asset_names, render
 from labelclean.review.state import ReviewState, parse_decision
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 TOKEN_HEADER = "X-Labelclean-Token"
+ALLOW = "GET, HEAD, POST"
 MAX_BODY = 64 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+
+
+def loopback_host(host: str) -> str:
+    """The canonical loopback address ``host`` names (``127.1`` -> ``127.0.0.1``).
+
+    The server binds only this machine's loopback, however it is spelled; anything else is a
+    ConfigError naming ``--host``.
+
+    ``localhost`` is taken as ``127.0.0.1`` without asking a resolver (a hosts file may say
+    otherwise); numbers are read the way the socket layer reads them (``inet_aton``: ``0``,
+    ``127.1``, ``0x7f.1``, leading zeros), so no spelling binds what its text hides. The
+    unspecified addresses (``0``, ``::``, ``0.0.0.0`` in any form) bind every interface and
+    are refused, and so is any other non-loopback address.
+    """
+    text = host.strip()
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address
+    if bare.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        addr = ipaddress.ip_address(bare)
+    except ValueError:
+        try:
+            if not re.fullmatch(r"[0-9a-fA-FxX.]+", bare):
+                raise OSError
+            addr = ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            raise ConfigError(
+                f"--host {host!r}: name a loopback address (127.0.0.1, ::1 or localhost)"
+            ) from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified:
+        raise ConfigError(
+            f"--host {host!r} is a wildcard ({addr}): it would serve every network interface; "
+            "the review server serves only this machine (127.0.0.1)"
+        )
+    if not addr.is_loopback:
+        raise ConfigError(
+            f"--host {host!r} ({addr}) is not a loopback address: the review server serves "
+            "only this machine; to review from elsewhere forward the port "
+            "(ssh -L PORT:127.0.0.1:PORT this-machine)"
+        )
+    return str(addr)
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -43,16 +95,21 @@ class ReviewServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, state: ReviewState, host: str, port: int) -> None:
+        host = loopback_host(host)
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
         self.state = state
         self.token = secrets.token_urlsafe(24)
         bound = self.server_address[1]
-        names = set(LOOPBACK) if host in ("127.0.0.1", "localhost", "::1") else {host}
-        names |= {f"[{host}]" if ":" in host else host}
+        self.host = host
+        names = {f"[{host}]" if ":" in host else host}
+        if host in ("127.0.0.1", "::1"):
+            names.add("localhost")
         self.allowed_hosts = {f"{n}:{bound}" for n in names}
         self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
+        #: Cookies are per host, not per port: one name per server, so two don't clash.
+        self.cookie = f"labelclean-review-{bound}"
         queue = state.report.frame.iloc[state.queue]
         heat, heat_note = heat_table(
             queue["given_label"], queue["pseudo_label"], state.classes, col_title="suggested"
@@ -70,11 +127,15 @@ class ReviewServer(ThreadingHTTPServer):
         ).encode("utf-8")
 
     @property
+    def base_url(self) -> str:
+        """Where the app is served (without the token: it answers 403)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.server_address[1]}/"
+
+    @property
     def url(self) -> str:
-        """Where the app is served."""
-        host = self.server_address[0]
-        host = "127.0.0.1" if host in ("127.0.0.1", "0.0.0.0") else host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.server_address[1]}/"
+        """The address to open: it carries the token once, which becomes a cookie."""
+        return f"{self.base_url}?token={self.token}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,8 +148,18 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     # -- replies -------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, mime: str, *, cache: bool = False) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        mime: str,
+        *,
+        cache: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", mime)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "private, max-age=3600" if cache else "no-store")
@@ -96,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Content-Security-Policy", CSP)
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
-            self.send_header("Allow", "GET, HEAD, POST")
+            self.send_header("Allow", ALLOW)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -120,6 +191,44 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _has_token(self) -> bool:
+        """The request carries the session token: in the header, or in the session cookie."""
+        token = self.server.token
+        if secrets.compare_digest(self.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
+            return True
+        jar = SimpleCookie()
+        for raw in self.headers.get_all("Cookie") or []:
+            try:
+                jar.load(raw)
+            except CookieError:
+                continue
+        morsel = jar.get(self.server.cookie)
+        return morsel is not None and secrets.compare_digest(morsel.value.encode(), token.encode())
+
+    def _signed_in(self, url: Any) -> bool:
+        """Whether the request may be answered; the first visit turns ``?token=`` into a cookie.
+
+        ``/?token=...`` (the printed address) sets the cookie and redirects to ``/``, so the
+        token leaves the address bar and the history; anything else without the token is 403.
+        """
+        if self._has_token():
+            return True
+        given = parse_qs(url.query).get("token", [""])[0]
+        if url.path == "/" and secrets.compare_digest(given.encode(), self.server.token.encode()):
+            cookie = f"{self.server.cookie}={self.server.token}; Path=/; HttpOnly; SameSite=Strict"
+            self._send(
+                HTTPStatus.SEE_OTHER,
+                b"",
+                "text/plain",
+                headers={"Location": "/", "Set-Cookie": cookie},
+            )
+            return False
+        self._error(
+            HTTPStatus.FORBIDDEN,
+            "open the address `labelclean review` printed: it carries this session's token",
+        )
+        return False
+
     def _row(self, text: str) -> int | None:
         n = len(self.server.state.paths)
         return int(text) if text.isascii() and text.isdigit() and int(text) < n else None
@@ -129,6 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._trusted():
             return
         url = urlsplit(self.path)
+        if not self._signed_in(url):
+            return
         path, state = url.path, self.server.state
         parts = path.strip("/").split("/")
         if path == "/":
@@ -180,10 +291,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             payload = json.loads(self.rfile.read(length))
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the stack
+            self._error(HTTPStatus.BAD_REQUEST, "the body is not a JSON decision")
+            return
+        try:
             row, decision, label = parse_decision(payload, len(self.server.state.paths))
             result = self.server.state.decide(row, decision, label)
-        except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "the body is not JSON")
         except (OutputError, OSError) as err:  # full disk, ...: the decision was not taken
             logger.error("cannot write %s: %s", self.server.state.path, err)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot write the decisions file: {err}")
@@ -196,4 +309,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not served here")
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse  # noqa: N815
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """Every method but GET, HEAD and POST (PUT, PROPFIND, FOO...) is a 405 with Allow.
+
+        The base class looks up ``do_<METHOD>`` and answers 501 where there is none.
+        """
+        if name.startswith("do_"):
+            return self._refuse
+        raise AttributeError(name)

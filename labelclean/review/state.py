@@ -1,13 +1,18 @@
 """What the review app knows: the queue of samples, the decisions so far, the images.
 
 The page addresses samples by report row number only, never by path, so it can reach
-exactly the images the report names. Every decision rewrites the decisions file at once
-(atomically, under a lock), so closing the browser or killing the server loses nothing.
+exactly the images the report names, and an image is opened only as a regular file inside
+the report's image folder (a link swapped in for it is not followed out of there). Every
+decision goes to the decisions file at once (re-read and merged under a lock, replaced
+atomically), so closing the browser, killing the server or a second server loses nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import mimetypes
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,9 +31,11 @@ from labelclean.review.decisions import (
     check_decision,
     load_decisions,
     now,
+    record_decision,
     suggested_labels,
-    write_decisions,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Reviewed first, in this order (any other non-CS cluster after them); CS on demand.
 QUEUE_ORDER = ("NS", "NHR", "NHI", "CH")
@@ -52,7 +59,9 @@ class ReviewState:
         self.decisions: dict[str, Decision] = {}
         if self.path.exists():
             self.decisions = load_decisions(self.path, report, fingerprint=fingerprint).by_path
-        self.thumbs = Thumbnails(report.image_root, CARD_SIZE)
+        #: The image folder as it was when the server started: images must be inside it.
+        self.root = os.path.realpath(report.image_root)
+        self.thumbs = Thumbnails(report.image_root, CARD_SIZE, opener=self._read_image)
         clusters = f["cluster"].astype(str).to_numpy()
         rank = {c: k for k, c in enumerate(QUEUE_ORDER)}
         others = sorted(set(clusters) - set(QUEUE_ORDER) - {ON_DEMAND})
@@ -103,6 +112,7 @@ class ReviewState:
             out["tally"] = [vote_tally(v) for v in f["votes"]]
         ids = set(out["id"])
         with self._lock:
+            self._reload()
             out["decisions"] = {
                 str(self.row_of[p]): self._public(d)
                 for p, d in self.decisions.items()
@@ -119,26 +129,39 @@ class ReviewState:
         }
 
     def decide(self, row: int, decision: str | None, label: str | None) -> dict[str, Any]:
-        """Record (or with ``decision=None`` forget) the decision on one row; write the file."""
+        """Record (or with ``decision=None`` forget) the decision on one row in the file.
+
+        The file is re-read and merged under a lock (:func:`record_decision`), so decisions
+        another server, tab or a hand edit put there meanwhile are kept, and learnt.
+        """
         path = self.paths[row]
+        d = None
+        if decision is not None:
+            d = Decision(path, decision, label, now())
+            d = check_decision(d, "decision", labels=self._labels, classes=set(self.classes))
         with self._lock:
-            updated = dict(self.decisions)
-            updated.pop(path, None)
-            public = None
-            if decision is not None:
-                d = Decision(path, decision, label, now())
-                d = check_decision(d, "decision", labels=self._labels, classes=set(self.classes))
-                updated[path] = d
-                public = self._public(d)
-            write_decisions(  # first: a decision that could not be saved is not taken
+            self.decisions = record_decision(  # first: a decision not saved is not taken
                 self.path,
-                updated.values(),
+                path,
+                d,
                 fingerprint=self.fingerprint,
                 report_name=self.report.path.name if self.report.path else "report",
+                labels=self._labels,
+                classes=set(self.classes),
             )
-            self.decisions = updated
-            decided = len(updated)
-        return {"id": row, "decision": public, "decided": decided}
+            decided = len(self.decisions)
+        return {"id": row, "decision": None if d is None else self._public(d), "decided": decided}
+
+    def _reload(self) -> None:
+        """The decisions as the file has them now (another server's too); the caller locks."""
+        if not self.path.exists():
+            return
+        try:
+            got = load_decisions(self.path, self.report, fingerprint=self.fingerprint)
+        except DecisionError as err:  # a hand edit half done: keep what we know, say why
+            logger.warning("cannot re-read the decisions: %s", err)
+        else:
+            self.decisions = got.by_path
 
     def thumbnail(self, row: int) -> tuple[bytes, str] | None:
         """The card-sized image of one row, or None when it cannot be read."""
@@ -147,15 +170,47 @@ class ReviewState:
 
     def original(self, row: int) -> tuple[bytes, str] | None:
         """The image file of one row as it is on disk (image types only)."""
-        file = self.report.image_root / self.paths[row]
-        if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
+        rel = self.paths[row]
+        if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
             return None
-        mime = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        return file.read_bytes(), mime
+        try:
+            data = self._read_image(rel)
+        except OSError:
+            return None
+        return data, mimetypes.guess_type(rel)[0] or "application/octet-stream"
+
+    def _read_image(self, rel: str) -> bytes:
+        """The bytes of ``root / rel`` if it is a regular file inside the image folder.
+
+        The last step is opened without following a link (``O_NOFOLLOW``) and where the
+        opened file really is is checked after opening, so a link swapped in for an image
+        (or for a folder on its way) cannot make the server read a file outside the image
+        folder; a FIFO or device is refused before any read could block.
+
+        Raises:
+            OSError: It is not such a file (or cannot be read).
+        """
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(os.path.join(self.root, rel), flags | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{rel}: not a regular file")
+            where = _opened_path(fd) or os.path.realpath(os.path.join(self.root, rel))
+            if os.path.commonpath([where, self.root]) != self.root:
+                raise OSError(f"{rel}: outside the image folder ({where})")
+            return fh.read()
 
     @staticmethod
     def _public(d: Decision) -> dict[str, Any]:
         return {"decision": d.decision, "label": d.label, "time": d.time}
+
+
+def _opened_path(fd: int) -> str | None:
+    """Where an open file is, from the kernel (Linux), or None where it cannot say."""
+    try:
+        return os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None
 
 
 def parse_decision(payload: Any, n_rows: int) -> tuple[int, str | None, str | None]:
