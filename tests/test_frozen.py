@@ -250,3 +250,26 @@ def test_the_heads_train_on_blended_embeddings_unless_mixup_is_off(
     monkeypatch.setattr(frozen_mod, "train_epoch", spy_train)
     run_audit(ds, run.config, run=run)
     assert used and set(used) == {expected}
+
+
+def test_frozen_without_weights_is_refused_before_any_image_is_decoded(small_digits_csv, tmp_path, monkeypatch):
+    """A random backbone's audit relabels at chance (issue 39 item 7): an error, not a warning."""
+    from typer.testing import CliRunner
+
+    from labelclean.cli import app
+    from labelclean.data import images as images_mod
+    from labelclean.errors import ConfigError
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("images were decoded")
+
+    monkeypatch.setattr(images_mod, "load_images", decoded)
+    images, labels = small_digits_csv
+    r = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn",
+                                 "--out", str(tmp_path / "r.parquet"), "--quiet"])
+    assert r.exit_code == 1 and not isinstance(r.exception, AssertionError), r.output
+    error = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "--weights FILE" in error[0] and "--pretrained" in error[0], r.output
+    assert not (tmp_path / "r.parquet").exists()
+    with pytest.raises(ConfigError, match=r"--frozen needs .*weights=.*pretrained=True"):
+        audit(images, labels, frozen=True, model="small_cnn")

@@ -185,8 +185,9 @@ def read_table(labels: Path) -> pd.DataFrame:
     except Exception as err:  # noqa: BLE001 - parser errors come in many types
         sep = "\t" if suffix == ".tsv" else ","
         hint = None if suffix == ".parquet" else _separator_hint(labels, _first_line(labels), sep)
+        detail = " ".join(str(err).split())  # one line: the C parser's message ends in one
         raise ManifestError(
-            f"{labels}: cannot be read as a table ({err})" + (f"; it {hint}" if hint else "")
+            f"{labels}: cannot be read as a table ({detail})" + (f"; it {hint}" if hint else "")
         ) from err
     raise ManifestError(f"{labels}: expected a .csv, .tsv or .parquet manifest")
 
