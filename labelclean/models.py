@@ -251,7 +251,7 @@ def check_model_name(name: str) -> None:
     raise ConfigError(
         f"--model {name!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a timm "
         f"model; {hint}list timm's with "
-        '`python -c "import timm; print(timm.list_models(\'*resnet*\'))"`'
+        "`python -c \"import timm; print(timm.list_models('*resnet*'))\"`"
     )
 
 

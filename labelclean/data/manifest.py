@@ -169,17 +169,18 @@ def read_table(labels: Path) -> pd.DataFrame:
             return frame.astype(str).where(frame.notna(), "")
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            options = {"dtype": str, "keep_default_na": False, "sep": sep, "encoding": "utf-8-sig"}
             try:
-                header = pd.read_csv(labels, header=None, nrows=1, **options)  # type: ignore[call-overload]
-                _refuse_repeated_names(labels, [str(v) for v in header.iloc[0]] if len(header) else [])
-                frame = pd.read_csv(labels, **options)  # type: ignore[call-overload]
+                header = _read_csv(labels, sep, header_only=True)
+                _refuse_repeated_names(
+                    labels, [str(v) for v in header.iloc[0]] if len(header) else []
+                )
+                frame = _read_csv(labels, sep)
             except UnicodeDecodeError as err:
                 raise ManifestError(
                     f"{labels}: not UTF-8 text (byte {err.start}); save it as UTF-8 and retry"
                 ) from err
             _refuse_other_separator(labels, list(frame.columns), sep)
-            return frame  # type: ignore[no-any-return]
+            return frame
     except ManifestError:
         raise
     except Exception as err:  # noqa: BLE001 - parser errors come in many types
@@ -190,6 +191,21 @@ def read_table(labels: Path) -> pd.DataFrame:
             f"{labels}: cannot be read as a table ({detail})" + (f"; it {hint}" if hint else "")
         ) from err
     raise ManifestError(f"{labels}: expected a .csv, .tsv or .parquet manifest")
+
+
+def _read_csv(labels: Path, sep: str, *, header_only: bool = False) -> pd.DataFrame:
+    """Text cells, empty as ``""``; ``header_only``: the first line as a row of its own."""
+    if header_only:
+        return pd.read_csv(
+            labels,
+            sep=sep,
+            header=None,
+            nrows=1,
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig",
+        )
+    return pd.read_csv(labels, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
 
 
 def _refuse_repeated_names(labels: Path, names: Sequence[str]) -> None:
@@ -214,8 +230,10 @@ def _separator_hint(labels: Path, header: str, sep: str) -> str | None:
     """What to do when ``header`` (a table's first line) holds another separator than ``sep``."""
     for other, name in _SEPARATORS.items():
         if other != sep and other in header and sep not in header:
-            kind = "a .tsv is read as tab-separated" if sep == "\t" else (
-                f"a {labels.suffix.lower()} is read as comma-separated"
+            kind = (
+                "a .tsv is read as tab-separated"
+                if sep == "\t"
+                else (f"a {labels.suffix.lower()} is read as comma-separated")
             )
             fix = {"\t": "rename it to .tsv", ",": "rename it to .csv"}.get(
                 other, "save it with tabs" if sep == "\t" else "save it with commas"
@@ -232,8 +250,12 @@ def _refuse_other_separator(labels: Path, columns: list[str], sep: str) -> None:
 
 
 def _first_line(labels: Path) -> str:
-    with open(labels, "rb") as fh:
-        return fh.readline(1 << 16).decode("utf-8-sig", "replace").rstrip("\r\n")
+    """The header line as text, for a hint ("" when even that cannot be read)."""
+    try:
+        with open(labels, "rb") as fh:
+            return fh.readline(1 << 16).decode("utf-8-sig", "replace").rstrip("\r\n")
+    except OSError:
+        return ""
 
 
 def _refuse_nested(labels: Path, columns: tuple[str, ...]) -> None:
@@ -361,8 +383,10 @@ def _refuse_missing(labels: Path, columns: list[str], wanted: list[str], *, vote
     missing = [c for c in wanted if c not in columns]
     if not missing:
         return
-    flags = "--path-column, --label-column or --annotator-column" if votes else (
-        "--path-column/--label-column"
+    flags = (
+        "--path-column, --label-column or --annotator-column"
+        if votes
+        else ("--path-column/--label-column")
     )
     message = (
         f"{labels}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns))}"
