@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import labelclean
 from labelclean.cli import app
 from labelclean.data import images as images_mod
 from labelclean.data.manifest import read_manifest
@@ -121,12 +122,15 @@ def test_class_names_differing_in_case_or_spaces_are_refused_naming_both(imgs):
     refused(check(imgs, csv), "m.csv", "'cat' (line 2)", "'Cat ' (line 5)", "--normalize-labels")
 
 
-def test_normalize_labels_merges_into_the_most_frequent_stripped_spelling(imgs):
+def test_normalize_labels_merges_into_the_most_frequent_stripped_spelling(imgs, monkeypatch):
     csv = write(imgs, "m.csv", "path,label\na.png,Cat\nb.png, cat\nc.png,cat \nd.png,dog\n")
     m = read_manifest(imgs, csv, normalize_labels=True)
     assert m.class_names == ["cat", "dog"] and m.given_labels.tolist() == [0, 0, 0, 1]
     r = check(imgs, csv, "--normalize-labels")
     assert r.exit_code == 0 and "cat: 3  dog: 1" in r.output, r.output
+    monkeypatch.setattr(images_mod, "load_images", None)  # the API refuses before any image
+    with pytest.raises(ManifestError, match="'Cat' .* and ' cat' .* --normalize-labels"):
+        labelclean.audit(imgs, csv)
     assert "--normalize-labels" in runner.invoke(app, ["audit", "--help"]).output
 
 
@@ -173,8 +177,6 @@ def test_a_manifest_with_another_separator_gets_a_hint(imgs, header, sep, hint):
 
 # issue 39 item 7: networks that cannot work, refused before any image is decoded
 def test_an_unknown_model_is_refused_before_decoding_with_close_names(small_digits_csv, tmp_path, no_decoding):
-    import labelclean
-
     images, labels = small_digits_csv
     r = runner.invoke(app, ["audit", str(images), str(labels), "--model", "resnet181",
                             "--out", str(tmp_path / "r.parquet"), "--quiet"])

@@ -314,7 +314,8 @@ def merge_spellings(
                 raise ManifestError(
                     f"{source}: class names {spellings[a]!r} ({where[a]}) and {spellings[b]!r} "
                     f"({where[b]}) differ only in case or surrounding spaces, so they would be "
-                    "two classes; write one spelling, or pass --normalize-labels to merge them"
+                    "two classes; write one spelling, or merge them with --normalize-labels "
+                    "(check, audit; normalize_labels=True in Python)"
                 )
             continue
         total: dict[str, int] = {}
@@ -392,7 +393,9 @@ def _refuse_missing(labels: Path, columns: list[str], wanted: list[str], *, vote
         f"{labels}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns))}"
         f" (choose others with {flags})"
     )
-    spaced = [c for name in missing for c in columns if c != name and c.strip() == name.strip()]
+    spaced = [
+        c for name in missing for c in columns if c != name and str(c).strip() == name.strip()
+    ]
     if spaced:
         message += (
             f"; the header spells {', '.join(map(repr, spaced))} with spaces around the name: "
