@@ -2,7 +2,10 @@
 
 Checked once, at the edge: every problem names the file and the row (as a spreadsheet
 shows it: the header is line 1) and says how to fix it. Labels are read as text, so class
-names such as "NA", "None" or "007" stay as written.
+names such as "NA", "None" or "007" stay as written; but two names that differ only in case
+or surrounding spaces are one class misspelled, refused unless ``normalize_labels`` merges
+them (:func:`merge_spellings`). An absolute path into the image folder is stored relative to
+it (:func:`inside_spelling`), so every spelling of a file is one sample.
 """
 
 from __future__ import annotations
@@ -230,10 +233,8 @@ def _separator_hint(labels: Path, header: str, sep: str) -> str | None:
     """What to do when ``header`` (a table's first line) holds another separator than ``sep``."""
     for other, name in _SEPARATORS.items():
         if other != sep and other in header and sep not in header:
-            kind = (
-                "a .tsv is read as tab-separated"
-                if sep == "\t"
-                else (f"a {labels.suffix.lower()} is read as comma-separated")
+            kind = f"a {labels.suffix.lower()} is read as " + (
+                "tab-separated" if sep == "\t" else "comma-separated"
             )
             fix = {"\t": "rename it to .tsv", ",": "rename it to .csv"}.get(
                 other, "save it with tabs" if sep == "\t" else "save it with commas"
@@ -353,7 +354,9 @@ def unify_spellings(
             "column": np.repeat(np.arange(len(columns)), n),
         }
     )
-    cells = cells[cells["label"].str.strip() != ""].sort_values(["row", "column"], kind="stable")
+    cells = cells[cells["label"].str.strip() != ""]
+    if len(columns) > 1:  # first occurrences in the order a reader meets them: row by row
+        cells = cells.sort_values(["row", "column"], kind="stable")
     counts = cells["label"].value_counts(sort=False)
     first = cells.drop_duplicates("label")
     spellings = first["label"].tolist()
@@ -384,11 +387,9 @@ def _refuse_missing(labels: Path, columns: list[str], wanted: list[str], *, vote
     missing = [c for c in wanted if c not in columns]
     if not missing:
         return
-    flags = (
-        "--path-column, --label-column or --annotator-column"
-        if votes
-        else ("--path-column/--label-column")
-    )
+    flags = "--path-column, --label-column or --annotator-column"
+    if not votes:
+        flags = "--path-column/--label-column"
     message = (
         f"{labels}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns))}"
         f" (choose others with {flags})"
