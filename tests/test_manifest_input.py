@@ -176,8 +176,8 @@ def test_a_manifest_with_another_separator_gets_a_hint(imgs, header, sep, hint):
 
 
 # issue 39 item 7: networks that cannot work, refused before any image is decoded
-def test_an_unknown_model_is_refused_before_decoding_with_close_names(small_digits_csv, tmp_path, no_decoding):
-    images, labels = small_digits_csv
+def test_an_unknown_model_is_refused_before_decoding_with_close_names(imgs, tmp_path, no_decoding):
+    images, labels = imgs, write(imgs, "m.csv", "path,label\na.png,cat\nb.png,dog\n")
     r = runner.invoke(app, ["audit", str(images), str(labels), "--model", "resnet181",
                             "--out", str(tmp_path / "r.parquet"), "--quiet"])
     refused(r, "--model 'resnet181'", "did you mean resnet18")
