@@ -27,11 +27,6 @@ def main() -> None:
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true", help="timm's published weights")
     weights.add_argument("--weights", type=Path, help="a checkpoint (.safetensors or .pt)")
-    weights.add_argument(
-        "--random-init",
-        action="store_true",
-        help="no weights at all: only to try the script, features are noise",
-    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("frozen-report.parquet"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -40,7 +35,7 @@ def main() -> None:
         from labelclean.demo import write_demo_data
 
         args.images, args.labels, _ = write_demo_data(Path("labelclean-demo"))
-    if not (args.pretrained or args.weights or args.random_init):
+    if not (args.pretrained or args.weights):
         if args.model != "tf_efficientnet_lite0":
             parser.error("--model NAME needs --pretrained or --weights FILE")
         from labelclean.fgcm.frozen import efficientnet_lite0_weights

@@ -247,8 +247,11 @@ def _refuse_early(
     from labelclean.errors import ConfigError
     from labelclean.export import check_export_dir
     from labelclean.fgcm.finetune import split_report
+    from labelclean.models import check_model_name
     from labelclean.training import resolve_device
 
+    if config.model is not None:  # a typo is refused before any image is decoded
+        check_model_name(config.model)
     source = _Source.read(report, image_root)
     inputs = {"REPORT": report, "the report's image folder": source.root, "--test": test}
     inputs |= {"--test-labels": test_labels, "--weights": config.weights, "--decisions": decisions}

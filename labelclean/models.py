@@ -231,6 +231,30 @@ def default_model_name(image_size: int, device: torch.device) -> str:
     return "resnet18"
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a ``--model`` that is neither a built-in nor a timm model, naming close names.
+
+    Called at the edge, before any image is decoded, so a typo costs a second rather than
+    the decoding of a whole dataset; :func:`create_model` checks the same way.
+    """
+    if name in BUILTIN_MODELS:
+        return
+    import difflib
+
+    import timm
+
+    if timm.is_model(name):
+        return
+    known = [*BUILTIN_MODELS, *timm.list_models()]
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(
+        f"--model {name!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a timm "
+        f"model; {hint}list timm's with "
+        "`python -c \"import timm; print(timm.list_models('*resnet*'))\"`"
+    )
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -260,11 +284,7 @@ def create_model(
     else:
         import timm
 
-        if not timm.is_model(name):
-            raise ConfigError(
-                f"--model {name!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a timm "
-                'model; list timm\'s with `python -c "import timm; print(timm.list_models())"`'
-            )
+        check_model_name(name)
         try:
             model = timm.create_model(
                 name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans

@@ -42,4 +42,24 @@ def digits_folder(tmp_path):
     return write_digits(tmp_path / "folder", layout="folder", n_per_class=20)[0]
 
 
+@pytest.fixture(scope="session")
+def backbone_weights(tmp_path_factory):
+    """``backbone_weights(name)``: a weights file for a --frozen audit of a tiny backbone.
+
+    --frozen refuses a backbone without weights; this file holds the seed-0 backbone that
+    ``backbone_module(name)`` builds, so the embeddings are the ones tests had before.
+    """
+    from labelclean.fgcm.frozen import backbone_module
+
+    folder = tmp_path_factory.mktemp("weights")
+
+    def write(name):
+        path = folder / f"{name}.pt"
+        if not path.exists():
+            torch.save(backbone_module(name).state_dict(), path)
+        return path
+
+    return write
+
+
 os.environ.setdefault("PYTHONHASHSEED", "0")

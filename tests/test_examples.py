@@ -91,10 +91,11 @@ def test_finetune_predict(audited):
     assert out.count("predicted ") == 8
 
 
-def test_frozen_audit_with_a_tiny_random_backbone(small):
+def test_frozen_audit_with_a_tiny_backbone_and_its_weights_file(small, backbone_weights):
     images, labels, folder = small
+    weights = str(backbone_weights("test_efficientnet"))  # --frozen refuses a random backbone
     out = ok(run("frozen_audit.py", str(images), str(labels), "--model", "test_efficientnet",
-                 "--random-init", "--epochs", "3", "--out", "frozen.parquet", cwd=folder))
+                 "--weights", weights, "--epochs", "3", "--out", "frozen.parquet", cwd=folder))
     assert "backbone test_efficientnet (frozen)" in out
     assert len(pd.read_parquet(folder / "frozen.parquet")) == 200
 

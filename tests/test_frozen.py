@@ -32,10 +32,10 @@ def test_embeddings_are_cached_and_reused(small_digits_csv, tmp_path, monkeypatc
         embed_images(ds, config, flip=False, cache_dir=tmp_path)
 
 
-def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, tmp_path):
+def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, tmp_path, backbone_weights):
     images, labels = small_digits_csv
     result = audit(images, labels, frozen=True, frozen_flip=True, model="small_cnn", epochs=6, warmup=2,
-                   data_options={"cache_dir": tmp_path})
+                   weights=str(backbone_weights("small_cnn")), data_options={"cache_dir": tmp_path})
     frame = result.to_pandas()
     assert frame.columns.tolist() == REPORT_SCHEMA.names and len(frame) == 300
     md = result.metadata
@@ -44,17 +44,19 @@ def test_frozen_audit_runs_end_to_end_with_the_report_schema(small_digits_csv, t
     assert md["config"]["extra"]["flip"] is True
 
 
-def test_frozen_cli(small_digits_csv, tmp_path):
+def test_frozen_cli(small_digits_csv, tmp_path, backbone_weights):
     from typer.testing import CliRunner
 
     from labelclean.cli import app
 
     images, labels = small_digits_csv
+    weights = ["--weights", str(backbone_weights("resnet10t"))]
     r = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "resnet10t", "--head", "mlp",
-                                 "--epochs", "4", "--warmup", "1", "--out", str(tmp_path / "r.parquet"), "--quiet"])
+                                 *weights, "--epochs", "4", "--warmup", "1", "--out", str(tmp_path / "r.parquet"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "r.network.safetensors").exists()  # heads only: no network to save
-    bad = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--head", "tree", "--out", str(tmp_path / "x.parquet"), "--quiet"])
+    bad = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "resnet10t", *weights,
+                                   "--head", "tree", "--out", str(tmp_path / "x.parquet"), "--quiet"])
     assert bad.exit_code == 1 and "--head" in bad.output
 
 
@@ -164,7 +166,8 @@ def test_out_of_fold_guesses_weigh_how_the_given_label_is_confused(
     assert result.metadata["guess_temperature"] == round(temperature, 4)
 
 
-def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits_csv, tmp_path, monkeypatch):
+def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits_csv, tmp_path, monkeypatch,
+                                                                    backbone_weights):
     """The audit's last clustering (the report) runs with report_slack, the earlier ones with TRAINING_SLACK."""
     import pandas as pd
 
@@ -192,7 +195,7 @@ def test_the_report_flags_only_labels_the_out_of_fold_heads_dispute(small_digits
     # the flags, not the guesses: an unlabeled row's weighed guess may be its given label
     monkeypatch.setattr(result_mod, "_weighed_by_given", lambda state, given, pseudo, clean: (pseudo, 1.0))
     report = audit(images, noisy, frozen=True, model="small_cnn", guard="budget", epochs=6, warmup=2,
-                   data_options={"cache_dir": tmp_path}).to_pandas()
+                   weights=str(backbone_weights("small_cnn")), data_options={"cache_dir": tmp_path}).to_pandas()
     assert len(slacks) > 1 and slacks[-1] == 0.0 and set(slacks[:-1]) == {TRAINING_SLACK}
     assert partly[-1] and not any(partly[:-1])  # only the report keeps the partly disputed
     flagged = report["action"] != "keep"
@@ -247,3 +250,26 @@ def test_the_heads_train_on_blended_embeddings_unless_mixup_is_off(
     monkeypatch.setattr(frozen_mod, "train_epoch", spy_train)
     run_audit(ds, run.config, run=run)
     assert used and set(used) == {expected}
+
+
+def test_frozen_without_weights_is_refused_before_any_image_is_decoded(small_digits_csv, tmp_path, monkeypatch):
+    """A random backbone's audit relabels at chance (issue 39 item 7): an error, not a warning."""
+    from typer.testing import CliRunner
+
+    from labelclean.cli import app
+    from labelclean.data import images as images_mod
+    from labelclean.errors import ConfigError
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("images were decoded")
+
+    monkeypatch.setattr(images_mod, "load_images", decoded)
+    images, labels = small_digits_csv
+    r = CliRunner().invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn",
+                                 "--out", str(tmp_path / "r.parquet"), "--quiet"])
+    assert r.exit_code == 1 and not isinstance(r.exception, AssertionError), r.output
+    error = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "--weights FILE" in error[0] and "--pretrained" in error[0], r.output
+    assert not (tmp_path / "r.parquet").exists()
+    with pytest.raises(ConfigError, match=r"--frozen needs .*weights=.*pretrained=True"):
+        audit(images, labels, frozen=True, model="small_cnn")

@@ -32,12 +32,13 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def frozen_report(small_digits_csv, tmp_path):
+def frozen_report(small_digits_csv, tmp_path, backbone_weights):
     """A --frozen audit of 300 digits (small CNN backbone, flipped views), written by the CLI."""
     images, labels = small_digits_csv
     out = tmp_path / "r.parquet"
     r = runner.invoke(app, ["audit", str(images), str(labels), "--frozen", "--frozen-flip",
-                            "--model", "small_cnn", "--epochs", "4", "--warmup", "1",
+                            "--model", "small_cnn", "--weights", str(backbone_weights("small_cnn")),
+                            "--epochs", "4", "--warmup", "1",
                             "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     return images, labels, out
@@ -195,8 +196,9 @@ def test_reports_without_the_architecture_field_name_the_backbone_not_the_displa
     assert report_architecture({**old, "architecture": "x"}) == "x"
 
 
-def test_frozen_options_bad_input(small_digits_csv, tmp_path):
+def test_frozen_options_bad_input(small_digits_csv, tmp_path, backbone_weights):
     images, labels = small_digits_csv
+    weights = ["--weights", str(backbone_weights("small_cnn"))]
     for flag, value in (("--frozen-folds", "0"), ("--neighbours", "-1")):
         r = runner.invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn",
                                 flag, value, "--out", str(tmp_path / "x.parquet"), "--quiet"])
@@ -205,7 +207,7 @@ def test_frozen_options_bad_input(small_digits_csv, tmp_path):
         r = runner.invoke(app, ["audit", str(images), str(labels), flag, "3",
                                 "--out", str(tmp_path / "x.parquet"), "--quiet"])
         assert r.exit_code == 1 and f"{flag} needs --frozen" in r.output
-    r = runner.invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn",
+    r = runner.invoke(app, ["audit", str(images), str(labels), "--frozen", "--model", "small_cnn", *weights,
                             "--frozen-folds", "301", "--out", str(tmp_path / "x.parquet"), "--quiet"])
     assert r.exit_code == 1 and "--frozen-folds 301" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x.parquet").exists()

@@ -54,6 +54,16 @@ AllowOutsideRootOpt = Annotated[
     bool,
     typer.Option(help="Accept paths that leave the image folder.", rich_help_panel=_DATA),
 ]
+NormalizeLabelsOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Merge class names that differ only in case or surrounding spaces ('cat', "
+        "'cat ', 'Cat'): spaces stripped, each takes its most frequent spelling \\[default: "
+        "such names are an error naming both].",
+        rich_help_panel=_DATA,
+        show_default=False,
+    ),
+]
 OnBadImageOpt = Annotated[
     str,
     typer.Option(
@@ -102,6 +112,7 @@ def data_kwargs(
     image_size: int | None,
     cache_dir: Path | None,
     annotator_column: str | None = None,
+    normalize_labels: bool = False,
 ) -> dict[str, Any]:
     """The data options as keyword arguments for ``labelclean.data.images.load_dataset``."""
     out: dict[str, Any] = {
@@ -109,6 +120,7 @@ def data_kwargs(
         "label_column": label_column or "label",
         "annotator_column": annotator_column,
         "allow_outside_root": allow_outside_root,
+        "normalize_labels": normalize_labels,
         "on_bad_image": on_bad_image,
         "max_bad_fraction": max_bad_fraction,
         "image_size": image_size,

@@ -19,6 +19,7 @@ from labelclean.cli._options import (
     LabelsArg,
     MaxBadFractionOpt,
     MaxPixelsOpt,
+    NormalizeLabelsOpt,
     OnBadImageOpt,
     PathColumnOpt,
     data_kwargs,
@@ -96,6 +97,7 @@ def audit(
     label_column: LabelColumnsOpt = None,
     annotator_column: AnnotatorColumnOpt = None,
     allow_outside_root: AllowOutsideRootOpt = False,
+    normalize_labels: NormalizeLabelsOpt = False,
     on_bad_image: OnBadImageOpt = "error",
     max_bad_fraction: MaxBadFractionOpt = 0.05,
     max_pixels: MaxPixelsOpt = None,
@@ -265,7 +267,8 @@ def audit(
     frozen: Annotated[
         bool,
         typer.Option(
-            help="Fast audit: train only a head on embeddings of a frozen --model (with --weights or --pretrained).",
+            help="Fast audit: train only a head on embeddings of a frozen --model; needs its "
+            "weights, --weights or --pretrained.",
             rich_help_panel=_MODEL,
         ),
     ] = False,
@@ -370,6 +373,7 @@ def audit(
         label_column=label_column,
         annotator_column=annotator_column,
         allow_outside_root=allow_outside_root,
+        normalize_labels=normalize_labels,
         on_bad_image=on_bad_image,
         max_bad_fraction=max_bad_fraction,
         max_pixels=max_pixels,

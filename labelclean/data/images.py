@@ -401,6 +401,7 @@ def load_dataset(
     label_column: str | Sequence[str] = "label",
     annotator_column: str | None = None,
     allow_outside_root: bool = False,
+    normalize_labels: bool = False,
     **load_images_kwargs: object,
 ) -> Dataset:
     """:func:`read_manifest` then :func:`load_images`, in one call."""
@@ -411,5 +412,6 @@ def load_dataset(
         label_column=label_column,
         annotator_column=annotator_column,
         allow_outside_root=allow_outside_root,
+        normalize_labels=normalize_labels,
     )
     return load_images(manifest, **load_images_kwargs)  # type: ignore[arg-type]

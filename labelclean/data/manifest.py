@@ -2,7 +2,10 @@
 
 Checked once, at the edge: every problem names the file and the row (as a spreadsheet
 shows it: the header is line 1) and says how to fix it. Labels are read as text, so class
-names such as "NA", "None" or "007" stay as written.
+names such as "NA", "None" or "007" stay as written; but two names that differ only in case
+or surrounding spaces are one class misspelled, refused unless ``normalize_labels`` merges
+them (:func:`merge_spellings`). An absolute path into the image folder is stored relative to
+it (:func:`inside_spelling`), so every spelling of a file is one sample.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import os
 import posixpath
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -106,6 +110,24 @@ def leaves_root(rel: str) -> bool:
     return posixpath.isabs(rel) or rel == ".." or rel.startswith("../")
 
 
+def inside_spelling(root: Path, rel: str) -> str:
+    """An absolute path into the image folder, spelled relative to it; any other path as given.
+
+    ``/data/images/a/b.png`` with the image folder ``/data/images`` (or ``images`` run from
+    ``/data``, or a link that resolves to it) is ``a/b.png``: one spelling per file, so
+    duplicates, reports, caches and resume fingerprints are those of the relative spelling.
+    The folder is compared lexically, then resolved; the file's own links are not followed
+    (a link inside the folder that leaves it is refused later, as for a relative path).
+    """
+    if not posixpath.isabs(rel):
+        return rel
+    for base in (os.path.abspath(root), str(root.resolve())):
+        prefix = normalise_path(base).rstrip("/") + "/"
+        if rel.startswith(prefix) and len(rel) > len(prefix):
+            return rel[len(prefix) :]
+    return rel
+
+
 def _on_disk(root: Path, rel: str) -> str:
     """The spelling the file has on disk when it differs only in Unicode normalisation.
 
@@ -133,27 +155,108 @@ def _check_inside(root: Path, rel: str, where: str, allow_outside_root: bool) ->
 
 
 def read_table(labels: Path) -> pd.DataFrame:
-    """A CSV, TSV or Parquet table as text columns, empty cells as ``""`` (ManifestError else)."""
+    """A CSV, TSV or Parquet table as text columns, empty cells as ``""`` (ManifestError else).
+
+    Refused with a message that says how to fix the file: a header naming one column twice
+    (which of the two a reader takes is arbitrary: pandas renames the second ``label.1``,
+    pyarrow cannot pick), and a one-column table whose header holds another separator (a
+    ``;``-separated CSV, as spreadsheets in many locales write it, or tabs in a ``.csv``).
+    """
     suffix = labels.suffix.lower()
     try:
         if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            _refuse_repeated_names(labels, pq.read_schema(labels).names)
             frame = pd.read_parquet(labels)
             return frame.astype(str).where(frame.notna(), "")
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
             try:
-                return pd.read_csv(
-                    labels, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig"
+                header = _read_csv(labels, sep, header_only=True)
+                _refuse_repeated_names(
+                    labels, [str(v) for v in header.iloc[0]] if len(header) else []
                 )
+                frame = _read_csv(labels, sep)
             except UnicodeDecodeError as err:
                 raise ManifestError(
                     f"{labels}: not UTF-8 text (byte {err.start}); save it as UTF-8 and retry"
                 ) from err
+            _refuse_other_separator(labels, list(frame.columns), sep)
+            return frame
     except ManifestError:
         raise
     except Exception as err:  # noqa: BLE001 - parser errors come in many types
-        raise ManifestError(f"{labels}: cannot be read as a table ({err})") from err
+        sep = "\t" if suffix == ".tsv" else ","
+        hint = None if suffix == ".parquet" else _separator_hint(labels, _first_line(labels), sep)
+        detail = " ".join(str(err).split())  # one line: the C parser's message ends in one
+        raise ManifestError(
+            f"{labels}: cannot be read as a table ({detail})" + (f"; it {hint}" if hint else "")
+        ) from err
     raise ManifestError(f"{labels}: expected a .csv, .tsv or .parquet manifest")
+
+
+def _read_csv(labels: Path, sep: str, *, header_only: bool = False) -> pd.DataFrame:
+    """Text cells, empty as ``""``; ``header_only``: the first line as a row of its own."""
+    if header_only:
+        return pd.read_csv(
+            labels,
+            sep=sep,
+            header=None,
+            nrows=1,
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig",
+        )
+    return pd.read_csv(labels, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+
+
+def _refuse_repeated_names(labels: Path, names: Sequence[str]) -> None:
+    """A column name given twice (empty names aside: pandas numbers them ``Unnamed: N``)."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(names, start=1):
+        if name.strip():
+            positions.setdefault(name, []).append(number)
+    for name, where in positions.items():
+        if len(where) > 1:
+            listed = ", ".join(map(str, where[:-1])) + f" and {where[-1]}"
+            raise ManifestError(
+                f"{labels}: column {name!r} appears {len(where)} times (columns {listed}); "
+                "rename all but one, so it is clear which one to read"
+            )
+
+
+_SEPARATORS = {";": "';'", "\t": "tabs", ",": "commas", "|": "'|'"}
+
+
+def _separator_hint(labels: Path, header: str, sep: str) -> str | None:
+    """What to do when ``header`` (a table's first line) holds another separator than ``sep``."""
+    for other, name in _SEPARATORS.items():
+        if other != sep and other in header and sep not in header:
+            kind = f"a {labels.suffix.lower()} is read as " + (
+                "tab-separated" if sep == "\t" else "comma-separated"
+            )
+            fix = {"\t": "rename it to .tsv", ",": "rename it to .csv"}.get(
+                other, "save it with tabs" if sep == "\t" else "save it with commas"
+            )
+            return f"looks separated by {name} (its header reads {header!r}); {kind}: {fix}"
+    return None
+
+
+def _refuse_other_separator(labels: Path, columns: list[str], sep: str) -> None:
+    """A one-column table whose header holds another separator: say so, with the fix."""
+    hint = _separator_hint(labels, str(columns[0]), sep) if len(columns) == 1 else None
+    if hint is not None:
+        raise ManifestError(f"{labels}: {hint}")
+
+
+def _first_line(labels: Path) -> str:
+    """The header line as text, for a hint ("" when even that cannot be read)."""
+    try:
+        with open(labels, "rb") as fh:
+            return fh.readline(1 << 16).decode("utf-8-sig", "replace").rstrip("\r\n")
+    except OSError:
+        return ""
 
 
 def _refuse_nested(labels: Path, columns: tuple[str, ...]) -> None:
@@ -172,6 +275,136 @@ def _refuse_nested(labels: Path, columns: tuple[str, ...]) -> None:
             )
 
 
+def spelling_key(label: str) -> str:
+    """What two spellings of one class share: no surrounding spaces, Unicode NFC, case folded."""
+    return unicodedata.normalize("NFC", label.strip()).casefold()
+
+
+def merge_spellings(
+    spellings: Sequence[str],
+    counts: Sequence[int],
+    where: Sequence[str],
+    source: Path,
+    *,
+    normalize: bool,
+) -> dict[str, str]:
+    """The class name each label spelling becomes; spellings that differ only in form refused.
+
+    ``cat``, ``cat `` and ``Cat`` would silently be three classes, each with a share of one
+    class's images, and every audit decision between them would be noise. Without
+    ``normalize`` two such spellings are an error naming both and where each first occurs.
+    With it (``--normalize-labels``) surrounding spaces are stripped and each group takes its
+    most frequent stripped spelling (the first seen on a tie), so ``cat`` (90 rows) and
+    ``Cat`` (3) both read ``cat``.
+
+    Args:
+        spellings: Every distinct label, in order of first appearance.
+        counts: How many cells hold each.
+        where: Where each first occurs (``line 7``, a folder), for the message.
+        source: The manifest or folder, for the message.
+        normalize: Merge instead of refusing.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(spellings):
+        groups.setdefault(spelling_key(text), []).append(i)
+    mapping = {text: text for text in spellings}
+    for members in groups.values():
+        if not normalize:
+            if len(members) > 1:
+                a, b = members[0], members[1]
+                raise ManifestError(
+                    f"{source}: class names {spellings[a]!r} ({where[a]}) and {spellings[b]!r} "
+                    f"({where[b]}) differ only in case or surrounding spaces, so they would be "
+                    "two classes; write one spelling, or merge them with --normalize-labels "
+                    "(check, audit; normalize_labels=True in Python)"
+                )
+            continue
+        total: dict[str, int] = {}
+        for i in members:
+            stripped = spellings[i].strip()
+            total[stripped] = total.get(stripped, 0) + counts[i]
+        chosen = max(total, key=lambda t: total[t])  # dicts keep order: ties go to the first
+        for i in members:
+            mapping[spellings[i]] = chosen
+        if len(members) > 1:
+            logger.info(
+                "%s: --normalize-labels merged %s into %r",
+                source,
+                ", ".join(repr(spellings[i]) for i in members),
+                chosen,
+            )
+    return mapping
+
+
+def unify_spellings(
+    frame: pd.DataFrame, columns: Sequence[str], source: Path, *, normalize: bool
+) -> pd.DataFrame:
+    """``frame`` with its label ``columns`` checked by :func:`merge_spellings` (merged if asked).
+
+    Every label column counts, so a vote ``Cat`` in one annotator's column and ``cat`` in
+    another's are caught as in a single column. Empty cells (missing votes) are left alone.
+    """
+    n = len(frame)
+    cells = pd.DataFrame(
+        {
+            "label": np.concatenate([frame[c].astype(str).to_numpy(dtype=object) for c in columns])
+            if columns
+            else np.zeros(0, dtype=object),
+            "row": np.tile(np.arange(n), len(columns)),
+            "column": np.repeat(np.arange(len(columns)), n),
+        }
+    )
+    cells = cells[cells["label"].str.strip() != ""]
+    if len(columns) > 1:  # first occurrences in the order a reader meets them: row by row
+        cells = cells.sort_values(["row", "column"], kind="stable")
+    counts = cells["label"].value_counts(sort=False)
+    first = cells.drop_duplicates("label")
+    spellings = first["label"].tolist()
+    where = [
+        f"line {row + 2}" + (f", column {columns[col]!r}" if len(columns) > 1 else "")
+        for row, col in zip(first["row"], first["column"])
+    ]
+    mapping = merge_spellings(
+        spellings, [int(counts[t]) for t in spellings], where, source, normalize=normalize
+    )
+    changed = {text: name for text, name in mapping.items() if text != name}
+    if not changed:
+        return frame
+    frame = frame.copy()
+    for c in columns:
+        frame[c] = frame[c].astype(str).map(lambda v: changed.get(v, v))
+    return frame
+
+
+def _refuse_missing(labels: Path, columns: list[str], wanted: list[str], *, votes: bool) -> None:
+    """Name the missing columns against the found ones, with a hint for a near miss.
+
+    A header with spaces around its names (``path, label``, as typed by hand) is refused, not
+    read: its rows then nearly always have the same spaces (``a.png, cat``), and reading
+    them would make `` cat`` a class of its own. The message names the spelled column and
+    says to remove the spaces after the separators, header and rows alike.
+    """
+    missing = [c for c in wanted if c not in columns]
+    if not missing:
+        return
+    flags = "--path-column, --label-column or --annotator-column"
+    if not votes:
+        flags = "--path-column/--label-column"
+    message = (
+        f"{labels}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns))}"
+        f" (choose others with {flags})"
+    )
+    spaced = [
+        c for name in missing for c in columns if c != name and str(c).strip() == name.strip()
+    ]
+    if spaced:
+        message += (
+            f"; the header spells {', '.join(map(repr, spaced))} with spaces around the name: "
+            "remove the spaces after the separators, in the header and in the rows"
+        )
+    raise ManifestError(message)
+
+
 def _from_table(
     root: Path,
     labels: Path,
@@ -180,14 +413,22 @@ def _from_table(
     label_column: str | Sequence[str],
     annotator_column: str | None,
     allow_outside_root: bool,
+    normalize_labels: bool,
 ) -> Manifest:
     frame = read_table(labels)
     label_columns = [label_column] if isinstance(label_column, str) else list(label_column)
-    from labelclean.data.votes import vote_layout  # votes.py reads this module's helpers
+    from labelclean.data.votes import DEFAULT_ANNOTATOR_COLUMN, vote_layout  # votes.py reads ours
 
     layout = vote_layout(
         list(frame.columns), label_columns=label_columns, annotator_column=annotator_column
     )
+    wanted = [path_column, *(label_columns if layout == "wide" else label_columns[:1])]
+    if layout == "long":
+        wanted.insert(1, annotator_column or DEFAULT_ANNOTATOR_COLUMN)
+    _refuse_missing(labels, list(frame.columns), wanted, votes=layout is not None)
+    _refuse_nested(labels, tuple(wanted))
+    vote_columns = wanted[2:] if layout == "long" else wanted[1:]
+    frame = unify_spellings(frame, vote_columns, labels, normalize=normalize_labels)
     if layout is not None:
         return _from_votes(
             root,
@@ -200,13 +441,6 @@ def _from_table(
             allow_outside_root=allow_outside_root,
         )
     label_column = label_columns[0]
-    missing = [c for c in (path_column, label_column) if c not in frame.columns]
-    if missing:
-        raise ManifestError(
-            f"{labels}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
-            " (choose others with --path-column/--label-column)"
-        )
-    _refuse_nested(labels, (path_column, label_column))
     paths_raw = frame[path_column].astype(str).tolist()
     labels_raw = frame[label_column].astype(str).tolist()
     paths: list[str] = []
@@ -219,7 +453,7 @@ def _from_table(
             raise ManifestError(f"{line}: empty path")
         if not label.strip():
             raise ManifestError(f"{line}: empty label for {raw_path!r}")
-        rel = _on_disk(root, normalise_path(raw_path.strip()))
+        rel = _on_disk(root, inside_spelling(root, normalise_path(raw_path.strip())))
         _check_inside(root, rel, line, allow_outside_root)
         if rel in seen:
             first = seen[rel]
@@ -253,7 +487,7 @@ def _from_votes(
     from labelclean.data.votes import read_votes
 
     def place(raw: str, where: str) -> str:
-        rel = normalise_path(raw)
+        rel = inside_spelling(root, normalise_path(raw))
         _check_inside(root, rel, where, allow_outside_root)
         return rel
 
@@ -273,7 +507,7 @@ def _from_votes(
     return _finish(root, labels, table.paths, text, table.rows, class_names=names, votes=votes)
 
 
-def _from_folder(root: Path, *, allow_outside_root: bool) -> Manifest:
+def _from_folder(root: Path, *, allow_outside_root: bool, normalize_labels: bool) -> Manifest:
     classes = sorted(
         d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))
     )
@@ -297,6 +531,12 @@ def _from_folder(root: Path, *, allow_outside_root: bool) -> Manifest:
             _check_inside(root, rel, str(p), allow_outside_root)  # a symlink may leave root
             paths.append(rel)
             label_text.append(name)
+    counts = Counter(label_text)
+    where = [str(root / name) for name in classes]
+    spelled = merge_spellings(
+        classes, [counts[name] for name in classes], where, root, normalize=normalize_labels
+    )
+    label_text = [spelled[name] for name in label_text]
     return _finish(root, root, paths, label_text, list(range(len(paths))))
 
 
@@ -336,6 +576,7 @@ def read_manifest(
     label_column: str | Sequence[str] = "label",
     annotator_column: str | None = None,
     allow_outside_root: bool = False,
+    normalize_labels: bool = False,
 ) -> Manifest:
     """Read a dataset description.
 
@@ -351,6 +592,9 @@ def read_manifest(
         annotator_column: Column naming who voted (one row per vote); None: ``annotator``
             when the manifest has it.
         allow_outside_root: Accept paths (or symlinks) that leave ``images``.
+        normalize_labels: Merge class names that differ only in case or surrounding spaces
+            (``cat``, ``cat ``, ``Cat``) into their most frequent stripped spelling; without
+            it they are an error naming both (:func:`merge_spellings`).
 
     Example:
         >>> m = read_manifest("images/", "labels.csv")  # doctest: +SKIP
@@ -360,7 +604,9 @@ def read_manifest(
     if not root.is_dir():
         raise ManifestError(f"{root}: no such image folder")
     if labels is None:
-        return _from_folder(root, allow_outside_root=allow_outside_root)
+        return _from_folder(
+            root, allow_outside_root=allow_outside_root, normalize_labels=normalize_labels
+        )
     labels = Path(labels)
     if not labels.is_file():
         raise ManifestError(f"{labels}: no such labels file")
@@ -371,4 +617,5 @@ def read_manifest(
         label_column=label_column,
         annotator_column=annotator_column,
         allow_outside_root=allow_outside_root,
+        normalize_labels=normalize_labels,
     )
