@@ -61,11 +61,11 @@ GUARD_MEANING = {
     ),
     "partly_disputed": (
         "the model disputed the label in some late epochs only, at low noise: kept with it "
-        "(finetune trains on it without its label)"
+        "(finetune trains on it as unlabeled)"
     ),
     "semi_agrees": (
         "flagged, but the network trained further after the report agrees with the given "
-        "label: kept with it (finetune trains on it without its label)"
+        "label: kept with it (finetune trains on it as unlabeled)"
     ),
 }
 #: Guards that kept a label the model disputes: worth a person's look.
