@@ -104,6 +104,22 @@ def test_a_thumbnail_opens_large_and_closes(browser):
     # the table's thumbnails open too
     driver.find_element(By.CSS_SELECTOR, "#tbody img").click()
     wait_for(driver, lambda d: zoom.get_attribute("open") is not None)
+    zoom.send_keys(Keys.ESCAPE)
+    # a tile with a larger copy (a photo's) opens that copy, at its size
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), "orange").save(buf, format="PNG")
+    full = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    js(driver, "arguments[0].dataset.full = arguments[1]", tile, full)
+    wait_for(driver, lambda d: zoom.get_attribute("open") is None)
+    js(driver, "arguments[0].scrollIntoView({block: 'center'})", tile)
+    tile.click()
+    wait_for(driver, lambda d: big.get_attribute("src") == full and big.size["width"] == 320)
+    assert big.size["height"] == 213
 
 
 def test_a_kept_given_label_is_not_coloured_as_an_error(browser):

@@ -31,6 +31,12 @@ def mpl_text(value: Any) -> str:
 _mpl = mpl_text
 
 
+def _cut(value: Any, width: int = 14) -> str:
+    """A class name cut to ``width`` characters (``...`` marks the cut): long names fit a title."""
+    text = str(value)
+    return mpl_text(text if len(text) <= width else text[: width - 1] + "\u2026")
+
+
 def png(fig: Any, *, tight: bool = True) -> dict[str, Any]:
     """``{"src": data URI, "width", "height"}`` of a figure drawn at SCALE x its display size."""
     import matplotlib.pyplot as plt
@@ -193,7 +199,7 @@ def traces(
             ax.set_yticks([0, 0.5, 1])
             ax.tick_params(labelsize=7)
             ax.set_title(
-                f"given {_mpl(row['given_label'])} / model {_mpl(row['pseudo_label'])}",
+                f"given {_cut(row['given_label'])} / model {_cut(row['pseudo_label'])}",
                 fontsize=8,
             )
             if i == rows - 1:

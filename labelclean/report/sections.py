@@ -48,19 +48,19 @@ PER_PAGE = 50
 MAX_TABLE_THUMBS = 5000
 UNLABEL_ORDER = ("NHR", "NHI", "NS", "CH", "CS")
 UNLABEL_REASON = {
-    "NHR": "the model is unsure of every label, the given one plausible",
-    "NHI": "the model is unsure of every label, the given one unlikely",
+    "NHR": "too ambiguous to keep or fix",
+    "NHI": "too ambiguous to keep or fix",
     "NS": "the model prefers another label, but was not sure enough of it to relabel",
     "CH": "in a clean cluster, but the model's most frequent prediction disagrees",
     "CS": "in a clean cluster, but the model's most frequent prediction disagrees",
 }
 #: Where each cluster sits in the scatter; what its samples got is counted per report.
 GUIDE = (
-    ("CS", "top right: the model agrees with the label from early on."),
-    ("CH", "lower on the diagonal: the model agrees, but learnt it late."),
-    ("NS", "top left: the model is sure of another label."),
-    ("NHR", "middle: unsure of any label, the given one plausible."),
-    ("NHI", "bottom left: unsure, the given label unlikely."),
+    ("CS", "top right: the model agreed with the label from early on"),
+    ("CH", "lower on the diagonal: the model agreed, but learnt it late"),
+    ("NS", "top left: the model is sure of another label"),
+    ("NHR", "middle: the model is unsure of any label, the given one plausible"),
+    ("NHI", "bottom left: the model is unsure, the given label unlikely"),
 )
 #: Plain names of the sample table's columns, and what each means (a tooltip); the CSV
 #: export keeps the column names.
@@ -187,7 +187,8 @@ def build_scatter(page: PageData) -> dict[str, Any]:
 def build_traces(page: PageData) -> dict[str, Any]:
     """Figure 1: typical samples of each cluster and their confidence over epochs."""
     thumbs = Thumbnails(page.report.image_root, 96, page.missing)
-    return {"fig": figures.traces(page.frame, thumbs) if len(page.frame) else None}
+    rows = [(c, CLUSTER_SHORT.get(c, c)) for c, k in page.summary.clusters.items() if k]
+    return {"fig": figures.traces(page.frame, thumbs) if len(page.frame) else None, "rows": rows}
 
 
 def _tile(row: pd.Series, thumbs: Thumbnails) -> dict[str, Any]:

@@ -113,18 +113,20 @@
   close.type = 'button'; close.textContent = 'close (Esc)';
   zoom.append(close, big, caption); document.body.appendChild(zoom);
   zoom.addEventListener('click', () => zoom.close());
+  function size() {  // at least 320 px (or its full size), within the window
+    const w = big.naturalWidth, h = big.naturalHeight;
+    if (!w || !h) return;
+    const fitTo = Math.min(Math.max(320, w, h), window.innerWidth * 0.9, window.innerHeight * 0.8);
+    const k = fitTo / Math.max(w, h);
+    big.width = Math.round(w * k); big.height = Math.round(h * k);
+  }
   document.addEventListener('click', ev => {
     const im = ev.target;
     if (!(im instanceof HTMLImageElement) || zoom.contains(im)) return;
-    big.src = im.dataset.full || im.src;
     const fig = im.closest('figure');
     caption.textContent = (fig && fig.title) || im.dataset.path || im.alt || '';
-    big.onload = () => {  // at least 320 px (or its full size), within the window
-      const side = Math.max(320, big.naturalWidth, big.naturalHeight);
-      const fitTo = Math.min(side, window.innerWidth * 0.9, window.innerHeight * 0.8);
-      const k = fitTo / Math.max(big.naturalWidth, big.naturalHeight);
-      big.width = Math.round(big.naturalWidth * k); big.height = Math.round(big.naturalHeight * k);
-    };
+    big.onload = size; big.src = im.dataset.full || im.src;
+    if (big.complete) size();
     if (!zoom.open) zoom.showModal();
   });
   document.querySelectorAll('.js-only').forEach(e => { e.hidden = false; });
