@@ -555,7 +555,8 @@ def test_page_says_first_how_many_look_wrong_and_the_exact_next_commands(tmp_pat
     text = write_html_report(read_report(path), tmp_path / "r.html").read_text(encoding="utf-8")
     todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', text, re.S).group(1))
     assert "26 of 80 labels (32.5%) look wrong." in todo
-    assert "The audit fixed 12" in todo and "could not decide on 14: those need a person" in todo
+    assert "The audit fixed 12 by relabeling them and could not decide on 14: those need a person" in todo
+    assert "(14 to decide, 12 fixes to check)" in todo
     rep, dec = f"'{path}'", f"'{folder / 'report.decisions.csv'}'"
     assert f"labelclean review {rep}" in todo
     assert f"labelclean apply {rep} {dec} --out final.csv" in todo
@@ -579,6 +580,19 @@ def test_a_report_where_nothing_looks_wrong_says_so(digits, tmp_path):
     text = write_html_report(rep, tmp_path / "r.html").read_text(encoding="utf-8")
     todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', text, re.S).group(1))
     assert "No label looks wrong to the audit: it kept all 80." in todo and "labelclean review" in todo
+    # only unlabeled, one relabel, a guard that kept disputed labels: the sentence follows
+    f.loc[:1, "action"], f.loc[:1, "clean_label"] = "unlabel", None
+    f["guard"] = None
+    f.loc[5:7, "guard"] = "partly_disputed"
+    rep.metadata["guard_note"] = "guard: ..."
+    todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', write_html_report(rep, tmp_path / "r2.html").read_text(), re.S).group(1))
+    assert "2 of 80 labels (2.5%) look wrong. The audit relabeled none and could not decide on 2: those need a person" in todo
+    assert "3 kept labels are disputed by the model and worth a look too." in todo
+    assert "decide in the browser (2 to decide):" in todo
+    f.loc[2, "action"], f.loc[2, "clean_label"] = "relabel", "9"
+    todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', write_html_report(rep, tmp_path / "r3.html").read_text(), re.S).group(1))
+    assert "The audit fixed 1 by relabeling it and could not decide on 2" in todo
+    assert "(2 to decide, 1 fix to check)" in todo
 
 
 def test_given_label_is_coloured_by_what_the_audit_did(page):
