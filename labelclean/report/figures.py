@@ -206,7 +206,14 @@ def traces(
                 ax.set_xlabel("epoch", fontsize=8)
     handles = [
         Line2D([], [], color=GIVEN_COLOR, lw=2.6, label="confidence of the given label"),
-        Line2D([], [], color=PSEUDO_COLOR, lw=1.4, ls="--", label="of the model's most frequent prediction"),
+        Line2D(
+            [],
+            [],
+            color=PSEUDO_COLOR,
+            lw=1.4,
+            ls="--",
+            label="of the model's most frequent prediction",
+        ),
     ]
     fig.legend(
         handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False

@@ -67,14 +67,22 @@ GUIDE = (
 COLUMN_TITLES = {
     "index": ("row", "the row of the manifest"),
     "given_label": ("given label", "the label the data came with"),
-    "clean_label": ("audit's label", "the label the audit uses: the given one if kept, the new one "
-                    "if relabeled, none if unlabeled"),
-    "pseudo_label": ("model's guess", "the class the network predicted most often over the "
-                     "epochs (the paper's max-repeating pseudo label)"),
+    "clean_label": (
+        "audit's label",
+        "the label the audit uses: the given one if kept, the new one "
+        "if relabeled, none if unlabeled",
+    ),
+    "pseudo_label": (
+        "model's guess",
+        "the class the network predicted most often over the "
+        "epochs (the paper's max-repeating pseudo label)",
+    ),
     "cluster": ("cluster", "where the sample sits in the joint confidence (see the legend)"),
     "action": ("audit", "what the audit did: keep, relabel or unlabel"),
-    "conf_given": ("conf. given", "the network's mean confidence in the given label over the "
-                   "epochs"),
+    "conf_given": (
+        "conf. given",
+        "the network's mean confidence in the given label over the epochs",
+    ),
     "conf_pseudo": ("conf. guess", "the network's mean confidence in its guess over the epochs"),
     "cluster_prob": ("cluster prob.", "how surely the sample belongs to its cluster"),
     "guard": ("guard", "which of the audit's guards moved the sample, if any"),

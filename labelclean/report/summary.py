@@ -56,8 +56,7 @@ GUARD_MEANING = {
         "more samples looked wrong than the estimated noise allows: kept with the given label"
     ),
     "class_floor": (
-        "kept with the given label so that no class loses most of the samples the network "
-        "trains on"
+        "kept with the given label so that no class loses most of the samples the network trains on"
     ),
     "partly_disputed": (
         "the model disputed the label in some late epochs only, at low noise: kept with it "
