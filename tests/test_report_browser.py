@@ -82,6 +82,16 @@ def test_an_in_page_link_never_lands_under_the_sticky_bar(browser):
         " document.querySelector('nav').getBoundingClientRect().bottom];",
     )
     assert th >= bar - 1
+    # a heatmap cell scrolls to the table it filters: its heading below the bar too
+    cell = driver.find_element(By.CSS_SELECTOR, "#heat td.pick")
+    js(driver, "arguments[0].scrollIntoView({block: 'center'})", cell)
+    cell.click()
+    top, bar = js(
+        driver,
+        "return [document.querySelector('#samples h2').getBoundingClientRect().top,"
+        " document.querySelector('nav').getBoundingClientRect().bottom];",
+    )
+    assert bar <= top < bar + 40
 
 
 def test_a_thumbnail_opens_large_and_closes(browser):
