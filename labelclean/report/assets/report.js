@@ -109,7 +109,7 @@
   // (data-full), else the image itself enlarged (small sources are embedded whole).
   const zoom = document.createElement('dialog'), big = document.createElement('img');
   const caption = document.createElement('p'), close = document.createElement('button');
-  zoom.id = 'zoom'; zoom.className = 'zoom'; big.alt = ''; big.className = 'pixel';
+  zoom.id = 'zoom'; zoom.className = 'zoom'; big.alt = '';
   close.type = 'button'; close.textContent = 'close (Esc)';
   zoom.append(close, big, caption); document.body.appendChild(zoom);
   zoom.addEventListener('click', () => zoom.close());
@@ -125,6 +125,7 @@
     if (!(im instanceof HTMLImageElement) || zoom.contains(im)) return;
     const fig = im.closest('figure');
     caption.textContent = (fig && fig.title) || im.dataset.path || im.alt || '';
+    big.className = im.dataset.full ? '' : 'pixel';  // a photo's copy smooth, a small image crisp
     big.onload = size; big.src = im.dataset.full || im.src;
     if (big.complete) size();
     if (!zoom.open) zoom.showModal();
