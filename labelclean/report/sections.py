@@ -129,7 +129,10 @@ def _present(clusters: pd.Series, order: tuple[str, ...]) -> list[str]:
 
 
 def build_summary(page: PageData) -> dict[str, Any]:
-    """Headline cards, warnings, clusters, what the guards moved, top flips, the settings.
+    """What to do next, headline cards, warnings, the cluster legend, guards, flips, settings.
+
+    ``todo`` opens the page: how many labels look wrong, were fixed, need a person, and the
+    exact commands to run next. The legend counts each cluster's actions in this report.
 
     ``guard`` is None for a report written before the guard was recorded (nothing to show).
     """
