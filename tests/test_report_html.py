@@ -503,3 +503,139 @@ def test_page_shows_what_the_guard_moved_and_the_warnings_when_the_report_record
     old_text = old.read_text(encoding="utf-8")
     assert "guard" not in json.loads(Page(old_text).scripts["columns"]) and "warning:" not in old_text
     assert "Not recorded: a report from an earlier labelclean version." in old_text
+
+
+# Issue 39.5: a report that says what to do.
+
+
+def _legend(text: str) -> dict[str, tuple[int, int, int]]:
+    """The summary's cluster legend: code -> (kept, relabeled, unlabeled) as the page shows it."""
+    part = re.search(r'<div id="legend">(.*?)</div>', text, re.S).group(1)
+    rows = re.findall(r"<b>(\w+)</b>[^<]*</td><td>\d+</td><td>[^<]*</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>", part)
+    return {code: tuple(map(int, k)) for code, *k in rows}
+
+
+def _visible(text: str) -> str:
+    """The page's text a reader sees: no scripts, styles, tooltips or the settings dump."""
+    text = re.sub(r"<(script|style|pre)\b.*?</\1>", " ", text, flags=re.S)
+    import html
+
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def test_legend_counts_what_happened_not_a_fixed_cluster_rule(digits, tmp_path):
+    """Kept NHI rows and unlabeled NS rows: the legend says so, never "NHI: unlabeled"."""
+    rep = read_report(digits)
+    f = rep.frame
+    nhi, ns = f.index[f["cluster"] == "NHI"], f.index[f["cluster"] == "NS"][:3]
+    f.loc[nhi[:5], "action"] = "keep"
+    f.loc[nhi[:5], "clean_label"] = f.loc[nhi[:5], "given_label"]
+    f.loc[ns, "action"], f.loc[ns, "clean_label"] = "unlabel", None
+    text = write_html_report(rep, tmp_path / "r.html").read_text(encoding="utf-8")
+    want = pd.crosstab(f["cluster"], f["action"]).reindex(columns=["keep", "relabel", "unlabel"], fill_value=0)
+    assert _legend(text) == {c: tuple(int(v) for v in want.loc[c]) for c in ["CS", "CH", "NS", "NHR", "NHI"]}
+    assert _legend(text)["NHI"] == (5, 0, 2) and _legend(text)["NS"] == (0, 9, 3)
+    seen = _visible(text)
+    assert not re.search(r"NHI[^.;]{0,60}: unlabeled|NS[^.;]{0,60}: relabeled", seen)
+    # the scatter's guide counts the same
+    guide = re.search(r'<div class="guide">(.*?)</div>', text, re.S).group(1)
+    assert "Here: 5 kept, 2 unlabeled." in guide and "Here: 9 relabeled, 3 unlabeled." in guide
+    # and so does the terminal's cluster table
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    render_terminal(summarize(rep), console=console)
+    out = console.export_text()
+    assert "here 5 kept, 2 unlabeled" in out and "here 9 relabeled, 3 unlabeled" in out
+
+
+def test_page_says_first_how_many_look_wrong_and_the_exact_next_commands(tmp_path):
+    folder = tmp_path / "my audit"  # a path that needs quoting in a shell
+    path = make_digits_report(folder)
+    text = write_html_report(read_report(path), tmp_path / "r.html").read_text(encoding="utf-8")
+    todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', text, re.S).group(1))
+    assert "26 of 80 labels (32.5%) look wrong." in todo
+    assert "The audit fixed 12 by relabeling them and could not decide on 14: those need a person" in todo
+    assert "(14 to decide, 12 fixes to check)" in todo
+    rep, dec = f"'{path}'", f"'{folder / 'report.decisions.csv'}'"
+    assert f"labelclean review {rep}" in todo
+    assert f"labelclean apply {rep} {dec} --out final.csv" in todo
+    assert f"labelclean finetune {rep} --decisions {dec} --out model/" in todo
+    # first thing in the page, before any figure or table
+    assert text.index('id="todo"') < min(text.index("<img"), text.index("<table"))
+    # plain words, not the method's jargon, in what a reader sees
+    seen = _visible(text)
+    for jargon in ("max-repeating", "pseudo label", " T ", "out of T,", "estimated noise"):
+        assert jargon not in seen, jargon
+    for code, name in (("CS", "clean, learnt early"), ("NS", "likely wrong"), ("NHI", "unclear, given label unlikely")):
+        assert re.search(rf"<b>{code}</b> {name}", text), code
+    header = re.search(r"<thead><tr><th></th>(.*?)</tr></thead>", text).group(1)
+    assert ">model&#39;s guess</th>" in header and 'data-col="pseudo_label"' in header
+
+
+def test_a_report_where_nothing_looks_wrong_says_so(digits, tmp_path, monkeypatch):
+    from labelclean.report import html, sections
+
+    monkeypatch.setattr(html, "SECTIONS", sections.SECTIONS[:1])  # the summary alone: fast
+    rep = read_report(digits)
+    f = rep.frame
+    f["action"], f["clean_label"] = "keep", f["given_label"]
+    text = write_html_report(rep, tmp_path / "r.html").read_text(encoding="utf-8")
+    todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', text, re.S).group(1))
+    assert "No label looks wrong to the audit: it kept all 80." in todo and "labelclean review" in todo
+    # only unlabeled, one relabel, a guard that kept disputed labels: the sentence follows
+    f.loc[:1, "action"], f.loc[:1, "clean_label"] = "unlabel", None
+    f["guard"] = None
+    f.loc[5:7, "guard"] = "partly_disputed"
+    rep.metadata["guard_note"] = "guard: ..."
+    todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', write_html_report(rep, tmp_path / "r2.html").read_text(), re.S).group(1))
+    assert "2 of 80 labels (2.5%) look wrong. The audit relabeled none and could not decide on 2: those need a person" in todo
+    assert "3 kept labels are disputed by the model and worth a look too." in todo
+    assert "decide in the browser (2 to decide):" in todo
+    f.loc[2, "action"], f.loc[2, "clean_label"] = "relabel", "9"
+    todo = _visible(re.search(r'<div class="todo" id="todo">(.*?)</div>', write_html_report(rep, tmp_path / "r3.html").read_text(), re.S).group(1))
+    assert "The audit fixed 1 by relabeling it and could not decide on 2" in todo
+    assert "(2 to decide, 1 fix to check)" in todo
+
+
+def test_given_label_is_coloured_by_what_the_audit_did(page):
+    _, text = page
+    body = re.search(r'<tbody id="tbody">(.*?)</tbody>', text, re.S).group(1)
+    rows = json.loads(Page(text).scripts["rows"])[:50]
+    got = re.findall(r'<td class="text given given-(\w+)">', body)
+    assert got == [r["action"] for r in rows] and {"keep", "relabel", "unlabel"} <= set(got)
+    from labelclean.report.templating import asset
+
+    css = asset("report.css")
+    assert ".given-keep{color:#212529}" in css and ".given-relabel{text-decoration:line-through}" in css
+    js = asset("report.js")
+    assert "d.className += ' given-' + r.action" in js  # the pages the script draws, too
+
+
+def test_tiles_carry_a_larger_copy_within_a_byte_budget(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from labelclean.report import html, sections
+
+    grids = [s for s in sections.SECTIONS if s.id in ("relabeled", "unlabeled")]
+    monkeypatch.setattr(html, "SECTIONS", grids)  # the tiles alone: no figure to draw
+    path = make_digits_report(tmp_path)
+    rep = read_report(path)
+    rng = np.random.default_rng(0)
+    for rel in rep.frame["path"]:  # photo-sized images: the 64 px tiles are shrunk copies
+        Image.fromarray(rng.integers(0, 255, (200, 160, 3), dtype=np.uint8)).save(rep.image_root / rel)
+    text = write_html_report(rep, tmp_path / "r.html").read_text(encoding="utf-8")
+    fulls = re.findall(r'<img src="data:[^"]+" width="\d+" height="\d+" alt="[^"]*" data-path="[^"]*" data-full="(data:image/[^"]+)"', text)
+    assert len(fulls) == 12 + 14  # every relabeled and unlabeled tile
+    import base64
+    import io
+
+    big = Image.open(io.BytesIO(base64.b64decode(fulls[0].split(",", 1)[1])))
+    assert max(big.size) == 200  # never enlarged past the source, here under ZOOM_SIZE
+    monkeypatch.setattr(html, "ZOOM_BUDGET", 100_000)
+    text = write_html_report(rep, tmp_path / "r2.html").read_text(encoding="utf-8")
+    kept = text.count("data-full=")
+    assert 0 < kept < 26
+    assert f"large views: {26 - kept} images open at thumbnail size" in text
+    # sources no larger than their tile (the digits) need no copy: the page enlarges the tile
+    assert "data-full=" not in write_html_report(read_report(make_digits_report(tmp_path / "d")), tmp_path / "d.html").read_text()

@@ -389,5 +389,8 @@ def apply_guard(
     codes[rescue], reason[rescue] = _CH, GUARD_REASONS.index("class_floor")
     keep_given |= rescue
     if rescue.any():
-        notes.append(f"kept {int(rescue.sum())} samples so that no class drops out of T")
+        notes.append(
+            f"kept {int(rescue.sum())} samples so that no class drops out of T (the samples "
+            "the network trains on)"
+        )
     return GuardResult(codes, keep_given, reason, notes)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labelclean.report.summary import CLUSTER_ORDER
+from labelclean.report.summary import CLUSTER_ORDER, CLUSTER_SHORT
 from labelclean.report.templating import color as _color
 from labelclean.report.thumbs import Thumbnails
 
@@ -29,6 +29,12 @@ def mpl_text(value: Any) -> str:
 
 
 _mpl = mpl_text
+
+
+def _cut(value: Any, width: int = 14) -> str:
+    """A class name cut to ``width`` characters (``...`` marks the cut): long names fit a title."""
+    text = str(value)
+    return mpl_text(text if len(text) <= width else text[: width - 1] + "\u2026")
 
 
 def png(fig: Any, *, tight: bool = True) -> dict[str, Any]:
@@ -78,7 +84,7 @@ def scatter(
             alpha=0.55,
             c=_color(c),
             linewidths=0,
-            label=f"{_mpl(c)}  {k} ({k / max(n, 1):.0%})",
+            label=f"{_mpl(c)} {CLUSTER_SHORT.get(c, '')}  {k} ({k / max(n, 1):.0%})",
         )
     gmm, components = metadata.get("gmm"), list(metadata.get("cluster_names") or [])
     means = np.asarray(gmm.get("means", []), dtype=float) if isinstance(gmm, dict) else None
@@ -115,7 +121,7 @@ def scatter(
             elif means.shape[1] == 1:  # loss-only ablation: components split on a alone
                 ax.axvline(means[k, 0], color=color, ls="--", lw=1.2)
     ax.set_xlabel("mean confidence of the given label  (a)")
-    ax.set_ylabel("mean confidence of the max-repeating pseudo label  (m)")
+    ax.set_ylabel("mean confidence of the model's most frequent prediction  (m)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     legend = ax.legend(loc="lower right", fontsize=8, markerscale=2.5 if size < 10 else 1.2)
@@ -193,14 +199,21 @@ def traces(
             ax.set_yticks([0, 0.5, 1])
             ax.tick_params(labelsize=7)
             ax.set_title(
-                f"given {_mpl(row['given_label'])} / pseudo {_mpl(row['pseudo_label'])}",
+                f"given {_cut(row['given_label'])} / model {_cut(row['pseudo_label'])}",
                 fontsize=8,
             )
             if i == rows - 1:
                 ax.set_xlabel("epoch", fontsize=8)
     handles = [
         Line2D([], [], color=GIVEN_COLOR, lw=2.6, label="confidence of the given label"),
-        Line2D([], [], color=PSEUDO_COLOR, lw=1.4, ls="--", label="of the max-repeating label"),
+        Line2D(
+            [],
+            [],
+            color=PSEUDO_COLOR,
+            lw=1.4,
+            ls="--",
+            label="of the model's most frequent prediction",
+        ),
     ]
     fig.legend(
         handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False

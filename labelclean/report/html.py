@@ -25,11 +25,14 @@ from labelclean.report.parquet import Report
 from labelclean.report.sections import SECTIONS, PageData
 from labelclean.report.summary import summarize
 from labelclean.report.templating import render
-from labelclean.report.thumbs import Thumbnails
+from labelclean.report.thumbs import Enlargements, Thumbnails
 
 logger = logging.getLogger(__name__)
 
 TABLE_THUMB = 40
+#: Side of the larger copy a click on a tile opens, and the bytes all such copies may take.
+ZOOM_SIZE = 320
+ZOOM_BUDGET = 4_000_000
 
 
 def write_html_report(
@@ -88,6 +91,14 @@ def write_html_report(
     )
     steps = len(SECTIONS) + 1
     sections = _build_sections(page, progress, steps)
+    zoom = Enlargements(Thumbnails(root, ZOOM_SIZE, missing), page.thumbs, ZOOM_BUDGET)
+    for tile in _tiles(sections):
+        tile["full"] = zoom.uri(str(tile["path"]))
+    if zoom.skipped:
+        page.sampled.append(
+            f"large views: {zoom.skipped} images open at thumbnail size (the page holds larger "
+            f"copies up to {ZOOM_BUDGET / 1e6:.0f} MB)"
+        )
     text = render(
         "report.html.j2",
         title=report.path.name if report.path else "report",
@@ -126,6 +137,16 @@ def _build_sections(page: PageData, progress: Progress | None, steps: int) -> li
                 }
             )
     return sections
+
+
+def _tiles(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The image tiles of the sections, in page order: a context's ``tiles``, its groups'."""
+    out = []
+    for section in sections:
+        c = section["c"]
+        for group in [c, *(c.get("groups") or [])]:
+            out += [t for t in group.get("tiles") or [] if isinstance(t, dict) and t.get("src")]
+    return out
 
 
 def _run_facts(metadata: Mapping[str, Any]) -> str:

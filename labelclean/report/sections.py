@@ -20,7 +20,14 @@ import pandas as pd
 from labelclean.report import figures
 from labelclean.report.heat import heat_table
 from labelclean.report.parquet import Report
-from labelclean.report.summary import CLUSTER_MEANING, GUARD_MEANING, Summary
+from labelclean.report.summary import (
+    CLUSTER_MEANING,
+    CLUSTER_SHORT,
+    GUARD_MEANING,
+    Summary,
+    next_commands,
+    outcome_text,
+)
 from labelclean.report.thumbs import Thumbnails
 
 TABLE_COLUMNS = (
@@ -41,19 +48,45 @@ PER_PAGE = 50
 MAX_TABLE_THUMBS = 5000
 UNLABEL_ORDER = ("NHR", "NHI", "NS", "CH", "CS")
 UNLABEL_REASON = {
-    "NHR": "noisy, hard, relevant label: too ambiguous to keep or fix",
-    "NHI": "noisy, hard, irrelevant label: too ambiguous to keep or fix",
-    "NS": "noisy, but the new label was not confident enough to use",
-    "CH": "in a clean cluster, but the model's most frequent label disagrees (refinement)",
-    "CS": "in a clean cluster, but the model's most frequent label disagrees (refinement)",
+    "NHR": "too ambiguous to keep or fix",
+    "NHI": "too ambiguous to keep or fix",
+    "NS": "the model prefers another label, but was not sure enough of it to relabel",
+    "CH": "in a clean cluster, but the model's most frequent prediction disagrees",
+    "CS": "in a clean cluster, but the model's most frequent prediction disagrees",
 }
+#: Where each cluster sits in the scatter; what its samples got is counted per report.
 GUIDE = (
-    ("CS", "top right: the model agrees with the label from early on; kept."),
-    ("CH", "lower on the diagonal: agrees, but learnt it late; kept."),
-    ("NS", "top left: the model is sure of another label; relabeled to it."),
-    ("NHR", "unsure of any label, the given one plausible; unlabeled."),
-    ("NHI", "unsure, the given label unlikely; unlabeled."),
+    ("CS", "top right: the model agreed with the label from early on"),
+    ("CH", "lower on the diagonal: the model agreed, but learnt it late"),
+    ("NS", "top left: the model is sure of another label"),
+    ("NHR", "middle: the model is unsure of any label, the given one plausible"),
+    ("NHI", "bottom left: the model is unsure, the given label unlikely"),
 )
+#: Plain names of the sample table's columns, and what each means (a tooltip); the CSV
+#: export keeps the column names.
+COLUMN_TITLES = {
+    "index": ("row", "the row of the manifest"),
+    "given_label": ("given label", "the label the data came with"),
+    "clean_label": (
+        "audit's label",
+        "the label the audit uses: the given one if kept, the new one "
+        "if relabeled, none if unlabeled",
+    ),
+    "pseudo_label": (
+        "model's guess",
+        "the class the network predicted most often over the "
+        "epochs (the paper's max-repeating pseudo label)",
+    ),
+    "cluster": ("cluster", "where the sample sits in the joint confidence (see the legend)"),
+    "action": ("audit", "what the audit did: keep, relabel or unlabel"),
+    "conf_given": (
+        "conf. given",
+        "the network's mean confidence in the given label over the epochs",
+    ),
+    "conf_pseudo": ("conf. guess", "the network's mean confidence in its guess over the epochs"),
+    "cluster_prob": ("cluster prob.", "how surely the sample belongs to its cluster"),
+    "guard": ("guard", "which of the audit's guards moved the sample, if any"),
+}
 
 
 @dataclass
@@ -96,22 +129,47 @@ def _present(clusters: pd.Series, order: tuple[str, ...]) -> list[str]:
 
 
 def build_summary(page: PageData) -> dict[str, Any]:
-    """Headline cards, warnings, clusters, what the guards moved, top flips, the settings.
+    """What to do next, headline cards, warnings, the cluster legend, guards, flips, settings.
+
+    ``todo`` opens the page: how many labels look wrong, were fixed, need a person, and the
+    exact commands to run next. The legend counts each cluster's actions in this report.
 
     ``guard`` is None for a report written before the guard was recorded (nothing to show).
     """
     s, n = page.summary, max(page.summary.n, 1)
     md = page.report.metadata
+    flagged = s.actions["relabel"] + s.actions["unlabel"]
     cards = [
         ("samples", s.n),
         ("classes", s.n_classes),
-        ("estimated noise", f"{s.estimated_noise:.1%}"),
+        ("look wrong", f"{flagged} ({s.estimated_noise:.1%})"),
+        ("fixed (relabeled)", f"{s.actions['relabel']} ({s.actions['relabel'] / n:.0%})"),
+        ("need a person (unlabeled)", f"{s.actions['unlabel']} ({s.actions['unlabel'] / n:.0%})"),
+        ("kept", f"{s.actions['keep']} ({s.actions['keep'] / n:.0%})"),
     ]
-    cards += [(a, f"{k} ({k / n:.0%})") for a, k in s.actions.items()]
     return {
         "cards": cards,
+        "todo": {
+            "n": s.n,
+            "flagged": flagged,
+            "share": s.estimated_noise,
+            "relabeled": s.actions["relabel"],
+            "unlabeled": s.actions["unlabel"],
+            "disputed": s.disputed,
+            "commands": next_commands(page.report.path),
+        },
         "warnings": [str(w) for w in md.get("warnings") or []],
-        "clusters": [(c, k, k / n, CLUSTER_MEANING.get(c, "")) for c, k in s.clusters.items()],
+        "clusters": [
+            {
+                "code": c,
+                "name": CLUSTER_SHORT.get(c, c),
+                "meaning": CLUSTER_MEANING.get(c, ""),
+                "n": k,
+                "share": k / n,
+                **s.cluster_actions.get(c, {}),
+            }
+            for c, k in s.clusters.items()
+        ],
         "guard": None
         if s.guard is None
         else [(g, k, k / n, GUARD_MEANING.get(g, "")) for g, k in s.guard.items()],
@@ -130,13 +188,18 @@ def build_scatter(page: PageData) -> dict[str, Any]:
     if note:
         page.sampled.append(f"scatter: {note}")
     semi = page.report.metadata.get("semi") or {}  # labelclean.fgcm.semi
-    return {"fig": fig, "note": note, "guide": GUIDE, "semi_changed": semi.get("changed", 0)}
+    guide = [
+        (c, CLUSTER_SHORT.get(c, c), text, outcome_text(page.summary.cluster_actions.get(c, {})))
+        for c, text in GUIDE
+    ]
+    return {"fig": fig, "note": note, "guide": guide, "semi_changed": semi.get("changed", 0)}
 
 
 def build_traces(page: PageData) -> dict[str, Any]:
     """Figure 1: typical samples of each cluster and their confidence over epochs."""
     thumbs = Thumbnails(page.report.image_root, 96, page.missing)
-    return {"fig": figures.traces(page.frame, thumbs) if len(page.frame) else None}
+    rows = [(c, CLUSTER_SHORT.get(c, c)) for c, k in page.summary.clusters.items() if k]
+    return {"fig": figures.traces(page.frame, thumbs) if len(page.frame) else None, "rows": rows}
 
 
 def _tile(row: pd.Series, thumbs: Thumbnails) -> dict[str, Any]:
@@ -175,7 +238,13 @@ def build_unlabeled(page: PageData) -> dict[str, Any]:
             page.sampled.append(f"unlabeled {c} grid: first {page.max_grid} of {len(part)}")
         tiles = [_tile(r, page.thumbs) for _, r in part.head(page.max_grid).iterrows()]
         groups.append(
-            {"cluster": c, "reason": UNLABEL_REASON.get(c, ""), "tiles": tiles, "total": len(part)}
+            {
+                "cluster": c,
+                "name": CLUSTER_SHORT.get(c, c),
+                "reason": UNLABEL_REASON.get(c, ""),
+                "tiles": tiles,
+                "total": len(part),
+            }
         )
     return {"groups": groups, "total": len(rows), "size": page.thumbs.size}
 
@@ -243,6 +312,8 @@ def build_samples(page: PageData) -> dict[str, Any]:
         "n": len(f),
         "per_page": PER_PAGE,
         "clusters": [c for c, k in page.summary.clusters.items() if k],
+        "cluster_names": {c: CLUSTER_SHORT.get(c, c) for c in page.summary.clusters},
+        "titles": COLUMN_TITLES,
         "classes": page.report.class_names,
     }
 

@@ -8,8 +8,11 @@ summarises in about a second.
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,26 +27,49 @@ if TYPE_CHECKING:  # rich is imported only when rendering
 
 ACTIONS = ("keep", "relabel", "unlabel")
 CLUSTER_ORDER = CLUSTER_NAMES  # the audit's own order: CS, CH, NS, NHR, NHI
+#: Plain names of the paper's clusters (README "How it works"). They say where a sample sits
+#: in the joint confidence, not what the audit did with it: the guards move samples between
+#: actions, so what each cluster's samples got is counted per report
+#: (:func:`cluster_action_counts`), never stated here.
 CLUSTER_MEANING = {
-    "CS": "clean, simple: kept",
-    "CH": "clean, hard: kept",
-    "NS": "noisy, simple: relabeled",
-    "NHR": "noisy, hard, relevant label: unlabeled",
-    "NHI": "noisy, hard, irrelevant label: unlabeled",
+    "CS": "clean, easy: the model agrees with the label, learnt early",
+    "CH": "clean, hard: the model agrees with the label, learnt late",
+    "NS": "noisy, easy: the model is sure of another label (relabel candidates)",
+    "NHR": "noisy, hard: the model is unsure, the given label plausible",
+    "NHI": "noisy, hard: the model is unsure, the given label unlikely",
 }
+#: The same, in two or three words, for chips, legends and filters.
+CLUSTER_SHORT = {
+    "CS": "clean, learnt early",
+    "CH": "clean, learnt late",
+    "NS": "likely wrong, the model sure of another",
+    "NHR": "unclear, given label plausible",
+    "NHI": "unclear, given label unlikely",
+}
+#: What each guard did, in plain words (the codes are the report's ``guard`` column).
 GUARD_MEANING = {
-    "unsure_relabel": "NS, but not sure of the new label: unlabeled instead of relabeled",
-    "budget": "over the flag budget: kept with the given label (CH)",
-    "class_floor": "its class would drop out of T: kept with the given label (CH)",
+    "unsure_relabel": (
+        "looked mislabeled, but the model was not sure enough of a new label: "
+        "unlabeled instead of relabeled"
+    ),
+    "budget": (
+        "more samples looked wrong than the estimated noise allows: kept with the given label"
+    ),
+    "class_floor": (
+        "kept with the given label so that no class loses most of the samples the network trains on"
+    ),
     "partly_disputed": (
-        "disputed in some late epochs only, low noise: kept with the given label "
+        "the model disputed the label in some late epochs only, at low noise: kept with it "
         "(finetune trains on it as unlabeled)"
     ),
     "semi_agrees": (
-        "flagged, but the network semi-trained after the report agrees with the given label: "
-        "kept with it (finetune trains on it as unlabeled)"
+        "flagged, but the network trained further after the report agrees with the given "
+        "label: kept with it (finetune trains on it as unlabeled)"
     ),
 }
+#: Guards that kept a label the model disputes: worth a person's look.
+DISPUTED_GUARDS = ("partly_disputed", "semi_agrees")
+ACTION_WORDS = {"keep": "kept", "relabel": "relabeled", "unlabel": "unlabeled"}
 PER_CLASS_COLUMNS = (
     "class",
     "size",
@@ -71,6 +97,11 @@ class Summary:
     #: None for a report written before the ``guard`` column existed
     guard: dict[str, int] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: per cluster (as in ``clusters``), samples per action (keep, relabel, unlabel)
+    cluster_actions: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: kept samples whose label a guard kept although the model disputes it
+    #: (:data:`DISPUTED_GUARDS`); 0 for a report without the ``guard`` column
+    disputed: int = 0
 
 
 def cluster_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -85,6 +116,33 @@ def action_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Samples per action (keep, relabel, unlabel; zeros included)."""
     counts = frame["action"].value_counts()
     return {a: int(counts.get(a, 0)) for a in ACTIONS}
+
+
+def cluster_action_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per cluster (the order of :func:`cluster_counts`), samples per action, zeros included.
+
+    The legend of a page says what happened from this, not from a fixed cluster -> action
+    rule: the guards keep NHI samples, unlabel NS ones, and so on.
+    """
+    table = pd.crosstab(frame["cluster"], frame["action"]) if len(frame) else pd.DataFrame()
+    out = {}
+    for c in cluster_counts(frame):
+        row = table.loc[c] if c in table.index else pd.Series(dtype=np.int64)
+        out[c] = {a: int(row.get(a, 0)) for a in ACTIONS}
+    return out
+
+
+def outcome_text(counts: dict[str, int]) -> str:
+    """``{"keep": 417, "relabel": 0, "unlabel": 27}`` -> ``"417 kept, 27 unlabeled"``."""
+    parts = [f"{k} {ACTION_WORDS.get(a, a)}" for a, k in counts.items() if k]
+    return ", ".join(parts) or "no samples"
+
+
+def disputed_count(frame: pd.DataFrame) -> int:
+    """Kept samples a guard kept although the model disputes the label (DISPUTED_GUARDS)."""
+    if "guard" not in frame:
+        return 0
+    return int(((frame["action"] == "keep") & frame["guard"].isin(DISPUTED_GUARDS)).sum())
 
 
 def guard_counts(frame: pd.DataFrame, metadata: dict[str, Any]) -> dict[str, int] | None:
@@ -177,7 +235,30 @@ def summarize(report: Report, *, top: int = 10) -> Summary:
         top_flips=top_flips(f, top=top),
         guard=guard_counts(f, report.metadata),
         metadata=report.metadata,
+        cluster_actions=cluster_action_counts(f),
+        disputed=disputed_count(f),
     )
+
+
+def next_commands(report_path: str | os.PathLike[str] | None) -> list[tuple[str, str]]:
+    """What to run after reading a report, as ``(what it does, exact command)`` pairs.
+
+    The commands name the report as it was given (``report.parquet`` for a report that has
+    no file) and the decisions file ``review`` writes by default beside it, shell-quoted,
+    so they can be pasted as they are.
+    """
+    from labelclean.review.decisions import default_decisions_path
+
+    path = Path(report_path) if report_path is not None else Path("report.parquet")
+    rep, dec = shlex.quote(str(path)), shlex.quote(str(default_decisions_path(path)))
+    return [
+        ("decide in the browser", f"labelclean review {rep}"),
+        ("write the final labels", f"labelclean apply {rep} {dec} --out final.csv"),
+        (
+            "train a model on them",
+            f"labelclean finetune {rep} --decisions {dec} --out model/",
+        ),
+    ]
 
 
 def confusion(report: Report, *, classes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -241,7 +322,11 @@ def render_terminal(summary: Summary, *, console: Console | None = None) -> None
     )
     for warning in md.get("warnings") or []:
         console.print(f"[bold red]warning:[/] {escape(str(warning))}")
-    console.print(_share_table("clusters", "cluster", summary.clusters, n, CLUSTER_MEANING))
+    legend = {
+        c: f"{CLUSTER_MEANING.get(c, c)}; here {outcome_text(summary.cluster_actions.get(c, {}))}"
+        for c in summary.clusters
+    }
+    console.print(_share_table("clusters", "cluster", summary.clusters, n, legend))
     console.print(_share_table("actions", "action", summary.actions, n))
     if summary.guard is None:
         console.print("guard: not recorded (a report from an earlier labelclean version)")

@@ -80,3 +80,33 @@ class Thumbnails:
         """A data URI of the thumbnail, or None when the image cannot be read."""
         got = self.get(rel)
         return got[0] if got else None
+
+
+class Enlargements:
+    """Larger copies of the page's tiles, for the view a click opens, within a byte budget.
+
+    A tile whose source is no larger than its thumbnail (CIFAR, digits: images are only ever
+    shrunk) needs no copy: the page enlarges the thumbnail itself. Past ``budget`` bytes of
+    copies the rest open as their enlarged thumbnail and ``skipped`` counts them, so the
+    page stays one file of bounded size (the caller says so).
+    """
+
+    def __init__(self, large: Thumbnails, small: Thumbnails, budget: int) -> None:
+        self.large, self.small, self.budget = large, small, budget
+        self.used, self.skipped = 0, 0
+        self._uris: dict[str, str | None] = {}
+
+    def uri(self, rel: str) -> str | None:
+        """A data URI of the larger copy of ``rel``, or None (open the thumbnail instead)."""
+        if rel in self._uris:
+            return self._uris[rel]
+        big, thumb = self.large.encoded(rel), self.small.encoded(rel)
+        got: str | None = None
+        if big is not None and (thumb is None or big[0] != thumb[0]):
+            if self.used + len(big[0]) > self.budget:
+                self.skipped += 1
+            else:
+                self.used += len(big[0])
+                got = self.large.uri(rel)
+        self._uris[rel] = got
+        return got

@@ -50,15 +50,16 @@
     body.replaceChildren();
     for (const r of rows.slice(page * per, (page + 1) * per)) {
       const tr = document.createElement('tr'), td = document.createElement('td');
-      if (thumbs[r.path]) { const im = document.createElement('img'); im.src = thumbs[r.path]; im.alt = ''; td.appendChild(im); }
+      if (thumbs[r.path]) { const im = document.createElement('img'); im.src = thumbs[r.path]; im.alt = ''; im.dataset.path = r.path; td.appendChild(im); }
       else { td.textContent = '-'; td.title = 'no thumbnail'; }
       tr.appendChild(td);
       for (const c of cols) {
         const d = cell(r[c]);
         if (typeof r[c] !== 'number') d.className = 'text';
-        if (c === 'cluster') d.className += ' c-' + r[c];
+        if (c === 'cluster') { d.className += ' c-' + r[c]; d.title = (info.cluster_names || {})[r[c]] || ''; }
         if (c === 'path') { d.className += ' path'; d.title = r[c]; }
-        if (LABEL_CLASS[c] && r[c] !== null) d.className += ' ' + LABEL_CLASS[c];
+        if (LABEL_CLASS[c] && r[c] !== null) { d.className += ' ' + LABEL_CLASS[c]; d.title = r[c]; }
+        if (c === 'given_label') d.className += ' given-' + r.action;  // coloured by what the audit did
         tr.appendChild(d);
       }
       body.appendChild(tr);
@@ -99,6 +100,35 @@
     a.download = 'labelclean-selection.csv';
     document.body.appendChild(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  });
+  // The sticky bar: in-page links and sticky headers stop below it, whatever its height.
+  const bar = document.querySelector('nav');
+  const fit = () => document.documentElement.style.setProperty('--bar', bar.offsetHeight + 'px');
+  fit(); window.addEventListener('resize', fit);
+  // A click on an image opens it large: the tile's larger copy where the page has one
+  // (data-full), else the image itself enlarged (small sources are embedded whole).
+  const zoom = document.createElement('dialog'), big = document.createElement('img');
+  const caption = document.createElement('p'), close = document.createElement('button');
+  zoom.id = 'zoom'; zoom.className = 'zoom'; big.alt = '';
+  close.type = 'button'; close.textContent = 'close (Esc)';
+  zoom.append(close, big, caption); document.body.appendChild(zoom);
+  zoom.addEventListener('click', () => zoom.close());
+  function size() {  // at least 320 px (or its full size), within the window
+    const w = big.naturalWidth, h = big.naturalHeight;
+    if (!w || !h) return;
+    const fitTo = Math.min(Math.max(320, w, h), window.innerWidth * 0.9, window.innerHeight * 0.8);
+    const k = fitTo / Math.max(w, h);
+    big.width = Math.round(w * k); big.height = Math.round(h * k);
+  }
+  document.addEventListener('click', ev => {
+    const im = ev.target;
+    if (!(im instanceof HTMLImageElement) || zoom.contains(im)) return;
+    const fig = im.closest('figure');
+    caption.textContent = (fig && fig.title) || im.dataset.path || im.alt || '';
+    big.className = im.dataset.full ? '' : 'pixel';  // a photo's copy smooth, a small image crisp
+    big.onload = size; big.src = im.dataset.full || im.src;
+    if (big.complete) size();
+    if (!zoom.open) zoom.showModal();
   });
   document.querySelectorAll('.js-only').forEach(e => { e.hidden = false; });
   document.querySelectorAll('.no-js').forEach(e => { e.hidden = true; });
