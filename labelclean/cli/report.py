@@ -143,6 +143,15 @@ def export(
             rich_help_panel="Output",
         ),
     ] = None,
+    only_flagged: Annotated[
+        bool,
+        typer.Option(
+            "--only-flagged",
+            help="label-studio: only the images the audit relabeled or unlabeled, the ones "
+            "that need a person (default: every image, flagged clusters first).",
+            rich_help_panel="Output",
+        ),
+    ] = False,
 ) -> None:
     """Write the cleaned manifest (path,label) for any training pipeline.
 
@@ -163,8 +172,19 @@ def export(
     if format == "label-studio":
         from labelclean.cli.review import export_label_studio
 
-        export_label_studio(report_path, out, document_root=document_root, overwrite=overwrite)
+        export_label_studio(
+            report_path,
+            out,
+            document_root=document_root,
+            overwrite=overwrite,
+            only_flagged=only_flagged,
+        )
         return
+    if only_flagged:
+        raise ConfigError(
+            "--only-flagged is for --format label-studio; a manifest names every image "
+            "(filter its action column, or use --drop-unlabeled)"
+        )
     check_writable(out, overwrite=overwrite, inputs={"REPORT": report_path})
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:

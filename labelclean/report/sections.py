@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from labelclean.report import figures
 from labelclean.report.heat import heat_table
-from labelclean.report.parquet import Report
+from labelclean.report.parquet import Report, suggested_label
 from labelclean.report.summary import CLUSTER_MEANING, GUARD_MEANING, Summary
 from labelclean.report.thumbs import Thumbnails
 
@@ -27,6 +28,7 @@ TABLE_COLUMNS = (
     "index",
     "path",
     "given_label",
+    "suggested_label",
     "clean_label",
     "pseudo_label",
     "cluster",
@@ -70,10 +72,10 @@ class PageData:
     missing: dict[str, str]  #: unreadable image -> reason
     sampled: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def frame(self) -> pd.DataFrame:
-        """The report's rows."""
-        return self.report.frame
+        """The report's rows, with ``suggested_label`` (the one label the page proposes)."""
+        return self.report.frame.assign(suggested_label=suggested_label(self.report.frame))
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,8 @@ def _tile(row: pd.Series, thumbs: Thumbnails) -> dict[str, Any]:
         "index": int(row["index"]),
         "given": row["given_label"],
         "clean": row["clean_label"] if isinstance(row["clean_label"], str) else None,
-        "pseudo": row["pseudo_label"],
+        "suggested": row["suggested_label"],  #: the audit's decision (suggested_label)
+        "pseudo": row["pseudo_label"],  #: the network's guess: evidence only
         "conf_given": float(row["conf_given"]),
         "conf_pseudo": float(row["conf_pseudo"]),
         "src": got[0] if got else None,

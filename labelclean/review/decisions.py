@@ -1,9 +1,14 @@
 """The decisions file of a review: read, check against its report, write atomically.
 
 One row per decided image, ``path,decision,label,time``; ``decision`` is ``accept`` (take the
-audit's suggestion), ``keep`` (the given label), ``relabel`` (to ``label``) or ``drop`` (leave
-the image out). When a file holds several rows for one path the last one wins, so rows can
-be appended by hand or files concatenated.
+audit's suggestion, :func:`labelclean.report.schema.suggested_label`), ``keep`` (the given
+label), ``relabel`` (to ``label``) or ``drop`` (leave the image out). When a file holds several
+rows for one path the last one wins, so rows can be appended by hand or files concatenated.
+
+Up to labelclean 0.1.0 the suggestion was the network's guess (``pseudo_label``) on every
+row. An ``accept`` row always carries the label it accepted, so such a row whose label is no
+longer the suggestion is read as that label (``keep`` when it is the given one, else
+``relabel``), with a warning: what the reviewer saw and took is what the file keeps meaning.
 
 The file is bound to its report by a first line ``# labelclean decisions for <name>
 sha256=<hex>``, the SHA-256 of the report file. It has no comma, so a spreadsheet shows it as
@@ -81,10 +86,17 @@ def now() -> str:
 
 
 def suggested_labels(report: Report) -> dict[str, tuple[str, str]]:
-    """``path -> (given label, suggested label)``; the suggestion is the pseudo label."""
+    """``path -> (given label, suggested label)``; ``accept`` means the suggestion.
+
+    The suggestion is the audit's decision (:attr:`Report.suggested_labels`), not the
+    network's guess.
+    """
     f = report.frame
     return dict(
-        zip(f["path"].astype(str), zip(f["given_label"].astype(str), f["pseudo_label"].astype(str)))
+        zip(
+            f["path"].astype(str),
+            zip(f["given_label"].astype(str), report.suggested_labels.astype(str)),
+        )
     )
 
 
@@ -107,6 +119,9 @@ def check_decision(
     given, suggested = labels[d.path]
     if decision == "relabel" and label is None:
         raise DecisionError(f"{where}: relabel needs a label")
+    if decision == "accept" and label is not None and label != suggested:
+        # an older file: accept meant the network's guess, and the row names what it took
+        decision = "keep" if label == given else "relabel"
     expected = {"accept": suggested, "keep": given}.get(decision)
     if expected is not None and label is not None and label != expected:
         raise DecisionError(
@@ -151,9 +166,8 @@ def _rows(text: str, source: Path) -> tuple[list[tuple[int, dict[str, str]]], st
     return rows, fingerprint
 
 
-def read_decisions_csv(path: str | os.PathLike[str]) -> tuple[list[Decision], str | None]:
-    """The rows of a decisions CSV (unchecked) and the fingerprint it carries."""
-    path = Path(path)
+def decisions_text(path: Path) -> str:
+    """The text of a CSV of decisions, or a DecisionError saying why it is not one."""
     if not path.is_file():
         raise DecisionError(
             f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else "")
@@ -167,6 +181,13 @@ def read_decisions_csv(path: str | os.PathLike[str]) -> tuple[list[Decision], st
         ) from None
     if "\x00" in text:
         raise DecisionError(f"{path}: a binary file, not a decisions CSV")
+    return text
+
+
+def read_decisions_csv(path: str | os.PathLike[str]) -> tuple[list[Decision], str | None]:
+    """The rows of a decisions CSV (unchecked) and the fingerprint it carries."""
+    path = Path(path)
+    text = decisions_text(path)
     rows, fingerprint = _rows(text, path)
     out = [
         Decision(
@@ -184,17 +205,27 @@ def read_decisions_csv(path: str | os.PathLike[str]) -> tuple[list[Decision], st
 def load_decisions(
     path: str | os.PathLike[str], report: Report, *, fingerprint: str
 ) -> DecisionSet:
-    """Read a decisions file (CSV, or a Label Studio JSON export) and check it against ``report``.
+    """Read a decisions file and check it against ``report``.
+
+    The file is a decisions CSV of ``labelclean review``, the report page's CSV export (its
+    ``new_label`` column), or a Label Studio export (JSON, JSON-MIN or CSV);
+    :func:`labelclean.review.exports.read_other_csv` tells the CSVs apart by their header.
 
     Raises:
         DecisionError: The file was made for another report, or a row names an unknown path,
             class or decision (with its file and line).
     """
+    from labelclean.review.exports import read_other_csv
+
     path = Path(path)
+    unit = "line"
     if path.suffix.lower() == ".json":
         from labelclean.interop.label_studio import read_label_studio_export
 
         rows, carried = read_label_studio_export(path, report)
+        unit = "task"
+    elif (other := read_other_csv(path, report)) is not None:
+        rows, carried = other
     else:
         rows, carried = read_decisions_csv(path)
     if carried is not None and carried != fingerprint:
@@ -210,13 +241,23 @@ def load_decisions(
     labels = suggested_labels(report)
     classes = set(report.class_names)
     out = DecisionSet(fingerprint=carried, source=path)
+    older: list[str] = []
     for d in rows:
-        where = (
-            f"{path} line {d.line}" if path.suffix.lower() != ".json" else f"{path} task {d.line}"
-        )
+        where = f"{path} {unit} {d.line}"
         checked = check_decision(d, where, labels=labels, classes=classes)
+        if d.decision.strip().lower() == "accept" and checked.decision != "accept":
+            older.append(where)
         out.by_path.pop(checked.path, None)  # keep dict order = order of the last decisions
         out.by_path[checked.path] = checked
+    if older:
+        logger.warning(
+            "%s: %d accept row(s) name a label that is not the audit's suggestion (%s%s); "
+            "read as that label (up to labelclean 0.1.0, accept took the network's guess)",
+            path,
+            len(older),
+            older[0],
+            ", ..." if len(older) > 1 else "",
+        )
     return out
 
 

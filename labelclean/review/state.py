@@ -48,6 +48,8 @@ class ReviewState:
         #: Whether the report records which guard moved a sample (older ones do not).
         self.has_guard = guard_counts(f, report.metadata) is not None
         self._labels = suggested_labels(report)
+        #: The audit's decision, offered on every card; the network's guess is only evidence.
+        self.suggested = report.suggested_labels.astype(str).to_numpy()
         self._lock = threading.Lock()
         self.decisions: dict[str, Decision] = {}
         if self.path.exists():
@@ -88,7 +90,8 @@ class ReviewState:
             "id": [int(i) for i in rows],
             "path": f["path"].astype(str).tolist(),
             "given": [code[g] for g in f["given_label"].astype(str)],
-            "suggested": [code[s] for s in f["pseudo_label"].astype(str)],
+            "suggested": [code[s] for s in self.suggested[rows]],
+            "network": [code[s] for s in f["pseudo_label"].astype(str)],
             "cluster": [ccode[c] for c in f["cluster"].astype(str)],
             "action": f["action"].astype(str).tolist(),
             "conf_given": np.round(f["conf_given"].to_numpy(np.float64), 3).tolist(),
