@@ -120,7 +120,7 @@ def test_accepting_every_card_gives_the_audits_final_labels(disputed, rep, tmp_p
     out = tmp_path / "final.csv"
     r = invoke("apply", disputed, decisions, "--out", out)
     assert r.exit_code == 0, r.output
-    assert f"80 decided by a reviewer (80 accept" in r.output
+    assert "80 decided by a reviewer (80 accept" in r.output
     assert final_csv(out) == audits_labels(rep.frame)
     # a file of bare accept rows (no label) means the same
     bare = tmp_path / "bare.csv"
@@ -227,7 +227,8 @@ def test_apply_reads_label_studio_csv_and_json_min_exports(disputed, rep, tmp_pa
     got = load_decisions(export, rep, fingerprint=fp).by_path
     assert {p: x.decision for p, x in got.items()} == {a["path"]: "accept", k["path"]: "keep", d["path"]: "drop"}
     r = invoke("apply", disputed, export, "--out", tmp_path / "final.csv")
-    assert r.exit_code == 0, r.output and "1 accept, 1 keep, 0 relabel, 1 drop" in r.output
+    assert r.exit_code == 0, r.output
+    assert "3 decided by a reviewer (1 accept, 1 keep, 0 relabel, 1 drop)" in r.output
     # made for another report: refused, as for JSON
     export.write_text(buf.getvalue().replace(fp, "f" * 64))
     r = invoke("apply", disputed, export, "--out", tmp_path / "f2.csv")

@@ -227,8 +227,7 @@ def export_label_studio(
         raise
     which = " (the flagged images)" if only_flagged else ""
     typer.echo(
-        f"wrote {out}: {len(tasks)} Label Studio tasks{which}, the audit's suggestion "
-        "pre-annotated"
+        f"wrote {out}: {len(tasks)} Label Studio tasks{which}, the audit's suggestion pre-annotated"
     )
     typer.echo(f"wrote {config_path}: the labeling config to paste into the project")
     typer.echo(

@@ -216,7 +216,7 @@ def _flat(raw: Any, where: str, name: str) -> list[str]:
     if isinstance(raw, dict):
         return _choices(raw.get("choices"), where, name)
     raise DecisionError(
-        f"{where}: {name!r} must be a class name or {{\"choices\": [...]}}, "
+        f'{where}: {name!r} must be a class name or {{"choices": [...]}}, '
         f"found {json.dumps(raw)[:80]}"
     )
 
