@@ -200,6 +200,10 @@ def test_apply_reads_the_report_pages_csv_export(disputed, rep, tmp_path):
     assert "3 decided by a reviewer (1 accept, 1 keep, 1 relabel, 0 drop)" in r.output
     final = final_csv(out)
     assert (final[ns.path], final[nhr.path], final[ch.path]) == (ns.given_label, nhr.pseudo_label, other)
+    # the review rewrites its decisions file: it never takes an export for one
+    r = invoke("review", disputed, "--decisions", export, "--no-browser")
+    assert r.exit_code == 1 and "not a decisions file of the review" in r.output
+    assert export.read_text() == export_csv(page, fill)
     bad = tmp_path / "bad.csv"
     bad.write_text(export_csv(page, {ns.path: "dog"}))
     r = invoke("apply", disputed, bad, "--out", tmp_path / "f2.csv")

@@ -135,13 +135,11 @@ def export_tasks(
             "type": "choices",
             "value": {"choices": [suggested]},
         }
+        prediction: dict[str, Any] = {"model_version": f"labelclean {__version__}"}
         # how sure the audit's network is of the suggested label, where it has that figure
-        score = conf_given[i] if suggested == given else conf_pseudo[i]
-        prediction = {
-            "model_version": f"labelclean {__version__}",
-            "score": score,
-            "result": [result],
-        }
+        if suggested == given or suggested == guess:
+            prediction["score"] = conf_given[i] if suggested == given else conf_pseudo[i]
+        prediction["result"] = [result]
         tasks.append({"data": data, "predictions": [prediction]})
     return tasks
 

@@ -53,6 +53,14 @@ class ReviewState:
         self._lock = threading.Lock()
         self.decisions: dict[str, Decision] = {}
         if self.path.exists():
+            from labelclean.review.exports import read_other_csv
+
+            if read_other_csv(self.path, report) is not None:  # it would be rewritten, lost
+                raise DecisionError(
+                    f"{self.path}: a report page or Label Studio export, not a decisions file "
+                    "of the review, which rewrites its file; `labelclean apply` reads it as "
+                    "decisions; give the review another --decisions"
+                )
             self.decisions = load_decisions(self.path, report, fingerprint=fingerprint).by_path
         self.thumbs = Thumbnails(report.image_root, CARD_SIZE)
         clusters = f["cluster"].astype(str).to_numpy()
