@@ -153,8 +153,9 @@ def suggested_label(frame: pd.DataFrame) -> pd.Series:
     epilogue's prediction weighed by the given labels, :mod:`labelclean.fgcm.semi`; the
     late-window max-repeating label without it), which is what ``evaluate`` scores as the
     cleaned label. On kept and relabeled rows ``pseudo_label`` is the network's own guess,
-    evidence to show beside the suggestion and never offered as it: on CIFAR-10N the audit
-    kept labels whose network guess differs, and the guess was right 2.9% of the time.
+    evidence to show beside the suggestion and never offered as it: where the audit kept a
+    label the network disputes, the kept label is far more often right (DESIGN.md, "One
+    suggestion rule").
 
     Stated once, here, for every reader (review card and its ``a`` key, Label Studio
     pre-annotation, the report page's grids and CSV export, ``apply``'s ``accept``).
