@@ -174,6 +174,14 @@ def test_the_report_page_proposes_the_audits_decision(rep, tmp_path):
     assert sorted(shown) == sorted(want[p] for p in flagged["path"])
 
 
+def test_the_manifest_export_names_the_audits_proposal_beside_its_labels(disputed, rep, tmp_path):
+    r = invoke("export", disputed, "--out", tmp_path / "all.csv")
+    assert r.exit_code == 0, r.output
+    rows = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False)
+    assert dict(zip(rows["path"], rows["suggested_label"])) == audits_labels(rep.frame)
+    assert (rows.loc[rows["action"] == "unlabel", "label"] == "").all()  # its label: unchanged
+
+
 def export_csv(page: str, fill: dict[str, str]) -> str:
     """The page's "Export CSV" as report.js writes it, with ``new_label`` filled for ``fill``."""
     rows = json.loads(re.search(r'id="rows">(.*?)</script>', page, re.S).group(1))

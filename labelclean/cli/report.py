@@ -156,8 +156,9 @@ def export(
     """Write the cleaned manifest (path,label) for any training pipeline.
 
     label is the audit's clean label (the given label if kept, the new one if relabeled).
-    By default every sample is written, with given_label and action columns so you can
-    filter; samples the audit unlabeled have an empty label (use them as unlabeled data).
+    By default every sample is written, with given_label, action and suggested_label (the
+    audit's guess where it unlabeled) columns so you can filter; samples the audit unlabeled
+    have an empty label (use them as unlabeled data).
     With --drop-unlabeled they are left out and only path,label is written. Paths are as
     in your manifest (relative to the image folder) unless --absolute-paths.
     --format label-studio writes Label Studio import tasks instead (see README).
