@@ -80,7 +80,8 @@ def test_export_keeps_unlabeled_rows_with_an_empty_label_by_default(digits, tmp_
     assert r.output.startswith(f"wrote {tmp_path / 'all.csv'}: 80 rows (12 relabeled, 14 unlabeled with an empty label);")
     rows = pd.read_csv(tmp_path / "all.csv", keep_default_na=False, dtype=str)
     frame = read_report(digits).frame
-    assert list(rows.columns) == ["path", "label", "given_label", "action"] and len(rows) == N
+    assert list(rows.columns) == ["path", "label", "given_label", "action", "suggested_label"]
+    assert len(rows) == N
     assert rows["path"].tolist() == frame["path"].tolist()  # manifest order
     keep, relabel, unlabel = (rows["action"] == a for a in ("keep", "relabel", "unlabel"))
     assert (rows.loc[keep, "label"] == rows.loc[keep, "given_label"]).all()

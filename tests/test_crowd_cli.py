@@ -190,3 +190,36 @@ def test_wide_votes_through_the_cli(crowd, tmp_path):
                "--label-column", "a2", "--label-column", "a3", "-q")
     assert r.exit_code == 0, r.output
     assert "899 votes by 3 annotators" in r.stdout
+
+
+def test_accepting_every_proposal_gives_the_crowd_audits_final_labels(crowd, tmp_path):
+    """A real crowd audit: every decision `accept`, in the review's file or as Label Studio's
+    submitted pre-annotations, gives the audit's final labels (clean, or its guess where it
+    unlabeled) and so its cleaned accuracy, whatever the network's own guesses."""
+    from labelclean.interop.label_studio import export_tasks
+    from labelclean.review.decisions import report_fingerprint
+
+    rep = read_report(crowd["out"])
+    f = rep.frame
+    final = dict(zip(f["path"], np.where(f["clean_label"].notna(), f["clean_label"], f["pseudo_label"])))
+    kept = f["action"] == "keep"
+    assert (kept & (f["pseudo_label"] != f["clean_label"])).any()  # where the two differ
+    accept = tmp_path / "d.csv"
+    accept.write_text("path,decision\n" + "".join(f"{p},accept\n" for p in f["path"]))
+    tasks = export_tasks(rep, document_root=rep.image_root.parent,
+                         fingerprint=report_fingerprint(crowd["out"]))
+    for t in tasks:
+        t["annotations"] = [{"result": t["predictions"][0]["result"], "updated_at": "2024-01-01"}]
+    studio = tmp_path / "export.json"
+    studio.write_text(json.dumps(tasks))
+    truth = pd.read_csv(crowd["truth"], dtype=str).set_index("path")["label"]
+    for decisions in (accept, studio):
+        out = tmp_path / f"{decisions.stem}.final.csv"
+        r = invoke("apply", crowd["out"], decisions, "--out", out)
+        assert r.exit_code == 0, r.output
+        got = pd.read_csv(out, dtype=str, keep_default_na=False)
+        assert dict(zip(got["path"], got["label"])) == final
+    r = invoke("evaluate", crowd["out"], "--truth", crowd["truth"], "--json")
+    assert r.exit_code == 0, r.output
+    right = np.mean([final[p] == truth[p] for p in f["path"]])
+    assert abs(right - json.loads(r.stdout)["cleaned_accuracy"]) < 1e-9

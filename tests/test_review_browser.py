@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_html import make_digits_report
+from test_review_suggestion import audits_labels, disputed_report
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = (
@@ -47,7 +47,7 @@ def wait_for(driver, condition, timeout=20):
 
 @pytest.fixture
 def review(tmp_path):
-    report = make_digits_report(tmp_path)
+    report = disputed_report(tmp_path)  # kept images the network disputes, as audits have
     proc = subprocess.Popen(
         [sys.executable, "-m", "labelclean", "review", str(report), "--port", "0", "--no-browser"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -65,8 +65,9 @@ def review(tmp_path):
 def card(driver):
     from selenium.webdriver.common.by import By
 
-    text = lambda i: driver.find_element(By.ID, i).text  # noqa: E731
-    return {"path": text("path"), "given": text("given"), "suggested": text("suggested")}
+    text = lambda i: "".join(e.text for e in driver.find_elements(By.ID, i))  # noqa: E731
+    return {"path": text("path"), "given": text("given"), "suggested": text("suggested"),
+            "accept": text("accept-label"), "network": text("network")}
 
 
 def press(driver, key):
@@ -138,6 +139,36 @@ def test_keyboard_decisions_land_in_the_file_resume_and_apply(review, tmp_path):
     assert [labels[c["path"]] for c in seen] == [first["suggested"], second["given"], other]
     assert "3 decided by a reviewer (1 accept, 1 keep, 1 relabel, 0 drop)" in done.stdout
 
+
+def test_every_card_proposes_the_audits_decision(review):
+    """The big suggestion and the `a` button: the audit's label, on all 80 cards; the network's
+    guess beside it. Kept images the network disputes are the ones that tell them apart."""
+    from selenium.webdriver.common.by import By
+
+    from labelclean.report.parquet import read_report
+
+    report, url, driver, _ = review
+    frame = read_report(report).frame
+    want, network = audits_labels(frame), dict(zip(frame["path"], frame["pseudo_label"]))
+    driver.get(url)
+    wait_for(driver, lambda d: d.find_element(By.ID, "path").text)
+    driver.find_element(By.ID, "load-more").click()  # the CS images too
+    wait_for(driver, lambda d: "of 80 samples match" in d.find_element(By.ID, "matching").text)
+    position = lambda d: d.find_element(By.ID, "position").text  # noqa: E731
+    while not position(driver).startswith("sample 1 of 80"):
+        press(driver, "l")
+    seen = {}
+    for k in range(1, 81):
+        wait_for(driver, lambda d, k=k: position(d).startswith(f"sample {k} of 80"))
+        c = card(driver)
+        seen[c["path"]] = c
+        press(driver, "j")
+    assert len(seen) == 80
+    assert {p: c["suggested"] for p, c in seen.items()} == {p: want[p] for p in seen}
+    assert {p: c["accept"] for p, c in seen.items()} == {p: want[p] for p in seen}
+    assert {p: c["network"] for p, c in seen.items()} == {p: network[p] for p in seen}
+    disputed = [p for p, c in seen.items() if c["network"] != c["suggested"]]
+    assert len(disputed) >= 9  # the kept images the network disputes, at least
 
 
 def test_a_crowd_reports_cards_show_the_votes_and_filter_the_split_images(tmp_path):

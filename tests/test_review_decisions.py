@@ -78,13 +78,13 @@ def test_last_decision_per_image_wins(digits, rep, tmp_path):
         ("{ns},relabel,cat,", "line 3: label 'cat' is not a class of the report"),
         ("{ns},maybe,,", "line 3: decision 'maybe' is not one of accept, keep, relabel, drop"),
         ("{ns},relabel,,", "line 3: relabel needs a label"),
-        ("{ns},accept,{given},", "accept means the label"),
+        ("{ns},keep,{pseudo},", "keep means the label"),
     ],
 )
 def test_bad_rows_are_named_by_file_and_line(digits, rep, tmp_path, row, message):
     ns = rows_of(rep, "NS").iloc[0]
     good = f"{ns.path},keep,,"
-    text = "path,decision,label,time\n" + good + "\n" + row.format(ns=ns.path, given=ns.given_label) + "\n"
+    text = "path,decision,label,time\n" + good + "\n" + row.format(ns=ns.path, pseudo=ns.pseudo_label) + "\n"
     with pytest.raises(DecisionError, match=message) as err:
         load_decisions(write(tmp_path / "d.csv", text), rep, fingerprint=report_fingerprint(digits))
     assert str(tmp_path / "d.csv") in str(err.value)
@@ -118,8 +118,8 @@ def test_apply_takes_reviewer_decisions_first_then_the_audit(rep):
     assert final[ns.path] == ns.given_label and final[nhr.path] == nhr.pseudo_label
     assert final[cs.path] == decisions[cs.path].label
     undecided = rep.frame[~rep.frame["path"].isin(list(decisions))]
-    for r in undecided.itertuples():  # the audit's outcome: clean label, none when unlabeled
-        assert final[r.path] == (r.clean_label if isinstance(r.clean_label, str) else None)
+    for r in undecided.itertuples():  # the audit's outcome; the given label where it unlabeled
+        assert final[r.path] == (r.clean_label if isinstance(r.clean_label, str) else r.given_label)
     assert summary.decided == {"accept": 1, "keep": 1, "relabel": 1, "drop": 1}
     assert summary.changed_from_audit == 4 and summary.unlabeled == 14 - 2
     text = "\n".join(summary.lines())

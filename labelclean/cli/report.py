@@ -143,12 +143,22 @@ def export(
             rich_help_panel="Output",
         ),
     ] = None,
+    only_flagged: Annotated[
+        bool,
+        typer.Option(
+            "--only-flagged",
+            help="label-studio: only the images the audit relabeled or unlabeled, the ones "
+            "that need a person (default: every image, flagged clusters first).",
+            rich_help_panel="Output",
+        ),
+    ] = False,
 ) -> None:
     """Write the cleaned manifest (path,label) for any training pipeline.
 
     label is the audit's clean label (the given label if kept, the new one if relabeled).
-    By default every sample is written, with given_label and action columns so you can
-    filter; samples the audit unlabeled have an empty label (use them as unlabeled data).
+    By default every sample is written, with given_label, action and suggested_label (the
+    audit's guess where it unlabeled) columns so you can filter; samples the audit unlabeled
+    have an empty label (use them as unlabeled data).
     With --drop-unlabeled they are left out and only path,label is written. Paths are as
     in your manifest (relative to the image folder) unless --absolute-paths.
     --format label-studio writes Label Studio import tasks instead (see README).
@@ -163,8 +173,19 @@ def export(
     if format == "label-studio":
         from labelclean.cli.review import export_label_studio
 
-        export_label_studio(report_path, out, document_root=document_root, overwrite=overwrite)
+        export_label_studio(
+            report_path,
+            out,
+            document_root=document_root,
+            overwrite=overwrite,
+            only_flagged=only_flagged,
+        )
         return
+    if only_flagged:
+        raise ConfigError(
+            "--only-flagged is for --format label-studio; a manifest names every image "
+            "(filter its action column, or use --drop-unlabeled)"
+        )
     check_writable(out, overwrite=overwrite, inputs={"REPORT": report_path})
     suffix = out.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:

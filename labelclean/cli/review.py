@@ -57,8 +57,10 @@ def review(
     """Review the audit's suggestions in your browser: accept, keep, relabel or drop each image.
 
     A local web app shows every NS, NHR and NHI sample, then CH (and CS on demand), one
-    card at a time. Keys: a accept the suggestion, k keep the given label, 1-9 a class (/
-    searches all), d drop, u undo, j/l next/previous. Each decision is written at once to the
+    card at a time. The suggestion is the audit's decision (its clean label, or its best guess
+    for an image it unlabeled); the network's own guess shows beside it. Keys: a accept the
+    suggestion, k keep the given label, 1-9 a class (/ searches all), d drop, u undo, j/l
+    next/previous. Each decision is written at once to the
     decisions file (path,decision,label,time), so a restart resumes; `labelclean apply`
     turns it into the final labels. Stop the server with Ctrl-C.
     """
@@ -123,7 +125,8 @@ def apply_(
     decisions: Annotated[
         Path,
         typer.Argument(
-            help="Decisions: the CSV of `labelclean review`, or a Label Studio JSON export."
+            help="Decisions: the CSV of `labelclean review`, the report page's CSV export "
+            "(its new_label column), or a Label Studio export (JSON, JSON-MIN or CSV)."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Final labels: .csv or .parquet.")],
@@ -137,7 +140,9 @@ def apply_(
     drop_unlabeled: Annotated[
         bool,
         typer.Option(
-            "--drop-unlabeled", help="Leave out the images left without a label (as export)."
+            "--drop-unlabeled",
+            help="Leave out the images the audit unlabeled and nobody decided (as export) "
+            "instead of keeping their given label.",
         ),
     ] = False,
     overwrite: Annotated[
@@ -146,9 +151,13 @@ def apply_(
 ) -> None:
     """Write the final path,label file: reviewer decisions first, the audit's outcome for the rest.
 
-    accept takes the suggested label, keep the given one, relabel the chosen class, and
-    dropped images are left out. Images nobody decided get the audit's clean label (empty
-    where it unlabeled them), or their given label with --only-reviewed.
+    accept takes the audit's suggestion (the label the review showed), keep the given one,
+    relabel the chosen class, and dropped images are left out. Images nobody decided get the
+    audit's clean label, or their given label with --only-reviewed. No label is ever written
+    empty: an image the audit unlabeled and nobody decided keeps its given label by default,
+    so the file names every image nobody dropped and no label the audit was unsure of
+    changes without a person; --drop-unlabeled leaves those images out instead (for a
+    training set of the labels the audit or a person stands behind).
     """
     from labelclean._io import atomic_write_with, check_writable
     from labelclean.errors import ConfigError
@@ -175,7 +184,12 @@ def apply_(
 
 
 def export_label_studio(
-    report_path: Path, out: Path, *, document_root: Path | None, overwrite: bool
+    report_path: Path,
+    out: Path,
+    *,
+    document_root: Path | None,
+    overwrite: bool,
+    only_flagged: bool = False,
 ) -> None:
     """``export --format label-studio``: the import tasks and their labeling config."""
     import json
@@ -193,7 +207,12 @@ def export_label_studio(
         raise ConfigError(f"--out {out}: Label Studio tasks are JSON; name the file *.json")
     rep = read_report(report_path)
     root = document_root or rep.image_root.parent
-    tasks = export_tasks(rep, document_root=root, fingerprint=report_fingerprint(report_path))
+    tasks = export_tasks(
+        rep,
+        document_root=root,
+        fingerprint=report_fingerprint(report_path),
+        only_flagged=only_flagged,
+    )
     new_config = not config_path.exists()
     atomic_write_text(config_path, label_config(rep.class_names), overwrite=overwrite)
     try:
@@ -203,10 +222,14 @@ def export_label_studio(
         if new_config:
             config_path.unlink(missing_ok=True)
         raise
-    typer.echo(f"wrote {out}: {len(tasks)} Label Studio tasks, the suggestion pre-annotated")
+    which = " (the flagged images)" if only_flagged else ""
+    typer.echo(
+        f"wrote {out}: {len(tasks)} Label Studio tasks{which}, the audit's suggestion pre-annotated"
+    )
     typer.echo(f"wrote {config_path}: the labeling config to paste into the project")
     typer.echo(
         f"serve the images with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
         f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root.resolve()}; then "
-        f"`labelclean apply {report_path} <export>.json --out final.csv`"
+        f"`labelclean apply {report_path} <export>.json --out final.csv` (JSON, JSON-MIN "
+        "or CSV export)"
     )

@@ -4,22 +4,29 @@ Tasks follow Label Studio's JSON import format: one object per image with a ``da
 (the fields the labeling config refers to as ``$name``) and a ``predictions`` list whose
 ``result`` holds one ``choices`` region, ``{"from_name": "label", "to_name": "image",
 "type": "choices", "value": {"choices": [<suggested class>]}}`` with the model's confidence as
-``score``; Label Studio shows it as a pre-annotation. Images are referenced the way its local
-storage serves files, ``/data/local-files/?d=<path relative to
+``score``; Label Studio shows it as a pre-annotation. The suggestion is the audit's decision
+(:func:`labelclean.report.schema.suggested_label`: the clean label, or the audit's guess for
+an unlabeled image), so an annotator who submits the pre-annotation agrees with the audit;
+the network's own guess is a data field, ``network_guess``, shown as evidence. A crowd
+report's tasks carry the votes (``votes``, ``tally``, ``agreement``). Images are referenced
+the way its local storage serves files, ``/data/local-files/?d=<path relative to
 LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT>``. The labeling config written beside the tasks has
-an ``Image``, a single-choice ``Choices`` named ``label`` (the classes) and a ``Choices``
+an ``Image`` no taller than :data:`IMAGE_MAX_HEIGHT` of the window (so the choices below it
+stay on screen), a single-choice ``Choices`` named ``label`` (the classes) and a ``Choices``
 named ``review`` with the one value ``drop``.
 
-An export (Label Studio's JSON, or JSON-MIN where the data fields and the choices are flat
-keys) becomes decisions: the class chosen in a task's last non-cancelled annotation is
-``accept`` when it is the suggestion, ``keep`` when it is the given label, ``relabel``
-otherwise; ``drop`` chosen under ``review`` is ``drop``. Tasks nobody annotated decide
-nothing. Every task carries the report's fingerprint in ``data.labelclean_report``, so an
-export of tasks made for another report is refused.
+An export (Label Studio's JSON, JSON-MIN where the data fields and the choices are flat keys,
+or CSV, one row per task with the same flat columns) becomes decisions: the class chosen in a
+task's last non-cancelled annotation is ``accept`` when it is the suggestion, ``keep`` when it
+is the given label, ``relabel`` otherwise; ``drop`` chosen under ``review`` is ``drop``. Tasks
+nobody annotated decide nothing; a task of any other shape is refused naming the file and the
+task. Every task carries the report's fingerprint in ``data.labelclean_report``, so an export
+of tasks made for another report is refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,11 +38,16 @@ import numpy as np
 from labelclean._io import read_json
 from labelclean._version import __version__
 from labelclean.report.parquet import Report
-from labelclean.review.decisions import Decision, DecisionError
+from labelclean.review.decisions import Decision, DecisionError, suggested_labels
 
 LOCAL_FILES = "/data/local-files/?d="
 LABEL, IMAGE, REVIEW = "label", "image", "review"
 _QUEUE = ("NS", "NHR", "NHI", "CH", "CS")
+#: The image's largest share of the window's height: the class choices below it stay on
+#: screen however tall the image (Label Studio's default fits only its width, 750 px).
+IMAGE_MAX_HEIGHT = "60vh"
+#: The actions of the images ``--only-flagged`` exports: those the audit changed.
+FLAGGED = ("relabel", "unlabel")
 
 
 def image_url(path: Path, document_root: Path) -> str:
@@ -55,7 +67,8 @@ def label_config(class_names: list[str]) -> str:
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in class_names)
     return (
         "<View>\n"
-        f'  <Image name="{IMAGE}" value="$image"/>\n'
+        f'  <Image name="{IMAGE}" value="$image" maxWidth="100%" '
+        f'maxHeight="{IMAGE_MAX_HEIGHT}"/>\n'
         '  <Text name="info" value="$info"/>\n'
         f'  <Choices name="{LABEL}" toName="{IMAGE}" choice="single" showInLine="true">\n'
         f"{choices}\n  </Choices>\n"
@@ -65,8 +78,14 @@ def label_config(class_names: list[str]) -> str:
     )
 
 
-def export_tasks(report: Report, *, document_root: Path, fingerprint: str) -> list[dict[str, Any]]:
-    """One import task per image, flagged clusters first, the suggestion pre-annotated."""
+def export_tasks(
+    report: Report, *, document_root: Path, fingerprint: str, only_flagged: bool = False
+) -> list[dict[str, Any]]:
+    """One import task per image, flagged clusters first, the audit's suggestion pre-annotated.
+
+    ``only_flagged``: only the images the audit relabeled or unlabeled (:data:`FLAGGED`),
+    the ones a person is needed for.
+    """
     f = report.frame
     root, doc = report.image_root, document_root.resolve()
     rank = {c: i for i, c in enumerate(_QUEUE)}
@@ -74,26 +93,41 @@ def export_tasks(report: Report, *, document_root: Path, fingerprint: str) -> li
         c: f[c].astype(str).tolist()
         for c in ("path", "given_label", "pseudo_label", "cluster", "action")
     }
+    suggestion = report.suggested_labels.astype(str).tolist()
     conf_given = f["conf_given"].to_numpy(np.float64).round(4).tolist()
     conf_pseudo = f["conf_pseudo"].to_numpy(np.float64).round(4).tolist()
     index = f["index"].to_numpy(np.int64).tolist()
-    order = sorted(range(len(f)), key=lambda i: (rank.get(cols["cluster"][i], len(rank)), i))
+    crowd = "votes" in f.columns
+    if crowd:
+        from labelclean.report.crowd import vote_tally, vote_text
+
+        votes = [vote_text(v) for v in f["votes"]]
+        tally = [vote_tally(v) for v in f["votes"]]
+        agreement = f["agreement"].to_numpy(np.float64).round(4).tolist()
+    rows = [i for i in range(len(f)) if not only_flagged or cols["action"][i] in FLAGGED]
+    order = sorted(rows, key=lambda i: (rank.get(cols["cluster"][i], len(rank)), i))
     tasks = []
     for i in order:
-        path, given, suggested = cols["path"][i], cols["given_label"][i], cols["pseudo_label"][i]
-        cluster, action = cols["cluster"][i], cols["action"][i]
-        data = {
+        path, given, suggested = cols["path"][i], cols["given_label"][i], suggestion[i]
+        cluster, action, guess = cols["cluster"][i], cols["action"][i], cols["pseudo_label"][i]
+        info = f"given {given}, suggested {suggested} (audit: {action}; {cluster})"
+        info += f"; network's guess {guess}"
+        data: dict[str, Any] = {
             IMAGE: image_url((root / path).resolve(), doc),
             "path": path,
             "given_label": given,
             "suggested_label": suggested,
+            "network_guess": guess,
             "cluster": cluster,
             "action": action,
             "conf_given": conf_given[i],
             "conf_pseudo": conf_pseudo[i],
-            "info": f"given {given}, suggested {suggested} ({cluster}, audit: {action})",
             "labelclean_report": fingerprint,
         }
+        if crowd:
+            data.update(votes=votes[i], tally=tally[i], agreement=agreement[i])
+            info += f"; crowd: {tally[i]}"
+        data["info"] = info
         result = {
             "id": f"s{index[i]}",
             "from_name": LABEL,
@@ -101,11 +135,11 @@ def export_tasks(report: Report, *, document_root: Path, fingerprint: str) -> li
             "type": "choices",
             "value": {"choices": [suggested]},
         }
-        prediction = {
-            "model_version": f"labelclean {__version__}",
-            "score": conf_pseudo[i],
-            "result": [result],
-        }
+        prediction: dict[str, Any] = {"model_version": f"labelclean {__version__}"}
+        # how sure the audit's network is of the suggested label, where it has that figure
+        if suggested == given or suggested == guess:
+            prediction["score"] = conf_given[i] if suggested == given else conf_pseudo[i]
+        prediction["result"] = [result]
         tasks.append({"data": data, "predictions": [prediction]})
     return tasks
 
@@ -128,43 +162,85 @@ def _path_of(task: dict[str, Any], paths: set[str]) -> str | None:
     return None
 
 
-def _choice(results: list[Any]) -> tuple[str | None, bool]:
+def _choices(value: Any, where: str, name: str) -> list[str]:
+    """The chosen values of one ``choices`` value (a list of strings), or a DecisionError."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DecisionError(
+            f"{where}: the choices of {name!r} must be a list of class names, "
+            f"found {json.dumps(value)[:80]}"
+        )
+    return value
+
+
+def _choice(results: Any, where: str) -> tuple[str | None, bool]:
     """``(chosen class, dropped)`` from an annotation's result regions."""
+    if not isinstance(results, list):
+        raise DecisionError(
+            f"{where}: an annotation's result must be a list of regions, "
+            f"found {json.dumps(results)[:80]}"
+        )
     label, dropped = None, False
     for r in results:
         if not isinstance(r, dict) or r.get("type", "choices") != "choices":
             continue
-        values = (r.get("value") or {}).get("choices") or []
+        value = r.get("value")
+        if value is not None and not isinstance(value, dict):
+            raise DecisionError(
+                f"{where}: a result's value must be an object with its choices, "
+                f"found {json.dumps(value)[:80]}"
+            )
+        name = str(r.get("from_name"))
+        values = _choices((value or {}).get("choices"), where, name)
         if r.get("from_name") == REVIEW:
             dropped = dropped or "drop" in values
         elif values:
-            label = str(values[0])
+            label = values[0]
     return label, dropped
 
 
-def _annotation(task: dict[str, Any]) -> tuple[str | None, bool, str] | None:
+def _flat(raw: Any, where: str, name: str) -> list[str]:
+    """JSON-MIN / CSV: one choice is a string, several ``{"choices": [...]}``."""
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str) and raw.startswith("{"):  # CSV: the JSON of several choices
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            pass
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, dict):
+        return _choices(raw.get("choices"), where, name)
+    raise DecisionError(
+        f'{where}: {name!r} must be a class name or {{"choices": [...]}}, '
+        f"found {json.dumps(raw)[:80]}"
+    )
+
+
+def _annotation(task: dict[str, Any], where: str) -> tuple[str | None, bool, str] | None:
     """The last non-cancelled annotation of a task as ``(label, dropped, time)``, or None."""
     if "annotations" in task:
-        done = [
-            a
-            for a in task.get("annotations") or []
-            if isinstance(a, dict) and not a.get("was_cancelled")
-        ]
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list):
+            raise DecisionError(
+                f"{where}: annotations must be a list, found {json.dumps(annotations)[:80]}"
+            )
+        odd = [k for k, a in enumerate(annotations, start=1) if not isinstance(a, dict)]
+        if odd:
+            raise DecisionError(f"{where}: annotation {odd[0]} is not a JSON object")
+        done = [a for a in annotations if not a.get("was_cancelled")]
         if not done:
             return None
         last = max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
-        label, dropped = _choice(last.get("result") or [])
+        label, dropped = _choice(last.get("result") or [], where)
         return label, dropped, str(last.get("updated_at") or last.get("created_at") or "")
-    raw = task.get(LABEL)  # JSON-MIN: a single choice is a string, several {"choices": [...]}
-    if isinstance(raw, dict):
-        raw = (raw.get("choices") or [None])[0]
-    review = task.get(REVIEW)
-    dropped = review == "drop" or (
-        isinstance(review, dict) and "drop" in (review.get("choices") or [])
-    )
-    if raw is None and not dropped:
+    chosen = _flat(task.get(LABEL), where, LABEL)
+    dropped = "drop" in _flat(task.get(REVIEW), where, REVIEW)
+    if not chosen and not dropped:
         return None
-    return (str(raw) if raw is not None else None), dropped, str(task.get("updated_at") or "")
+    return (chosen[0] if chosen else None), dropped, str(task.get("updated_at") or "")
 
 
 def read_label_studio_export(
@@ -175,35 +251,43 @@ def read_label_studio_export(
     tasks = read_json(path, DecisionError, expected="a Label Studio JSON export")
     if not isinstance(tasks, list):
         raise DecisionError(f"{path}: a Label Studio export is a JSON list of tasks")
-    frame = report.frame
-    paths = set(frame["path"].astype(str))
-    given = dict(zip(frame["path"].astype(str), frame["given_label"].astype(str)))
-    suggested = dict(zip(frame["path"].astype(str), frame["pseudo_label"].astype(str)))
+    return _decisions(path, list(enumerate(tasks, start=1)), report, unit="task")
+
+
+def read_label_studio_csv(
+    path: Path, rows: list[tuple[int, dict[str, str]]], report: Report
+) -> tuple[list[Decision], str | None]:
+    """Label Studio's CSV export (``rows``: each line number and its cells by column name)."""
+    return _decisions(path, [(line, dict(row)) for line, row in rows], report, unit="line")
+
+
+def _decisions(
+    path: Path, tasks: list[tuple[int, Any]], report: Report, *, unit: str
+) -> tuple[list[Decision], str | None]:
+    """Decisions from numbered tasks (JSON, JSON-MIN, CSV rows) and the carried fingerprint."""
+    paths = set(report.frame["path"].astype(str))
+    labels = suggested_labels(report)
     out, fingerprints = [], set()
-    for k, task in enumerate(tasks, start=1):
+    for k, task in tasks:
+        where = f"{path} {unit} {k}"
         if not isinstance(task, dict):
-            raise DecisionError(f"{path} task {k}: not a JSON object")
+            raise DecisionError(f"{where}: not a JSON object")
         data = task.get("data") if isinstance(task.get("data"), dict) else task
-        if isinstance(data.get("labelclean_report"), str):
+        if isinstance(data.get("labelclean_report"), str) and data["labelclean_report"]:
             fingerprints.add(data["labelclean_report"])
-        got = _annotation(task)
+        got = _annotation(task, where)
         if got is None:
             continue
-        where = _path_of(task, paths)
-        if where is None:
-            raise DecisionError(f"{path} task {k}: its image is not an image of the report")
+        image = _path_of(task, paths)
+        if image is None:
+            raise DecisionError(f"{where}: its image is not an image of the report")
         label, dropped, time = got
         if dropped:
-            out.append(Decision(where, "drop", None, time, k))
+            out.append(Decision(image, "drop", None, time, k))
         elif label is not None:
-            kind = (
-                "accept"
-                if label == suggested.get(where)
-                else "keep"
-                if label == given.get(where)
-                else "relabel"
-            )
-            out.append(Decision(where, kind, label, time, k))
+            given, suggested = labels.get(image, (None, None))
+            kind = "accept" if label == suggested else "keep" if label == given else "relabel"
+            out.append(Decision(image, kind, label, time, k))
     if len(fingerprints) > 1:
         raise DecisionError(
             f"{path}: its tasks were made for {len(fingerprints)} different reports"

@@ -42,6 +42,7 @@ from labelclean.report.schema import (
     VOTE_TYPE,
     Report,
     build_report_table,
+    suggested_label,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Report",
     "build_report_table",
     "read_report",
+    "suggested_label",
     "write_report",
 ]
 

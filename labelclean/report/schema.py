@@ -111,6 +111,11 @@ class Report:
         return list(self.metadata["class_names"])
 
     @property
+    def suggested_labels(self) -> pd.Series:
+        """The label offered to a person for each row (:func:`suggested_label`)."""
+        return suggested_label(self.frame)
+
+    @property
     def image_root(self) -> Path:
         """Absolute folder the ``path`` column is relative to."""
         return Path(self.metadata["image_root"])
@@ -138,6 +143,31 @@ class Report:
                 "if they moved, pass --image-root DIR, the folder their paths are relative to"
             )
         return root
+
+
+def suggested_label(frame: pd.DataFrame) -> pd.Series:
+    """The one label a person is offered to accept for each row: the audit's decision.
+
+    ``clean_label`` where the audit kept or relabeled, ``pseudo_label`` where it unlabeled:
+    on an unlabeled row that column holds the audit's best guess (the semi-supervised
+    epilogue's prediction weighed by the given labels, :mod:`labelclean.fgcm.semi`; the
+    late-window max-repeating label without it), which is what ``evaluate`` scores as the
+    cleaned label. On kept and relabeled rows ``pseudo_label`` is the network's own guess,
+    evidence to show beside the suggestion and never offered as it: where the audit kept a
+    label the network disputes, the kept label is far more often right (DESIGN.md, "One
+    suggestion rule").
+
+    Stated once, here, for every reader (review card and its ``a`` key, Label Studio
+    pre-annotation, the report page's grids and CSV export, ``apply``'s ``accept``).
+    Never null: a class name for every row (``[N]`` object strings, the frame's index).
+
+    Example:
+        >>> suggested_label(rep.frame).value_counts()  # doctest: +SKIP
+    """
+    clean = frame["clean_label"].astype(object)
+    return clean.where(clean.notna(), frame["pseudo_label"].astype(object)).rename(
+        "suggested_label"
+    )
 
 
 def _labels(name: str, codes: Any, n: int, names: pa.Array, *, nullable: bool) -> pa.Array:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from labelclean.report import figures
 from labelclean.report.heat import heat_table
-from labelclean.report.parquet import Report
+from labelclean.report.parquet import Report, suggested_label
 from labelclean.report.summary import (
     CLUSTER_MEANING,
     CLUSTER_SHORT,
@@ -34,6 +35,7 @@ TABLE_COLUMNS = (
     "index",
     "path",
     "given_label",
+    "suggested_label",
     "clean_label",
     "pseudo_label",
     "cluster",
@@ -67,13 +69,18 @@ GUIDE = (
 COLUMN_TITLES = {
     "index": ("row", "the row of the manifest"),
     "given_label": ("given label", "the label the data came with"),
+    "suggested_label": (
+        "suggested label",
+        "what review and apply propose: the audit's label where it kept or relabeled, "
+        "its best guess where it unlabeled",
+    ),
     "clean_label": (
         "audit's label",
         "the label the audit uses: the given one if kept, the new one "
         "if relabeled, none if unlabeled",
     ),
     "pseudo_label": (
-        "model's guess",
+        "network's guess",
         "the class the network predicted most often over the "
         "epochs (the paper's max-repeating pseudo label)",
     ),
@@ -103,10 +110,10 @@ class PageData:
     missing: dict[str, str]  #: unreadable image -> reason
     sampled: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def frame(self) -> pd.DataFrame:
-        """The report's rows."""
-        return self.report.frame
+        """The report's rows, with ``suggested_label`` (the one label the page proposes)."""
+        return self.report.frame.assign(suggested_label=suggested_label(self.report.frame))
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,8 @@ def _tile(row: pd.Series, thumbs: Thumbnails) -> dict[str, Any]:
         "index": int(row["index"]),
         "given": row["given_label"],
         "clean": row["clean_label"] if isinstance(row["clean_label"], str) else None,
-        "pseudo": row["pseudo_label"],
+        "suggested": row["suggested_label"],  #: the audit's decision (suggested_label)
+        "pseudo": row["pseudo_label"],  #: the network's guess: evidence only
         "conf_given": float(row["conf_given"]),
         "conf_pseudo": float(row["conf_pseudo"]),
         "src": got[0] if got else None,

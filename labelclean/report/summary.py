@@ -20,7 +20,7 @@ import pandas as pd
 
 from labelclean.fgcm.clustering import CLUSTER_NAMES
 from labelclean.fgcm.guard import GUARD_REASONS
-from labelclean.report.parquet import Report
+from labelclean.report.parquet import Report, suggested_label
 
 if TYPE_CHECKING:  # rich is imported only when rendering
     from rich.console import Console
@@ -286,12 +286,16 @@ def cleaned_manifest(frame: pd.DataFrame, *, drop_unlabeled: bool) -> pd.DataFra
     Unlabeled samples are kept by default, with an empty (null) label and the columns
     ``given_label`` and ``action`` so a user can filter or use them as unlabeled data;
     silently dropping a sample, or writing a guess as its label, would both surprise.
-    ``drop_unlabeled`` leaves them out and returns ``path, label`` only.
+    ``drop_unlabeled`` leaves them out and returns ``path, label`` only. Beside them,
+    ``suggested_label`` is the label the audit proposes for every row
+    (:func:`~labelclean.report.schema.suggested_label`: its guess where it unlabeled), for a
+    pipeline that wants one.
     """
     if drop_unlabeled:
         kept = frame.loc[frame["action"] != "unlabel", ["path", "clean_label"]]
         return kept.rename(columns={"clean_label": "label"}).reset_index(drop=True)
     table = frame[["path", "clean_label", "given_label", "action"]]
+    table = table.assign(suggested_label=suggested_label(frame))
     return table.rename(columns={"clean_label": "label"}).reset_index(drop=True)
 
 

@@ -1,9 +1,16 @@
 """Reviewer decisions + the audit's outcome -> the final label of every image.
 
-Reviewer decisions come first: ``accept`` takes the suggested (pseudo) label, ``keep`` the
-given one, ``relabel`` the chosen class, ``drop`` leaves the image out. Images nobody decided
-keep the audit's outcome (its clean label; none where it unlabeled them), or their given label
-with ``only_reviewed``. Pure functions on the report's frame, vectorised over N.
+Reviewer decisions come first: ``accept`` takes the audit's suggestion
+(:func:`labelclean.report.schema.suggested_label`; the label the decision row names, which is
+that suggestion unless an older file says otherwise), ``keep`` the given one, ``relabel`` the
+chosen class, ``drop`` leaves the image out. Images nobody decided keep the audit's outcome
+(its clean label), or their given label with ``only_reviewed``.
+
+An image the audit unlabeled and nobody decided has no clean label. :func:`apply_decisions`
+never writes it with an empty label: it keeps its given label (the default: the file still
+names every image nobody dropped, so it can replace the manifest row for row, and no label the
+audit was unsure of is changed without a person), or is left out with ``drop_unlabeled``.
+Pure functions on the report's frame, vectorised over N.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from labelclean.report.parquet import Report
+from labelclean.report.parquet import Report, suggested_label
 from labelclean.review.decisions import DECISIONS, Decision
 
 
@@ -36,7 +43,7 @@ class ApplySummary:
     decided: dict[str, int] = field(default_factory=dict)  #: rows per decision
     changed_from_given: int = 0  #: written rows whose label is not the given one
     changed_from_audit: int = 0  #: decided rows whose outcome differs from the audit's
-    unlabeled: int = 0  #: written rows without a label
+    unlabeled: int = 0  #: written rows the audit unlabeled, nobody decided: the given label
     left_out_unlabeled: int = 0  #: rows left out by drop_unlabeled
 
     def lines(self) -> list[str]:
@@ -50,9 +57,15 @@ class ApplySummary:
             f"{self.changed_from_given} written labels differ from the given ones",
         ]
         if self.unlabeled:
-            out.append(f"{self.unlabeled} images have no label (the audit unlabeled them)")
+            out.append(
+                f"{self.unlabeled} images the audit unlabeled and nobody decided keep their "
+                "given label (--drop-unlabeled leaves them out)"
+            )
         if self.left_out_unlabeled:
-            out.append(f"{self.left_out_unlabeled} unlabeled images left out (--drop-unlabeled)")
+            out.append(
+                f"{self.left_out_unlabeled} images the audit unlabeled and nobody decided "
+                "left out (--drop-unlabeled)"
+            )
         return out
 
 
@@ -64,13 +77,18 @@ def _names(column: pd.Series) -> np.ndarray:
 def final_labels(
     frame: pd.DataFrame, decisions: Mapping[str, Decision], *, only_reviewed: bool = False
 ) -> FinalLabels:
-    """The final label of every row of ``frame`` (see the module docstring)."""
+    """The final label of every row of ``frame`` (see the module docstring).
+
+    None where the audit unlabeled a row nobody decided (``finetune`` trains on it as
+    unlabeled); :func:`apply_decisions` decides what the written file holds there.
+    """
     paths = frame["path"].astype(str)
     decision = paths.map({p: d.decision for p, d in decisions.items()}).fillna("").to_numpy(object)
-    chosen = paths.map({p: d.label for p, d in decisions.items()}).to_numpy(object)
+    chosen = _names(paths.map({p: d.label for p, d in decisions.items()}))
     base = frame["given_label"] if only_reviewed else frame["clean_label"]
     labels = _names(base)
-    labels = np.where(decision == "accept", frame["pseudo_label"].to_numpy(object), labels)
+    accepted = np.where(pd.isna(chosen), _names(suggested_label(frame)), chosen)
+    labels = np.where(decision == "accept", accepted, labels)
     labels = np.where(decision == "keep", frame["given_label"].to_numpy(object), labels)
     labels = np.where(decision == "relabel", chosen, labels)
     dropped = decision == "drop"
@@ -87,6 +105,9 @@ def apply_decisions(
 ) -> tuple[pd.DataFrame, ApplySummary]:
     """The final ``path,label`` table (dropped images left out) and what changed.
 
+    Every written row has a label: an image the audit unlabeled and nobody decided keeps its
+    given label, or is left out with ``drop_unlabeled`` (module docstring).
+
     Example:
         >>> found = load_decisions("report.decisions.csv", rep, fingerprint=fp)  # doctest: +SKIP
         >>> table, summary = apply_decisions(rep, found.by_path)  # doctest: +SKIP
@@ -94,20 +115,22 @@ def apply_decisions(
     f = report.frame
     fin = final_labels(f, decisions, only_reviewed=only_reviewed)
     has_label = np.array([x is not None for x in fin.labels], dtype=bool)
-    keep = ~fin.dropped & (has_label | (not drop_unlabeled))
-    table = pd.DataFrame({"path": f["path"].to_numpy()[keep], "label": fin.labels[keep]})
+    undecided_unlabeled = ~fin.dropped & ~has_label  # the audit unlabeled, nobody decided
+    given = f["given_label"].to_numpy(object)
+    labels = np.where(undecided_unlabeled, given, fin.labels)  # never an empty label
+    keep = ~fin.dropped & ~(undecided_unlabeled & drop_unlabeled)
+    table = pd.DataFrame({"path": f["path"].to_numpy()[keep], "label": labels[keep]})
     audit = _names(f["clean_label"])
     decided = fin.decision != ""
     differs = np.array([a != b for a, b in zip(fin.labels, audit)], dtype=bool) | fin.dropped
-    given = f["given_label"].to_numpy(object)
     summary = ApplySummary(
         n_images=len(f),
         n_written=int(keep.sum()),
         decided={k: int((fin.decision == k).sum()) for k in DECISIONS},
-        changed_from_given=int((keep & has_label & (fin.labels != given)).sum()),
+        changed_from_given=int((keep & (labels != given)).sum()),
         changed_from_audit=int((decided & differs).sum()),
-        unlabeled=int((keep & ~has_label).sum()),
-        left_out_unlabeled=int((~fin.dropped & ~has_label).sum()) if drop_unlabeled else 0,
+        unlabeled=int((keep & undecided_unlabeled).sum()),
+        left_out_unlabeled=int(undecided_unlabeled.sum()) if drop_unlabeled else 0,
     )
     return table, summary
 

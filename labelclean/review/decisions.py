@@ -1,11 +1,16 @@
 """The decisions file of a review: read, check against its report, update under a lock.
 
 One row per decided image, ``path,decision,label,time``; ``decision`` is ``accept`` (take the
-audit's suggestion), ``keep`` (the given label), ``relabel`` (to ``label``) or ``drop`` (leave
-the image out); an empty ``decision`` decides nothing (the image is undecided again). When a
-file holds several rows for one path the last one wins, so rows can be appended by hand or
-files concatenated. Other columns (a ``note``) and ``#`` comment lines are the user's: the
-review keeps them as they are.
+audit's suggestion, :func:`labelclean.report.schema.suggested_label`), ``keep`` (the given
+label), ``relabel`` (to ``label``) or ``drop`` (leave the image out); an empty ``decision``
+decides nothing (the image is undecided again). When a file holds several rows for one path
+the last one wins, so rows can be appended by hand or files concatenated. Other columns (a
+``note``) and ``#`` comment lines are the user's: the review keeps them as they are.
+
+Up to labelclean 0.1.0 the suggestion was the network's guess (``pseudo_label``) on every
+row. An ``accept`` row always carries the label it accepted, so such a row whose label is no
+longer the suggestion is read as that label (``keep`` when it is the given one, else
+``relabel``), with a warning: what the reviewer saw and took is what the file keeps meaning.
 
 The file is bound to its report by a first line ``# labelclean decisions for <name>
 sha256=<hex>``, the SHA-256 of the report file. It has no comma, so a spreadsheet shows it as
@@ -94,10 +99,17 @@ def now() -> str:
 
 
 def suggested_labels(report: Report) -> dict[str, tuple[str, str]]:
-    """``path -> (given label, suggested label)``; the suggestion is the pseudo label."""
+    """``path -> (given label, suggested label)``; ``accept`` means the suggestion.
+
+    The suggestion is the audit's decision (:attr:`Report.suggested_labels`), not the
+    network's guess.
+    """
     f = report.frame
     return dict(
-        zip(f["path"].astype(str), zip(f["given_label"].astype(str), f["pseudo_label"].astype(str)))
+        zip(
+            f["path"].astype(str),
+            zip(f["given_label"].astype(str), report.suggested_labels.astype(str)),
+        )
     )
 
 
@@ -149,6 +161,9 @@ def check_decision(
     given, suggested = labels[path]
     if decision == "relabel" and label is None:
         raise DecisionError(f"{where}: relabel needs a label")
+    if decision == "accept" and label is not None and label != suggested:
+        # an older file: accept meant the network's guess, and the row names what it took
+        decision = "keep" if label == given else "relabel"
     expected = {"accept": suggested, "keep": given}.get(decision)
     if expected is not None and label is not None and label != expected:
         raise DecisionError(
@@ -263,8 +278,8 @@ def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, De
     return out
 
 
-def _read_text(path: Path) -> str:
-    """The text of a decisions file (a leading BOM kept), or a DecisionError saying why not."""
+def decisions_text(path: Path) -> str:
+    """The text of a CSV of decisions (a leading BOM kept), or a DecisionError saying why not."""
     if not path.is_file():
         raise DecisionError(
             f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else "")
@@ -289,7 +304,7 @@ def read_decisions_csv(
     ``images`` (the report's paths) tells rows of images named ``#...`` from comments.
     """
     path = Path(path)
-    table = _parse(_read_text(path), path)
+    table = _parse(decisions_text(path), path)
     return [d for _, d in _rows_of(table, images)], table.fingerprint
 
 
@@ -338,23 +353,36 @@ def _check_fingerprint(path: Path, carried: str | None, fingerprint: str, report
 def load_decisions(
     path: str | os.PathLike[str], report: Report, *, fingerprint: str
 ) -> DecisionSet:
-    """Read a decisions file (CSV, or a Label Studio JSON export) and check it against ``report``.
+    """Read a decisions file and check it against ``report``.
+
+    The file is a decisions CSV of ``labelclean review``, the report page's CSV export (its
+    ``new_label`` column), or a Label Studio export (JSON, JSON-MIN or CSV);
+    :func:`labelclean.review.exports.read_other_csv` tells the CSVs apart by their header.
 
     Raises:
         DecisionError: The file was made for another report, or a row names an unknown path,
             class or decision (with its file and line).
     """
+    from labelclean.review.exports import read_other_csv
+
     path = Path(path)
+    from labelclean.review.exports import read_other_csv
+
     labels = suggested_labels(report)
-    json_file = path.suffix.lower() == ".json"
+    unit = "line"
     rows: list[tuple[int, Decision]]
-    if json_file:
+    if path.suffix.lower() == ".json":
         from labelclean.interop.label_studio import read_label_studio_export
 
         tasks, carried = read_label_studio_export(path, report)
-        rows = list(enumerate(tasks))
+        rows, unit = list(enumerate(tasks)), "task"
+    elif (other := read_other_csv(path, report)) is not None:
+        rows, carried = list(enumerate(other[0])), other[1]
     else:
-        table = _parse(_read_text(path), path)
+        table = _parse(decisions_text(path), path)
+        rows, carried = _rows_of(table, labels), table.fingerprint
+    else:
+        table = _parse(decisions_text(path), path)
         rows, carried = _rows_of(table, labels), table.fingerprint
     _check_fingerprint(
         path, carried, fingerprint, report.path.name if report.path else "this report"
@@ -363,8 +391,27 @@ def load_decisions(
         logger.warning(
             "%s has no report fingerprint; cannot check it was made for this report", path
         )
-    where = f"{path} task" if json_file else f"{path} line"
-    by_path, _ = _decide_all(rows, where, labels=labels, classes=set(report.class_names))
+    by_path, _ = _decide_all(
+        rows, f"{path} {unit}", labels=labels, classes=set(report.class_names)
+    )
+    older = [
+        d.line
+        for _, d in rows
+        if d.decision.strip().lower() == "accept"
+        and (path_ := _path_of(d.path, labels)) is not None
+        and (d.label or "").strip()
+        and _class_of(d.label or "", set(report.class_names)) != labels[path_][1]
+    ]
+    if older:
+        logger.warning(
+            "%s: %d accept row(s) name a label that is not the audit's suggestion (%s %d%s); "
+            "read as that label (up to labelclean 0.1.0, accept took the network's guess)",
+            path,
+            len(older),
+            unit,
+            older[0],
+            ", ..." if len(older) > 1 else "",
+        )
     return DecisionSet(by_path, fingerprint=carried, source=path)
 
 
@@ -539,7 +586,7 @@ def record_decision(
     path = Path(path)
     with _folder_lock(path.parent):
         if path.exists():
-            table = _parse(_read_text(path), path)
+            table = _parse(decisions_text(path), path)
             _check_fingerprint(path, table.fingerprint, fingerprint, report_name)
             if table.fingerprint is None:  # written by hand: bind it to the report now
                 line = _fingerprint_line(fingerprint, report_name) + table.newline

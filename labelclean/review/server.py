@@ -112,7 +112,7 @@ class ReviewServer(ThreadingHTTPServer):
         self.cookie = f"labelclean-review-{bound}"
         queue = state.report.frame.iloc[state.queue]
         heat, heat_note = heat_table(
-            queue["given_label"], queue["pseudo_label"], state.classes, col_title="suggested"
+            queue["given_label"], state.suggested[state.queue], state.classes, col_title="suggested"
         )
         self.page = render(
             "review.html.j2",

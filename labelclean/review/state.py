@@ -55,9 +55,19 @@ class ReviewState:
         #: Whether the report records which guard moved a sample (older ones do not).
         self.has_guard = guard_counts(f, report.metadata) is not None
         self._labels = suggested_labels(report)
+        #: The audit's decision, offered on every card; the network's guess is only evidence.
+        self.suggested = report.suggested_labels.astype(str).to_numpy()
         self._lock = threading.Lock()
         self.decisions: dict[str, Decision] = {}
         if self.path.exists():
+            from labelclean.review.exports import read_other_csv
+
+            if read_other_csv(self.path, report) is not None:  # it would be rewritten, lost
+                raise DecisionError(
+                    f"{self.path}: a report page or Label Studio export, not a decisions file "
+                    "of the review, which rewrites its file; `labelclean apply` reads it as "
+                    "decisions; give the review another --decisions"
+                )
             self.decisions = load_decisions(self.path, report, fingerprint=fingerprint).by_path
         #: The image folder as it was when the server started: images must be inside it.
         self.root = os.path.realpath(report.image_root)
@@ -97,7 +107,8 @@ class ReviewState:
             "id": [int(i) for i in rows],
             "path": f["path"].astype(str).tolist(),
             "given": [code[g] for g in f["given_label"].astype(str)],
-            "suggested": [code[s] for s in f["pseudo_label"].astype(str)],
+            "suggested": [code[s] for s in self.suggested[rows]],
+            "network": [code[s] for s in f["pseudo_label"].astype(str)],
             "cluster": [ccode[c] for c in f["cluster"].astype(str)],
             "action": f["action"].astype(str).tolist(),
             "conf_given": np.round(f["conf_given"].to_numpy(np.float64), 3).tolist(),

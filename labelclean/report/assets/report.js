@@ -30,7 +30,7 @@
     const ac = $('f-action').value, cls = $('f-class').value, by = $('f-conf').value;
     const lo = parseFloat($('f-min').value), hi = parseFloat($('f-max').value);
     const rows = data.filter(r => (!cl || r.cluster === cl) && (!ac || r.action === ac)
-      && (!cls || r.given_label === cls || r.clean_label === cls || r.pseudo_label === cls)
+      && (!cls || r.given_label === cls || r.suggested_label === cls || r.pseudo_label === cls)
       && (!pair || (r.given_label === pair[0] && r.clean_label === pair[1]))
       && (isNaN(lo) || r[by] >= lo) && (isNaN(hi) || r[by] <= hi)
       && (!text || r.path.toLowerCase().includes(text)));
@@ -42,7 +42,9 @@
     td.textContent = v === null ? '' : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(3) : v;
     return td;
   }
-  const LABEL_CLASS = {given_label: 'given', clean_label: 'suggested', pseudo_label: 'suggested'};
+  // suggested_label is the one label proposed (the audit's decision); pseudo_label, the
+  // network's guess, is evidence and not marked as a suggestion
+  const LABEL_CLASS = {given_label: 'given', suggested_label: 'suggested', clean_label: 'suggested'};
   function draw() {
     const rows = visible(), body = $('tbody');
     const pages = Math.max(1, Math.ceil(rows.length / per));

@@ -15,12 +15,16 @@
   const undo = [];     // [{id, previous decision or null}]
   const traceCache = new Map();
   let pair = null;     // heatmap filter {given, suggested}
+  // Why the card suggests its label: what the audit decided for the image.
+  const BASIS = {keep: 'the audit keeps the given label', relabel: 'the audit relabeled to it',
+    unlabel: "the audit's best guess (it unlabeled the image)"};
 
   function addRows(data) {
     const start = rows.length;
     data.id.forEach((id, k) => {
       const r = {id, order: start + k, path: data.path[k], given: classes[data.given[k]],
-        suggested: classes[data.suggested[k]], cluster: clusters[data.cluster[k]],
+        suggested: classes[data.suggested[k]], network: classes[data.network[k]],
+        cluster: clusters[data.cluster[k]],
         action: data.action[k], conf_given: data.conf_given[k], conf_pseudo: data.conf_pseudo[k],
         guard: data.guard ? data.guard[k] : null,
         crowd: data.votes ? {n: data.n_votes[k], agreement: data.agreement[k], votes: data.votes[k], tally: data.tally[k]} : null};
@@ -105,7 +109,10 @@
     $('image').src = `/thumb/${id}`; $('image').alt = r.path;
     $('full').href = `/image/${id}`;
     $('path').textContent = r.path;
+    // the suggestion is the audit's decision; the network's guess is evidence beside it
     $('given').textContent = r.given; $('suggested').textContent = r.suggested;
+    $('basis').textContent = BASIS[r.action] || '';
+    $('network').textContent = r.network;
     $('conf-given').textContent = `confidence ${r.conf_given.toFixed(2)}`;
     $('conf-pseudo').textContent = `confidence ${r.conf_pseudo.toFixed(2)}`;
     $('cluster').textContent = r.cluster; $('cluster').className = 'c-' + r.cluster;
@@ -130,7 +137,7 @@
     const at = Math.max(0, list.findIndex(x => x.id === current));
     for (const r of list.slice(Math.max(0, at - 3), at + 15)) {
       const a = el('a'); const im = el('img'); im.src = `/thumb/${r.id}`; im.alt = r.path; im.loading = 'lazy';
-      a.title = `${r.path}: given ${r.given}, suggested ${r.suggested} (${r.cluster})`;
+      a.title = `${r.path}: given ${r.given}, suggested ${r.suggested}, network's guess ${r.network} (${r.cluster})`;
       a.appendChild(im);
       const d = decisions.get(r.id);
       if (d) a.classList.add(d.decision === 'drop' ? 'dropped' : 'decided', 'decided');

@@ -1,0 +1,78 @@
+"""CSV files of other round trips read as decisions: the report page's export, Label Studio's.
+
+``apply`` (and ``finetune --decisions``) take any of them in place of a decisions CSV, told
+apart by the header (the first line that is neither empty nor a ``#`` comment):
+
+- a ``decision`` column: the review's own decisions file (:mod:`labelclean.review.decisions`);
+- ``path`` and ``new_label``: the report page's "Export CSV" (``report.js``). A row whose
+  ``new_label`` is filled in decides its image: ``accept`` when it is the audit's suggestion,
+  ``keep`` when it is the given label, ``relabel`` otherwise; an empty ``new_label`` decides
+  nothing;
+- ``label`` beside ``labelclean_report`` or ``annotation_id``: Label Studio's CSV export of the
+  tasks of ``labelclean export --format label-studio``, one row per task with its data fields
+  and the chosen ``label`` and ``review`` values as columns
+  (:func:`labelclean.interop.label_studio.read_label_studio_csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from labelclean.report.parquet import Report
+from labelclean.review.decisions import Decision, decisions_text, suggested_labels
+
+#: The column the report page's CSV export leaves empty for a person to fill in.
+NEW_LABEL = "new_label"
+
+
+def _table(text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header (lower case) and each later non-empty row with its line number."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    rows = []
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        if header is None:
+            if cells[0].strip().startswith("#"):
+                continue
+            header = [c.strip().lower() for c in cells]
+            continue
+        rows.append((reader.line_num, dict(zip(header, (c.strip() for c in cells)))))
+    return header or [], rows
+
+
+def read_other_csv(path: Path, report: Report) -> tuple[list[Decision], str | None] | None:
+    """Decisions and carried fingerprint of a report-page or Label Studio CSV; None otherwise.
+
+    None means the file is not one of them (a decisions CSV, or something the decisions
+    reader refuses with its own message).
+    """
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    header, rows = _table(decisions_text(path).removeprefix("\ufeff"))
+    if "decision" in header:
+        return None
+    if "path" in header and NEW_LABEL in header:
+        return _from_report_export(rows, report), None
+    if "label" in header and ({"labelclean_report", "annotation_id"} & set(header)):
+        from labelclean.interop.label_studio import read_label_studio_csv
+
+        return read_label_studio_csv(path, rows, report)
+    return None
+
+
+def _from_report_export(rows: list[tuple[int, dict[str, str]]], report: Report) -> list[Decision]:
+    """A decision for every row whose ``new_label`` is filled in (line = its CSV line)."""
+    labels = suggested_labels(report)
+    out = []
+    for line, row in rows:
+        path, label = row.get("path", ""), row.get(NEW_LABEL, "")
+        if not label:
+            continue
+        given, suggested = labels.get(path, (None, None))
+        kind = "accept" if label == suggested else "keep" if label == given else "relabel"
+        out.append(Decision(path, kind, label, "", line))
+    return out
