@@ -570,7 +570,7 @@ def test_page_says_first_how_many_look_wrong_and_the_exact_next_commands(tmp_pat
     for code, name in (("CS", "clean, learnt early"), ("NS", "likely wrong"), ("NHI", "unclear, given label unlikely")):
         assert re.search(rf"<b>{code}</b> {name}", text), code
     header = re.search(r"<thead><tr><th></th>(.*?)</tr></thead>", text).group(1)
-    assert ">model&#39;s guess</th>" in header and 'data-col="pseudo_label"' in header
+    assert ">network&#39;s guess</th>" in header and 'data-col="pseudo_label"' in header
 
 
 def test_a_report_where_nothing_looks_wrong_says_so(digits, tmp_path, monkeypatch):

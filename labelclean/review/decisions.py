@@ -366,7 +366,6 @@ def load_decisions(
     from labelclean.review.exports import read_other_csv
 
     path = Path(path)
-    from labelclean.review.exports import read_other_csv
 
     labels = suggested_labels(report)
     unit = "line"
@@ -378,9 +377,6 @@ def load_decisions(
         rows, unit = list(enumerate(tasks)), "task"
     elif (other := read_other_csv(path, report)) is not None:
         rows, carried = list(enumerate(other[0])), other[1]
-    else:
-        table = _parse(decisions_text(path), path)
-        rows, carried = _rows_of(table, labels), table.fingerprint
     else:
         table = _parse(decisions_text(path), path)
         rows, carried = _rows_of(table, labels), table.fingerprint

@@ -60,7 +60,8 @@
         if (typeof r[c] !== 'number') d.className = 'text';
         if (c === 'cluster') { d.className += ' c-' + r[c]; d.title = (info.cluster_names || {})[r[c]] || ''; }
         if (c === 'path') { d.className += ' path'; d.title = r[c]; }
-        if (LABEL_CLASS[c] && r[c] !== null) { d.className += ' ' + LABEL_CLASS[c]; d.title = r[c]; }
+        if (LABEL_CLASS[c] && r[c] !== null) d.className += ' ' + LABEL_CLASS[c];
+        if (typeof r[c] === 'string' && !d.title) d.title = r[c];  // a name cut by its column, whole
         if (c === 'given_label') d.className += ' given-' + r.action;  // coloured by what the audit did
         tr.appendChild(d);
       }
