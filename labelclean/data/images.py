@@ -32,6 +32,7 @@ from labelclean.data.decode import (
     DEFAULT_MAX_PIXELS,
     BadImage,
     decode_image,
+    open_image_file,
     resize_square,
 )
 from labelclean.data.manifest import Manifest, read_manifest
@@ -54,7 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: 2: the resize works on the centre square (decode.resize_square), a sub-pixel change.
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Rejection:
 
     row: int
     path: str
-    #: missing, empty, truncated, not_an_image, format_not_allowed, too_many_pixels, unreadable
+    #: missing, empty, truncated, not_an_image, format_not_allowed, too_many_pixels,
+    #: aspect_ratio, too_large, not_a_file, unreadable
     reason: str
     detail: str
 
@@ -93,14 +96,18 @@ def infer_image_size(manifest: Manifest, *, sample: int = 256) -> int:
     """A sensible square size from the data: the median shorter side of a sample.
 
     Up to 32 px it is rounded up to a multiple of 8 (digits 8, CIFAR 32); above, to a
-    multiple of 32, capped at 224 (what ImageNet backbones expect).
+    multiple of 32, capped at 224 (what ImageNet backbones expect). Files are opened as
+    the decode opens them (regular files of a plausible size only), so a FIFO cannot hang it.
     """
     rng = np.random.default_rng(0)
     picks = rng.choice(len(manifest), min(sample, len(manifest)), replace=False)
     sides = []
     for i in picks:
         try:
-            with Image.open(manifest.root / manifest.paths[i], formats=ALLOWED_FORMATS) as img:
+            with (
+                open_image_file(manifest.root / manifest.paths[i]) as file,
+                Image.open(file, formats=ALLOWED_FORMATS) as img,
+            ):
                 sides.append(min(img.size))
         except Exception:  # noqa: BLE001,S112 - bad files are reported by the full decode
             continue
@@ -401,9 +408,14 @@ def load_dataset(
     label_column: str | Sequence[str] = "label",
     annotator_column: str | None = None,
     allow_outside_root: bool = False,
+    on_manifest: Callable[[Manifest], None] | None = None,
     **load_images_kwargs: object,
 ) -> Dataset:
-    """:func:`read_manifest` then :func:`load_images`, in one call."""
+    """:func:`read_manifest` then :func:`load_images`, in one call.
+
+    ``on_manifest`` sees the manifest before any image is decoded, so a caller can refuse
+    a dataset it cannot handle (the audit: one too large for memory) before that work.
+    """
     manifest = read_manifest(
         images,
         labels,
@@ -412,4 +424,6 @@ def load_dataset(
         annotator_column=annotator_column,
         allow_outside_root=allow_outside_root,
     )
+    if on_manifest is not None:
+        on_manifest(manifest)
     return load_images(manifest, **load_images_kwargs)  # type: ignore[arg-type]
