@@ -78,7 +78,9 @@ def test_a_long_strip_is_refused_from_its_header_in_bounded_memory(tmp_path):
     assert (root / "strip.png").stat().st_size < 10_000
     code, err, rss, _ = _bounded(["check", root, csv, "-q"])
     assert code == 1 and "Traceback" not in err, err
-    assert "labels.csv line 6: strip.png: aspect_ratio (2,000,000 x 1 pixels, more than 100:1" in err
+    assert (
+        "labels.csv line 6: strip.png: aspect_ratio (2,000,000 x 1 pixels, more than 100:1" in err
+    )
     assert rss < 600e6, f"peak RSS {rss / 1e6:.0f} MB"  # was a MemoryError (6 GB asked)
 
 

@@ -102,8 +102,9 @@ def open_image_file(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iter
     file swapped in between a check and the open cannot slip through. Links are followed:
     the manifest's checks decide whether a link may leave the image folder.
     """
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to open
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise BadImage("missing", "file not found") from None
     except OSError as err:
@@ -122,8 +123,8 @@ def open_image_file(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iter
                 f"{st.st_size:,} bytes, more than an image of --max-pixels {max_pixels:,} can "
                 f"take ({limit:,} bytes); raise --max-pixels if the image is genuine",
             )
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
+        if nonblocking:
+            os.set_blocking(fd, True)  # a regular file: reads as usual from here
         file = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
