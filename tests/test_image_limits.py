@@ -278,3 +278,34 @@ def test_check_summarises_repeated_warnings(tmp_path):
     assert lines[5] == "WARNING: ... more like the above, counted at the end", lines
     assert "WARNING: ... and 7 more like the above; the last: " in singles[-1]
     assert singles[-1].endswith("class 'single11' has a single sample"), singles[-1]
+
+
+# 9. ... and a stop is prompt ----------------------------------------------------------------------
+
+
+def test_a_stop_skips_the_images_left_in_the_block(tmp_path, monkeypatch):
+    from labelclean.data import images as images_mod
+    from labelclean.errors import Interrupted
+
+    root = tmp_path / "img"
+    root.mkdir()
+    for i in range(20):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(root / f"{i}.png")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\n" + "".join(f"{i}.png,{'ab'[i % 2]}\n" for i in range(20)))
+    decoded = []
+    real = images_mod.decode_image
+
+    def decode(path, **kwargs):
+        decoded.append(path.name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(images_mod, "decode_image", decode)
+    cache = tmp_path / "cache"
+    with pytest.raises(Interrupted, match=r"stopped while decoding images \(0 of 20\)"):
+        # SIGTERM arrives while the first image decodes: the block of 16 is not finished
+        load_dataset(
+            root, csv, image_size=8, workers=1, cache_dir=cache, should_stop=lambda: bool(decoded)
+        )
+    assert decoded == ["0.png"]
+    assert not list(cache.glob("*.npy")) and not list(cache.glob("*.json"))  # nothing written

@@ -293,19 +293,28 @@ def _decode_all(
 ) -> None:
     """``work(i)`` for every image, in blocks, so a stop request (or Ctrl-C) ends it fast.
 
-    Only one block is ever queued: a stop waits for at most that block, not for every
-    image still to decode.
+    Only one block is ever queued, and its images still waiting are skipped once a stop
+    is asked: a stop waits for the images being decoded (one per worker), not for a
+    block of them, nor for every image still to decode. Since only regular files are
+    opened (:func:`~labelclean.data.decode.open_image_file`), no read waits without end.
     """
     workers = max(1, workers)
     block = 16 * workers
+
+    def stop_if_asked(done: int) -> None:
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"stopped while decoding images ({done} of {n}); nothing was written")
+
+    def unless_stopped(i: int) -> None:
+        if should_stop is None or not should_stop():
+            work(i)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, n, block):
             maybe_fail("decode", start // block)
-            if should_stop is not None and should_stop():
-                raise Interrupted(
-                    f"stopped while decoding images ({start} of {n}); nothing was written"
-                )
-            list(pool.map(work, range(start, min(n, start + block))))
+            stop_if_asked(start)
+            list(pool.map(unless_stopped, range(start, min(n, start + block))))
+            stop_if_asked(start)  # before the skipped images could count as decoded
             report(progress, "decode images", min(n, start + block), n)
 
 
