@@ -227,7 +227,7 @@ def _many_classes(tmp_path, n):
 def test_an_audit_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
     import labelclean.fgcm.history as history
 
-    # this machine "has" 64 MiB: 2,000 x 2,000 needs 116 MB, as 100,000^2 needs 270 GiB
+    # this machine "has" 64 MiB: 2,000 x 2,000 needs 84 MB, as 100,000^2 needs 196 GiB
     monkeypatch.setattr(history, "machine_memory", lambda: 64 << 20, raising=False)
     root, csv = _many_classes(tmp_path, 2_000)
     cache = tmp_path / "cache"
@@ -237,8 +237,8 @@ def test_an_audit_too_large_for_memory_is_refused_before_decoding(tmp_path, monk
     lines = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in r.output, r.output
     assert "labels.csv: 2,000 images in 2,000 classes" in lines[0]
-    assert "need at least 0.1 GiB of memory (29 bytes per image and class)" in lines[0]
-    assert "more than the 0.1 GiB this machine has" in lines[0]
+    assert "need at least 0.08 GiB of memory (21 bytes per image and class)" in lines[0]
+    assert "more than the 0.06 GiB this machine has" in lines[0]
     assert not cache.exists() or not list(cache.iterdir())  # nothing decoded
     import labelclean
 
@@ -250,9 +250,9 @@ def test_the_estimate_at_100000_classes(monkeypatch):
     from labelclean.fgcm import history
 
     monkeypatch.setattr(history, "machine_memory", lambda: 64 << 30)
-    with pytest.raises(ManifestError, match=r"need at least 270\.1 GiB .* than the 64\.0 GiB"):
+    with pytest.raises(ManifestError, match=r"need at least 195\.59 GiB .* than the 64\.00 GiB"):
         history.check_audit_memory(100_000, 100_000, 40, where="labels.csv")
-    history.check_audit_memory(100_000, 1_000, 40, where="labels.csv")  # 2.7 GiB: fits
+    history.check_audit_memory(100_000, 1_000, 40, where="labels.csv")  # 1.96 GiB: fits
 
 
 def test_check_summarises_repeated_warnings(tmp_path):
