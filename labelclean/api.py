@@ -111,7 +111,7 @@ def audit(
 
     def fits(manifest: Manifest) -> None:  # refused before decoding, not in the first epoch
         n, c = len(manifest), len(manifest.class_names)
-        check_audit_memory(n, c, config.epochs, where=str(manifest.source))
+        check_audit_memory(n, c, where=str(manifest.source))
 
     with (dist or Dist()).main_first():  # rank 0 builds the image cache; the others reuse it
         dataset = load_dataset(images, labels, progress=progress, on_manifest=fits, **data_options)

@@ -91,21 +91,21 @@ def machine_memory() -> int | None:
     return total if total > 0 else None
 
 
-def check_audit_memory(n_samples: int, n_classes: int, max_epochs: int, *, where: str) -> None:
+def check_audit_memory(n_samples: int, n_classes: int, *, where: str) -> None:
     """Refuse, before any image is decoded, an audit whose ``[N, C]`` arrays cannot fit.
 
     The history's sums and counts and the working arrays around them grow with N x C: at
     100,000 images of 100,000 classes the first of them alone is 37 GiB, which failed as
-    a MemoryError deep in the first epoch. The estimate is a lower bound (the network, its
-    batches, its outputs and the image cache come on top), so an audit refused here could
-    not run.
+    a MemoryError deep in the first epoch. The estimate counts only those arrays, a lower
+    bound (the traces, the network, its batches and outputs and the image cache come on
+    top), so an audit refused here could not run.
+
     A compact dtype would not rescue it (float16 sums lose the means' precision after a
     few hundred epochs, and the working arrays stay float32), hence a refusal.
     """
     limit = machine_memory()
     per_cell = _BYTES_PER_CELL + WORKING_BYTES_PER_CELL
-    need = ConfidenceHistory.memory_bytes(n_samples, n_classes, max_epochs)
-    need += WORKING_BYTES_PER_CELL * n_samples * n_classes
+    need = per_cell * n_samples * n_classes
     if limit is not None and need > limit:
         raise ManifestError(
             f"{where}: {n_samples:,} images in {n_classes:,} classes: the audit's per-image "
