@@ -20,6 +20,7 @@ from labelclean.progress import Progress
 
 if TYPE_CHECKING:
     from labelclean.data.images import Dataset
+    from labelclean.data.manifest import Manifest
     from labelclean.distributed import Dist
 
 __all__ = [
@@ -99,6 +100,7 @@ def audit(
     """
     from labelclean.data.images import load_dataset
     from labelclean.distributed import Dist
+    from labelclean.fgcm.history import check_audit_memory
 
     if config is None:
         config = AuditConfig.from_preset(options.pop("preset", None), **options)
@@ -107,8 +109,13 @@ def audit(
     _refuse_unusable_network(config, frozen=frozen)
     data_options = dict(data_options or {})
     data_options.setdefault("should_stop", should_stop)
+
+    def fits(manifest: Manifest) -> None:  # refused before decoding, not in the first epoch
+        n, c = len(manifest), len(manifest.class_names)
+        check_audit_memory(n, c, where=str(manifest.source))
+
     with (dist or Dist()).main_first():  # rank 0 builds the image cache; the others reuse it
-        dataset = load_dataset(images, labels, progress=progress, **data_options)
+        dataset = load_dataset(images, labels, progress=progress, on_manifest=fits, **data_options)
     if on_loaded is not None:
         on_loaded(dataset)
     frozen_options = {

@@ -255,10 +255,12 @@ def test_images_swapped_for_links_or_fifos_are_not_served(digits, tmp_path):
                            ("d002.png", lambda p: os.mkfifo(p))):
             (images / name).unlink()
             make(images / name)
-        for row in (0, 1, 2):  # after the server started: still refused
+        for row in (0, 2):  # after the server started: still refused
             for kind in ("image", "thumb"):
                 status, _, body = call(server, "GET", f"/{kind}/{row}")
                 assert status == 404 and b"do not serve" not in body, (kind, row)
+        # a link that stays inside the image folder is followed, as the audit follows it
+        assert call(server, "GET", "/image/1")[2] == (images / "d003.png").read_bytes()
         assert call(server, "GET", "/image/3")[0] == 200
     finally:
         stop(server)

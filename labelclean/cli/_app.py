@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,48 @@ from labelclean._version import __version__
 from labelclean.errors import Interrupted, LabelcleanError
 
 _state = {"debug": bool(os.environ.get("LABELCLEAN_DEBUG"))}
+
+
+class _Repeats(logging.Filter):
+    """At most :attr:`SHOWN` log lines per message template; the rest counted, not shown.
+
+    A loop over rows warns once per row: 100,000 single-sample classes once printed 100,000
+    lines, burying everything else. The first few show what is wrong, the one after them
+    says more are coming, and :meth:`summary` gives the count when the command ends.
+    """
+
+    SHOWN = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[tuple[str, object]] = Counter()
+        self.last: dict[tuple[str, object], tuple[str, str]] = {}  #: level, message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        self.counts[key] += 1
+        if self.counts[key] <= self.SHOWN:
+            return True
+        self.last[key] = (record.levelname, record.getMessage())
+        if self.counts[key] == self.SHOWN + 1:
+            record.msg, record.args = "... more like the above, counted at the end", None
+            return True
+        return False
+
+    def summary(self) -> list[str]:
+        """One line per template shown :attr:`SHOWN` times and more; the counts start over."""
+        lines = [
+            f"{self.last[key][0]}: ... and {n - self.SHOWN:,} more like the above; "
+            f"the last: {self.last[key][1]}"
+            for key, n in self.counts.items()
+            if n > self.SHOWN
+        ]
+        self.counts.clear()
+        self.last.clear()
+        return lines
+
+
+_repeats = _Repeats()
 
 
 class _Group(TyperGroup):
@@ -35,7 +78,11 @@ class _Group(TyperGroup):
         from labelclean.cli._signals import interrupted_exit_code
 
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:  # before the error line, which stays the last
+                for line in _repeats.summary():
+                    typer.echo(line, err=True)
         except Interrupted as err:
             typer.echo(f"interrupted: {err}", err=True)
             raise typer.Exit(interrupted_exit_code()) from None
@@ -83,10 +130,15 @@ def _root(
 ) -> None:
     """Find wrong labels in an image dataset, fix them, and train a model robust to the rest."""
     _state["debug"] = _state["debug"] or debug
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(
         level=logging.DEBUG if _state["debug"] else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    for handler in root.handlers:
+        if handler not in before and not _state["debug"]:  # --debug shows every line
+            handler.addFilter(_repeats)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -81,7 +81,8 @@ MaxBadFractionOpt = Annotated[
 MaxPixelsOpt = Annotated[
     int | None,
     typer.Option(
-        help="Refuse larger images as decompression bombs \\[default: 89.5M].",
+        help="Refuse larger images as decompression bombs, and files larger than 8 bytes a "
+        "pixel of it plus 64 MiB \\[default: 89.5M].",
         rich_help_panel=_DATA,
     ),
 ]

@@ -32,6 +32,7 @@ from labelclean.data.decode import (
     DEFAULT_MAX_PIXELS,
     BadImage,
     decode_image,
+    open_image_file,
     resize_square,
 )
 from labelclean.data.manifest import Manifest, read_manifest
@@ -54,7 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: 2: the resize works on the centre square (decode.resize_square), a sub-pixel change.
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Rejection:
 
     row: int
     path: str
-    #: missing, empty, truncated, not_an_image, format_not_allowed, too_many_pixels, unreadable
+    #: missing, empty, truncated, not_an_image, format_not_allowed, too_many_pixels,
+    #: aspect_ratio, too_large, not_a_file, unreadable
     reason: str
     detail: str
 
@@ -93,14 +96,18 @@ def infer_image_size(manifest: Manifest, *, sample: int = 256) -> int:
     """A sensible square size from the data: the median shorter side of a sample.
 
     Up to 32 px it is rounded up to a multiple of 8 (digits 8, CIFAR 32); above, to a
-    multiple of 32, capped at 224 (what ImageNet backbones expect).
+    multiple of 32, capped at 224 (what ImageNet backbones expect). Files are opened as
+    the decode opens them (regular files of a plausible size only), so a FIFO cannot hang it.
     """
     rng = np.random.default_rng(0)
     picks = rng.choice(len(manifest), min(sample, len(manifest)), replace=False)
     sides = []
     for i in picks:
         try:
-            with Image.open(manifest.root / manifest.paths[i], formats=ALLOWED_FORMATS) as img:
+            with (
+                open_image_file(manifest.root / manifest.paths[i]) as file,
+                Image.open(file, formats=ALLOWED_FORMATS) as img,
+            ):
                 sides.append(min(img.size))
         except Exception:  # noqa: BLE001,S112 - bad files are reported by the full decode
             continue
@@ -286,19 +293,28 @@ def _decode_all(
 ) -> None:
     """``work(i)`` for every image, in blocks, so a stop request (or Ctrl-C) ends it fast.
 
-    Only one block is ever queued: a stop waits for at most that block, not for every
-    image still to decode.
+    Only one block is ever queued, and its images still waiting are skipped once a stop
+    is asked: a stop waits for the images being decoded (one per worker), not for a
+    block of them, nor for every image still to decode. Since only regular files are
+    opened (:func:`~labelclean.data.decode.open_image_file`), no read waits without end.
     """
     workers = max(1, workers)
     block = 16 * workers
+
+    def stop_if_asked(done: int) -> None:
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"stopped while decoding images ({done} of {n}); nothing was written")
+
+    def unless_stopped(i: int) -> None:
+        if should_stop is None or not should_stop():
+            work(i)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, n, block):
             maybe_fail("decode", start // block)
-            if should_stop is not None and should_stop():
-                raise Interrupted(
-                    f"stopped while decoding images ({start} of {n}); nothing was written"
-                )
-            list(pool.map(work, range(start, min(n, start + block))))
+            stop_if_asked(start)
+            list(pool.map(unless_stopped, range(start, min(n, start + block))))
+            stop_if_asked(start)  # before the skipped images could count as decoded
             report(progress, "decode images", min(n, start + block), n)
 
 
@@ -402,9 +418,14 @@ def load_dataset(
     annotator_column: str | None = None,
     allow_outside_root: bool = False,
     normalize_labels: bool = False,
+    on_manifest: Callable[[Manifest], None] | None = None,
     **load_images_kwargs: object,
 ) -> Dataset:
-    """:func:`read_manifest` then :func:`load_images`, in one call."""
+    """:func:`read_manifest` then :func:`load_images`, in one call.
+
+    ``on_manifest`` sees the manifest before any image is decoded, so a caller can refuse
+    a dataset it cannot handle (the audit: one too large for memory) before that work.
+    """
     manifest = read_manifest(
         images,
         labels,
@@ -414,4 +435,6 @@ def load_dataset(
         allow_outside_root=allow_outside_root,
         normalize_labels=normalize_labels,
     )
+    if on_manifest is not None:
+        on_manifest(manifest)
     return load_images(manifest, **load_images_kwargs)  # type: ignore[arg-type]

@@ -146,7 +146,10 @@ def _on_disk(root: Path, rel: str) -> str:
 def _check_inside(root: Path, rel: str, where: str, allow_outside_root: bool) -> None:
     if allow_outside_root:
         return
-    target = (root / rel).resolve()
+    try:
+        target = (root / rel).resolve()
+    except RuntimeError:  # a symlink loop (Python < 3.13): it opens nowhere; decoding names it
+        return
     if os.path.isabs(rel) or not target.is_relative_to(root.resolve()):
         raise ManifestError(
             f"{where}: path {rel!r} points outside the image folder {root}; "

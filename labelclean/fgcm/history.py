@@ -38,12 +38,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from labelclean.errors import CheckpointError, ConfigError
+from labelclean.errors import CheckpointError, ConfigError, ManifestError
 
 # int16, not uint16: torch < 2.3 cannot convert uint16 arrays, and 32,767 epochs is plenty.
 _COUNT_DTYPE = np.int16
 _SUM_DTYPE = np.float32
 _TRACE_DTYPE = np.float16
+#: Bytes per sample and class: sums and counts, over every epoch and the late ones.
+_BYTES_PER_CELL = 2 * (np.dtype(_SUM_DTYPE).itemsize + np.dtype(_COUNT_DTYPE).itemsize)
 TRACE_FILES = ("trace_given.npy", "trace_pseudo.npy")
 #: ``--schedule once`` reads its pseudo labels and confidences from the epochs whose LR is
 #: at most this share of the base LR (see the module doc).
@@ -64,6 +66,53 @@ def traces_on_disk(n_samples: int, max_epochs: int) -> bool:
             f"$LABELCLEAN_TRACE_MEMMAP_BYTES {raw!r}: expected a number of bytes"
         ) from None
     return 2 * n_samples * max_epochs * np.dtype(_TRACE_DTYPE).itemsize > limit
+
+
+#: ``[N, C]`` bytes the audit holds beside the history while it records an epoch: that
+#: epoch's softmax (float32), the pseudo labels' mask and masked sums (bool + float32).
+#: Measured (tracemalloc): the history's 12 bytes per cell peak at 21 during ``update``.
+WORKING_BYTES_PER_CELL = 4 + 1 + 4
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: physical memory, or a lower cgroup limit.
+
+    None where the platform does not say (the audit then starts unchecked).
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(limit_file).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max": no lower limit
+            continue
+    return total if total > 0 else None
+
+
+def check_audit_memory(n_samples: int, n_classes: int, *, where: str) -> None:
+    """Refuse, before any image is decoded, an audit whose ``[N, C]`` arrays cannot fit.
+
+    The history's sums and counts and the working arrays around them grow with N x C: at
+    100,000 images of 100,000 classes the first of them alone is 37 GiB, which failed as
+    a MemoryError deep in the first epoch. The estimate counts only those arrays, a lower
+    bound (the traces, the network, its batches and outputs and the image cache come on
+    top), so an audit refused here could not run.
+
+    A compact dtype would not rescue it (float16 sums lose the means' precision after a
+    few hundred epochs, and the working arrays stay float32), hence a refusal.
+    """
+    limit = machine_memory()
+    per_cell = _BYTES_PER_CELL + WORKING_BYTES_PER_CELL
+    need = per_cell * n_samples * n_classes
+    if limit is not None and need > limit:
+        raise ManifestError(
+            f"{where}: {n_samples:,} images in {n_classes:,} classes: the audit's per-image "
+            f"confidences need at least {need / 2**30:,.2f} GiB of memory ({per_cell} bytes "
+            f"per image and class), more than the {limit / 2**30:,.2f} GiB this machine has; "
+            "merge rare classes, or audit a subset of the classes"
+        )
 
 
 def is_late_epoch(lr: float, base_lr: float) -> bool:
@@ -152,9 +201,8 @@ class ConfidenceHistory:
     @staticmethod
     def memory_bytes(n_samples: int, n_classes: int, max_epochs: int) -> int:
         """Bytes the history takes for these sizes (traces counted even when memmapped)."""
-        per_class = 2 * (np.dtype(_SUM_DTYPE).itemsize + np.dtype(_COUNT_DTYPE).itemsize)
         per_epoch = 2 * np.dtype(_TRACE_DTYPE).itemsize
-        return n_samples * (n_classes * per_class + max_epochs * per_epoch)
+        return n_samples * (n_classes * _BYTES_PER_CELL + max_epochs * per_epoch)
 
     def update(
         self, probs: np.ndarray | torch.Tensor, given_labels: np.ndarray, *, late: bool = False

@@ -38,9 +38,12 @@ class Thumbnails:
         """The image shrunk to fit ``size``, as RGB PIL image, or None (reason in ``missing``)."""
         from PIL import Image
 
-        try:
-            source = io.BytesIO(self.opener(rel)) if self.opener else self.root / rel
-            with Image.open(source) as img:
+        from labelclean.data.decode import ALLOWED_FORMATS, open_image_file
+
+        try:  # opened as the audit opens images: a FIFO swapped in cannot hang the page
+            with (
+                io.BytesIO(self.opener(rel)) if self.opener else open_image_file(self.root / rel)
+            ) as file, Image.open(file, formats=ALLOWED_FORMATS) as img:
                 img.draft("RGB", (self.size, self.size))  # JPEG: decode at reduced size
                 img = img.convert("RGB")
                 img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -191,25 +190,28 @@ class ReviewState:
         return data, mimetypes.guess_type(rel)[0] or "application/octet-stream"
 
     def _read_image(self, rel: str) -> bytes:
-        """The bytes of ``root / rel`` if it is a regular file inside the image folder.
+        """The bytes of ``root / rel`` if it is a regular image file inside the image folder.
 
-        The last step is opened without following a link (``O_NOFOLLOW``) and where the
-        opened file really is is checked after opening, so a link swapped in for an image
-        (or for a folder on its way) cannot make the server read a file outside the image
-        folder; a FIFO or device is refused before any read could block.
+        It is opened as the audit opens images (:func:`labelclean.data.decode.open_image_file`:
+        a regular file of a size an image can have, a FIFO refused before any read could
+        block), and where the opened file really is is checked after opening: a link that
+        stays inside the image folder is followed (the audit followed it too), but a link
+        swapped in for an image, or for a folder on its way, cannot make the server read a
+        file outside it.
 
         Raises:
             OSError: It is not such a file (or cannot be read).
         """
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(os.path.join(self.root, rel), flags | getattr(os, "O_CLOEXEC", 0))
-        with open(fd, "rb", closefd=True) as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(f"{rel}: not a regular file")
-            where = _opened_path(fd) or os.path.realpath(os.path.join(self.root, rel))
-            if os.path.commonpath([where, self.root]) != self.root:
-                raise OSError(f"{rel}: outside the image folder ({where})")
-            return fh.read()
+        from labelclean.data.decode import BadImage, open_image_file
+
+        try:
+            with open_image_file(Path(self.root) / rel) as fh:
+                where = _opened_path(fh.fileno()) or os.path.realpath(os.path.join(self.root, rel))
+                if os.path.commonpath([where, self.root]) != self.root:
+                    raise OSError(f"{rel}: outside the image folder ({where})")
+                return fh.read()
+        except BadImage as err:
+            raise OSError(f"{rel}: {err.reason} ({err.detail})") from None
 
     @staticmethod
     def _public(d: Decision) -> dict[str, Any]:
