@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from labelclean._io import atomic_path, check_writable
+from labelclean._io import atomic_path, check_writable, loads_json
 from labelclean._version import __version__
 from labelclean.errors import ReportError
 from labelclean.report.schema import (
@@ -193,10 +193,7 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     ]
     if wrong:
         raise ReportError(f"{path}: report columns have the wrong type: {'; '.join(wrong)}")
-    try:
-        metadata = json.loads(raw)
-    except ValueError as err:
-        raise ReportError(f"{path}: labelclean metadata is not valid JSON ({err})") from err
+    metadata = loads_json(raw, ReportError, source=f"{path}: labelclean metadata", expected="JSON")
     if not isinstance(metadata, dict):
         raise ReportError(f"{path}: labelclean metadata is not a JSON object")
     lacking = [k for k in REQUIRED_METADATA if k not in metadata]

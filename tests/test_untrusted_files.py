@@ -1,0 +1,103 @@
+"""Hand-edited or hostile files labelclean reads: one `error:` line each, never a traceback.
+
+Issue 38: non-finite numbers in a report, JSON nested 100,000 deep, report metadata of the
+wrong shape, and labels a spreadsheet would run as formulas. Every report here is the
+realistic digits report (no training) with one thing edited in its Parquet file.
+"""
+
+import json
+import logging
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_report_html import make_digits_report
+from typer.testing import CliRunner
+
+from labelclean._version import __version__
+from labelclean.cli import app
+
+runner = CliRunner()
+DEEP = "[" * 100_000
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return make_digits_report(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_version_warning(caplog):
+    caplog.set_level(logging.ERROR, logger="labelclean.report.parquet")  # a test report's version
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def refused(r, *needles):
+    """Exit 1 with one `error:` line holding every needle, and no traceback."""
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 1 and len(lines) == 1, (r.output, r.exception)
+    assert "Traceback" not in r.output, r.output
+    for needle in needles:
+        assert str(needle) in lines[0], lines[0]
+    return lines[0]
+
+
+def edited(report, out, *, metadata=None, raw_metadata=None, column=None, row=0, value=None):
+    """A copy of ``report`` with its metadata replaced or edited, or one float cell set."""
+    table = pq.read_table(report)
+    if column is not None:
+        i = table.schema.get_field_index(column)
+        values = table[column].to_pylist()
+        if pa.types.is_list(table.schema.field(i).type):
+            values[row] = [value, *values[row][1:]]
+        else:
+            values[row] = value
+        table = table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+    if metadata is not None:
+        md = json.loads(table.schema.metadata[b"labelclean"])
+        md.update(metadata)
+        raw_metadata = json.dumps({k: v for k, v in md.items() if v is not ...})
+    if raw_metadata is not None:
+        table = table.replace_schema_metadata({b"labelclean": raw_metadata})
+    pq.write_table(table, out)
+    return out
+
+
+# 14. JSON nested 100,000 deep ----------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_one_error_naming_the_file(digits, tmp_path):
+    """`apply` with a Label Studio export, `predict` with a config.json, `report` metadata."""
+    export = tmp_path / "export.json"
+    export.write_text(DEEP)
+    refused(run("apply", digits, export, "--out", tmp_path / "a.csv"), "export.json", "nested deeper")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(DEEP)
+    (model / "model.safetensors").write_bytes(b"")
+    images = digits.parent / "images"
+    refused(run("predict", model, images, "--out", tmp_path / "p.csv"), "config.json", "nested deeper")
+    deep = edited(digits, tmp_path / "deep.parquet", raw_metadata=DEEP)
+    for command in (["report", deep], ["report", deep, "--html", tmp_path / "r.html"],
+                    ["export", deep, "--out", tmp_path / "e.csv"]):
+        refused(run(*command), "deep.parquet", "metadata", "nested deeper")
+    nested = edited(digits, tmp_path / "nested.parquet", metadata={"config": json.loads("[" * 900 + "]" * 900)})
+    refused(run("report", nested), "nested.parquet", "nested deeper")  # parses, but too deep to walk
+    assert not any((tmp_path / name).exists() for name in ("a.csv", "p.csv", "r.html", "e.csv"))
+
+
+def test_json_inputs_are_size_capped_and_only_regular_files_are_read(digits, tmp_path, monkeypatch):
+    import os
+
+    import labelclean._io as io_mod
+
+    export = tmp_path / "export.json"
+    export.write_text("[" + ",".join(["{}"] * 100) + "]")
+    monkeypatch.setattr(io_mod, "MAX_JSON_BYTES", 100)
+    refused(run("apply", digits, export, "--out", tmp_path / "a.csv"), "export.json", "more than the 100")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    refused(run("apply", digits, fifo, "--out", tmp_path / "a.csv"), "fifo.json", "not a regular file")
