@@ -101,3 +101,53 @@ def test_json_inputs_are_size_capped_and_only_regular_files_are_read(digits, tmp
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     refused(run("apply", digits, fifo, "--out", tmp_path / "a.csv"), "fifo.json", "not a regular file")
+
+
+# 12. NaN or infinity in a report -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column,row,value", [
+    ("conf_given", 5, float("nan")),
+    ("cluster_prob", 7, float("inf")),
+    ("trace_pseudo", 9, float("-inf")),  # a list column: the row, not the value's position
+])
+def test_non_finite_numbers_in_a_report_are_refused_by_every_command(digits, tmp_path, monkeypatch, column, row, value):
+    import labelclean.review.server as server
+
+    bad = edited(digits, tmp_path / "bad.parquet", column=column, row=row, value=value)
+    needles = ("bad.parquet", f"column {column} holds {value} at row {row}")
+    refused(run("report", bad, "--html", tmp_path / "r.html"), *needles)
+    refused(run("export", bad, "--format", "label-studio", "--out", tmp_path / "tasks.json"), *needles)
+    refused(run("export", bad, "--out", tmp_path / "e.csv"), *needles)
+    monkeypatch.setattr(server.ReviewServer, "serve_forever", lambda self: pytest.fail("served"))
+    refused(run("review", bad, "--no-browser", "--port", 0), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
+
+
+def test_the_review_state_and_the_api_refuse_a_non_finite_report(digits, tmp_path):
+    from labelclean.errors import ReportError
+    from labelclean.report.parquet import read_report
+    from labelclean.review.decisions import report_fingerprint
+    from labelclean.review.state import ReviewState
+
+    bad = edited(digits, tmp_path / "bad.parquet", column="conf_pseudo", row=3, value=float("nan"))
+    with pytest.raises(ReportError, match="column conf_pseudo holds nan at row 3"):
+        ReviewState(read_report(bad), tmp_path / "d.csv", fingerprint=report_fingerprint(bad))
+    rows = ReviewState(read_report(digits), tmp_path / "d.csv", fingerprint=report_fingerprint(digits)).rows("flagged")
+    json.dumps(rows, allow_nan=False)  # what /api/rows sends: strict JSON
+
+
+def test_nested_floats_are_looked_into_and_the_writer_refuses_too(digits, tmp_path):
+    from labelclean.errors import ReportError
+    from labelclean.report.parquet import _first_non_finite, read_report, write_report
+
+    vote = pa.struct([("annotator", pa.string()), ("p_right", pa.float32())])
+    votes = pa.array([[{"annotator": "a", "p_right": 0.5}], [], [{"annotator": "b", "p_right": 0.1},
+                      {"annotator": "c", "p_right": float("nan")}]], pa.list_(vote))
+    assert _first_non_finite(pa.table({"votes": votes})) == ("votes", 2, pytest.approx(float("nan"), nan_ok=True))
+    assert _first_non_finite(pa.table({"votes": votes.slice(0, 2)})) is None
+    rep = read_report(digits)
+    table = pq.read_table(edited(digits, tmp_path / "bad.parquet", column="conf_given", row=1, value=float("inf")))
+    with pytest.raises(ReportError, match="cannot write .*out.parquet: column conf_given holds inf at row 1"):
+        write_report(tmp_path / "out.parquet", table.replace_schema_metadata(), rep.metadata, overwrite=False)
+    assert not (tmp_path / "out.parquet").exists()

@@ -99,9 +99,52 @@ def _check_table(path: Path, table: pa.Table) -> None:
     bad = pc.invert(pc.is_in(table["action"], value_set=pa.array(ACTIONS)))
     if pc.any(bad).as_py():
         raise ReportError(f"cannot write {path}: action values outside {', '.join(ACTIONS)}")
+    non_finite = _first_non_finite(table)
+    if non_finite is not None:
+        name, row, value = non_finite
+        raise ReportError(f"cannot write {path}: column {name} holds {value} at row {row}")
     unlabel = pc.equal(table["action"], "unlabel")
     if not pc.all(pc.equal(pc.is_null(table["clean_label"]), unlabel)).as_py() and len(table):
         raise ReportError(f"cannot write {path}: clean_label must be null exactly when unlabel")
+
+
+def _first_non_finite_row(array: pa.Array) -> tuple[int, float] | None:
+    """(row, value) of the first NaN or infinity among ``array``'s floats, nested ones too.
+
+    Lists (the traces) and structs (the crowd's votes) are looked into; the row is the
+    top-level one, so a message can name it.
+    """
+    kind = array.type
+    if pa.types.is_floating(kind):
+        bad = pc.fill_null(pc.invert(pc.is_finite(array)), False)
+        row = pc.index(bad, True).as_py()
+        return None if row < 0 else (row, array[row].as_py())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        found = _first_non_finite_row(array.flatten())
+        if found is None:
+            return None
+        return pc.list_parent_indices(array)[found[0]].as_py(), found[1]
+    if pa.types.is_struct(kind):
+        hits = [hit for part in array.flatten() if (hit := _first_non_finite_row(part))]
+        return min(hits) if hits else None
+    return None
+
+
+def _first_non_finite(table: pa.Table) -> tuple[str, int, float] | None:
+    """(column, row, value) of the first NaN or infinity in a float column of ``table``.
+
+    No report labelclean writes holds one (a run whose numbers turn non-finite stops with
+    DivergedError), and the page, the review queue and the Label Studio tasks are JSON,
+    which has no NaN: a hand-edited one is refused here, once, for every command.
+    """
+    for name in table.column_names:
+        offset = 0
+        for chunk in table[name].chunks:
+            found = _first_non_finite_row(chunk)
+            if found is not None:
+                return name, offset + found[0], found[1]
+            offset += len(chunk)
+    return None
 
 
 def write_report(
@@ -157,8 +200,9 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
         columns: Read only these columns (e.g. skip the traces of a million-row report).
 
     Raises:
-        ReportError: The file is missing, not Parquet, not a labelclean report, or lacks
-            columns or metadata. A report from another labelclean version only logs a warning.
+        ReportError: The file is missing, not Parquet, not a labelclean report, lacks
+            columns or metadata, has metadata of the wrong shape, or holds NaN or infinity in a
+            float column. A report from another labelclean version only logs a warning.
 
     Example:
         >>> rep = read_report("report.parquet")  # doctest: +SKIP
@@ -219,6 +263,13 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
         table = _conform(table)
     except (OSError, pa.ArrowException) as err:
         raise ReportError(f"{path}: cannot be read, the file may be truncated ({err})") from err
+    non_finite = _first_non_finite(table)
+    if non_finite is not None:
+        name, row, value = non_finite
+        raise ReportError(
+            f"{path}: column {name} holds {value} at row {row}, where a finite number belongs; "
+            "the file was edited or is damaged (audit again, or fix that row)"
+        )
     frame = table.to_pandas()
     for name in wanted:
         if name not in frame:  # a column added since this report was written: all null
