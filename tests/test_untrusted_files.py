@@ -14,7 +14,6 @@ import pytest
 from test_report_html import make_digits_report
 from typer.testing import CliRunner
 
-from labelclean._version import __version__
 from labelclean.cli import app
 
 runner = CliRunner()
@@ -151,3 +150,48 @@ def test_nested_floats_are_looked_into_and_the_writer_refuses_too(digits, tmp_pa
     with pytest.raises(ReportError, match="cannot write .*out.parquet: column conf_given holds inf at row 1"):
         write_report(tmp_path / "out.parquet", table.replace_schema_metadata(), rep.metadata, overwrite=False)
     assert not (tmp_path / "out.parquet").exists()
+
+
+# 15. report metadata of the wrong shape --------------------------------------------------------
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"class_names": None}, "class_names is null, expected a list of strings"),
+    ({"class_names": "0123456789"}, 'class_names is the string "0123456789", expected a list of strings'),
+    ({"class_names": list(range(10))}, "class_names is a list holding 0, expected a list of strings"),
+    ({"class_names": ["0"] * 10}, "class_names must be distinct names"),
+    ({"image_root": None}, "image_root is null, expected a string"),
+    ({"epochs": "10"}, 'epochs is the string "10", expected an integer'),
+    ({"config": ["x"]}, "config is a list, expected a JSON object"),
+    ({"cluster_names": 5}, "cluster_names is an integer (5), expected a list of strings or null"),
+    ({"gmm": "x"}, 'gmm is the string "x", expected a JSON object or null'),
+    ({"warnings": "careful"}, 'warnings is the string "careful", expected a list'),
+    ({"normalization": {"mean": [0.5]}}, "normalization needs lists of numbers under mean and std"),
+    ({"network": [1]}, "network is a list, expected a JSON object or null"),
+    ({"seed": ...}, "metadata lacks seed"),
+])
+def test_report_metadata_of_the_wrong_shape_is_refused_naming_the_key(digits, tmp_path, change, needle):
+    bad = edited(digits, tmp_path / "md.parquet", metadata=change)
+    for command in (["report", bad], ["report", bad, "--html", tmp_path / "r.html"],
+                    ["export", bad, "--out", tmp_path / "e.csv"],
+                    ["export", bad, "--format", "label-studio", "--out", tmp_path / "t.json"],
+                    ["apply", bad, tmp_path / "none.csv", "--out", tmp_path / "a.csv"],
+                    ["finetune", bad, "--out", tmp_path / "m"]):
+        refused(run(*command), "md.parquet", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["md.parquet"]
+
+
+def test_the_writer_checks_the_metadata_as_the_reader_will_see_it(digits, tmp_path):
+    import numpy as np
+
+    from labelclean.errors import ReportError
+    from labelclean.report.parquet import read_report, write_report
+
+    rep = read_report(digits)
+    table = pq.read_table(digits).replace_schema_metadata()
+    md = {**rep.metadata, "seed": np.int64(3), "epochs": np.int32(10), "wall_time_s": np.float32(1.5)}
+    write_report(tmp_path / "ok.parquet", table, md, overwrite=False)  # numpy scalars are numbers
+    assert read_report(tmp_path / "ok.parquet").metadata["seed"] == 3
+    with pytest.raises(ReportError, match="cannot write .*bad.parquet: report metadata class_names is null"):
+        write_report(tmp_path / "bad.parquet", table, {**rep.metadata, "class_names": None}, overwrite=False)
+    assert not (tmp_path / "bad.parquet").exists()

@@ -35,6 +35,7 @@ from labelclean.report.schema import (
     CROWD_SCHEMA,
     LABEL_COLUMNS,
     METADATA_KEY,
+    METADATA_TYPES,
     NULLABLE,
     OPTIONAL_METADATA,
     REPORT_SCHEMA,
@@ -184,6 +185,7 @@ def write_report(
         blob = json.dumps(dict(metadata), default=_json_default).encode("utf-8")
     except (TypeError, ValueError) as err:
         raise ReportError(f"cannot write {path}: metadata is not JSON ({err})") from err
+    _check_metadata(f"cannot write {path}", json.loads(blob))  # as the reader will see it
     # Replacing the schema metadata is zero-copy; from_pandas tables carry a "pandas" key we drop.
     table = table.replace_schema_metadata({METADATA_KEY: blob})
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -243,6 +245,7 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     lacking = [k for k in REQUIRED_METADATA if k not in metadata]
     if lacking:
         raise ReportError(f"{path}: report metadata lacks {', '.join(lacking)}")
+    _check_metadata(str(path), metadata)
     if metadata["tool_version"] != __version__:
         logger.warning(
             "%s was written by labelclean %s; this is %s (figures may differ)",
@@ -278,6 +281,79 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
         frame["admitted_epoch"] = frame["admitted_epoch"].astype("Int32")
     _check_rows(path, frame, metadata)
     return Report(frame=frame, metadata=metadata, path=path)
+
+
+_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "dict": "a JSON object",
+    "list": "a list",
+    "[str]": "a list of strings",
+}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """``value`` is of ``kind`` (a :data:`METADATA_TYPES` word, without its ``?``)."""
+    if kind == "[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    types = {"str": str, "bool": bool, "dict": dict, "list": list}
+    return isinstance(value, types[kind])
+
+
+def _found(value: Any, want: str) -> str:
+    """What a metadata value is, in words, for a message (never the whole value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, list) and want == "[str]":
+        odd = next((v for v in value if not isinstance(v, str)), None)
+        return "a list" if odd is None else f"a list holding {json.dumps(odd)[:40]}"
+    if isinstance(value, str):
+        return f"the string {json.dumps(value[:40])}"
+    kind = next(k for k in ("bool", "int", "float", "dict", "list") if _has_type(value, k))
+    return _WORDS[kind] if kind in ("dict", "list") else f"{_WORDS[kind]} ({value})"
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(_has_type(v, "float") for v in value)
+
+
+def _check_metadata(where: str, metadata: Mapping[str, Any]) -> None:
+    """Every key labelclean uses has the type :data:`METADATA_TYPES` gives it, or refuse.
+
+    ``where`` starts the message: the report's path (reading) or "cannot write <path>".
+
+    Also the parts read below the top level: distinct class names, and the normalization's
+    ``mean`` and ``std`` (finetune builds its model from them).
+    """
+    damaged = "the file was edited or is damaged (audit again)"
+    for key, kind in METADATA_TYPES.items():
+        value = metadata.get(key)
+        if key not in metadata or (value is None and kind.endswith("?")):
+            continue
+        want = kind.rstrip("?")
+        if not _has_type(value, want):
+            null = " or null" if kind.endswith("?") else ""
+            raise ReportError(
+                f"{where}: report metadata {key} is {_found(value, want)}, expected "
+                f"{_WORDS[want]}{null}; {damaged}"
+            )
+    names = metadata["class_names"]
+    if not names or len(set(names)) != len(names):
+        raise ReportError(
+            f"{where}: report metadata class_names must be distinct names, one per class; {damaged}"
+        )
+    norm = metadata.get("normalization")
+    if norm is not None and not (_numbers(norm.get("mean")) and _numbers(norm.get("std"))):
+        raise ReportError(
+            f"{where}: report metadata normalization needs lists of numbers under mean and "
+            f"std; {damaged}"
+        )
 
 
 def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
