@@ -5,8 +5,11 @@ wrong shape, and labels a spreadsheet would run as formulas. Every report here i
 realistic digits report (no training) with one thing edited in its Parquet file.
 """
 
+import html
 import json
 import logging
+import re
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -195,3 +198,151 @@ def test_the_writer_checks_the_metadata_as_the_reader_will_see_it(digits, tmp_pa
     with pytest.raises(ReportError, match="cannot write .*bad.parquet: report metadata class_names is null"):
         write_report(tmp_path / "bad.parquet", table, {**rep.metadata, "class_names": None}, overwrite=False)
     assert not (tmp_path / "bad.parquet").exists()
+
+
+# 28. labels a spreadsheet would run as formulas -----------------------------------------------
+
+EVIL = ['=HYPERLINK("http://evil.example","click")', "+SUM(1)", "-2+3", "@cmd", "'quoted",
+        "-1", "plain", "=1", "''twice", "=A1"]
+RISKY = ("=", "+", "-", "@", "\t", "\r")
+
+
+def raw_cells(path, sep=","):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [cell for row in csv.reader(fh, delimiter=sep) for cell in row]
+
+
+def assert_no_formula(cells):
+    """No cell a spreadsheet would run: each starts with none of RISKY, or is a plain number."""
+    import re
+
+    number = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+    risky = [c for c in cells if c.startswith(RISKY) and not number.fullmatch(c)]
+    assert not risky, risky
+
+
+@pytest.fixture(scope="module")
+def evil(tmp_path_factory):
+    """The digits report with class names (and one image name) a spreadsheet would run."""
+    return make_digits_report(tmp_path_factory.mktemp("evil"), class_names=EVIL, odd_path="=cmd|x.png")
+
+
+def test_escaping_is_undone_exactly(tmp_path):
+    import pandas as pd
+
+    from labelclean._csv import escape_cell, frame_to_csv, unescape_cell
+    from labelclean.data.manifest import read_table
+
+    texts = ["", "'", "''", "=", "=x", "'=x", "''=x", "-", "-1", "+1.5", "-2e3", "-x", "@", "\tt", "\rr",
+             "'90s", "a'b", "plain", "=cmd|' /C calc'!A0", "x\ry", "\r\n=x"]
+    for text in texts:
+        assert unescape_cell(escape_cell(text)) == text
+    assert [escape_cell(t) for t in ("-1", "+1.5", "'90s", "=x")] == ["-1", "+1.5", "''90s", "'=x"]
+    frame = pd.DataFrame({"path": texts, "n": range(len(texts)), "=col": texts})
+    for name, sep in (("t.csv", ","), ("t.tsv", "\t")):
+        frame_to_csv(frame, tmp_path / name, sep=sep)
+        assert_no_formula(raw_cells(tmp_path / name, sep))
+        back = read_table(tmp_path / name)
+        assert list(back.columns) == ["path", "n", "=col"]
+        assert back["path"].tolist() == texts and back["=col"].tolist() == texts
+
+
+def test_export_and_apply_csvs_are_escaped_and_read_back_whole(evil, tmp_path):
+    from labelclean.data.manifest import read_manifest, read_table
+    from labelclean.report.parquet import read_report
+    from labelclean.review.decisions import Decision, load_decisions, report_fingerprint, write_decisions
+
+    rep = read_report(evil)
+    kept = rep.frame[rep.frame["action"] != "unlabel"]
+    out = tmp_path / "clean.csv"
+    r = run("export", evil, "--out", out, "--drop-unlabeled")
+    assert r.exit_code == 0, r.output
+    assert_no_formula(raw_cells(out))
+    assert "'=HYPERLINK(" in out.read_text() and "'=cmd|x.png" in out.read_text()
+    assert "-1" in raw_cells(out) and "'''twice" in raw_cells(out)  # numbers stay, quotes double
+    back = read_table(out)
+    assert back["path"].tolist() == kept["path"].tolist()
+    assert back["label"].tolist() == kept["clean_label"].tolist()
+    manifest = read_manifest(evil.parent / "images", out)  # the export is a manifest again
+    assert set(manifest.class_names) <= set(EVIL) and "=cmd|x.png" in manifest.paths
+    # the decisions file and apply
+    row = kept.iloc[0]
+    decisions = tmp_path / "d.csv"
+    write_decisions(decisions, [Decision(row["path"], "relabel", EVIL[0])],
+                    fingerprint=report_fingerprint(evil), report_name=evil.name)
+    assert_no_formula(raw_cells(decisions))
+    found = load_decisions(decisions, rep, fingerprint=report_fingerprint(evil))
+    assert found.by_path[row["path"]].label == EVIL[0]
+    final = tmp_path / "final.csv"
+    r = run("apply", evil, decisions, "--out", final)
+    assert r.exit_code == 0, r.output
+    assert_no_formula(raw_cells(final))
+    labels = read_table(final).set_index("path")["label"]
+    assert labels[row["path"]] == EVIL[0]
+
+
+def test_corrupt_and_rejected_csvs_are_escaped(evil, tmp_path):
+    import pandas as pd
+
+    from labelclean.data.manifest import read_manifest, read_table
+
+    images = evil.parent / "images"
+    labels = tmp_path / "labels.csv"
+    assert run("export", evil, "--out", labels, "--drop-unlabeled").exit_code == 0
+    noisy, truth = tmp_path / "noisy.csv", tmp_path / "truth.tsv"
+    r = run("corrupt", labels, "--noise", "symmetric", "--rate", 0.3, "--out", noisy, "--truth-out", truth)
+    assert r.exit_code == 0, r.output
+    assert_no_formula(raw_cells(noisy))
+    assert_no_formula(raw_cells(truth, "\t"))
+    assert read_table(truth)["label"].tolist() == read_table(labels)["label"].tolist()
+    assert set(read_manifest(images, noisy).class_names) <= set(EVIL)
+    (images / "@bad.png").write_bytes(b"not an image")
+    frame = pq.read_table(evil).to_pandas()
+    pd.DataFrame({"path": [*frame["path"], "@bad.png"], "label": [*frame["given_label"], "plain"]}).to_csv(
+        labels, index=False)
+    rejected = tmp_path / "rejected.csv"
+    r = run("check", images, labels, "--on-bad-image", "skip", "--max-bad-fraction", 0.5,
+            "--rejected-out", rejected, "-q", "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    assert_no_formula(raw_cells(rejected))
+    assert read_table(rejected)["path"].tolist() == ["@bad.png"]
+
+
+def test_predictions_csv_is_escaped(tmp_path):
+    import pandas as pd
+
+    from labelclean._predict import Predictions
+    from labelclean.data.manifest import read_table
+
+    frame = pd.DataFrame({"path": ["=a.png", "b.png"], "prediction": [EVIL[0], "-1"], "confidence": [0.9, 0.8]})
+    Predictions(frame).write(tmp_path / "p.csv")
+    assert_no_formula(raw_cells(tmp_path / "p.csv"))
+    assert read_table(tmp_path / "p.csv")["prediction"].tolist() == [EVIL[0], "-1"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs a headless chromium")
+def test_the_report_pages_csv_button_escapes_the_same_way(evil, tmp_path):
+    from test_report_html import PROBE, _chromium_dom
+
+    from labelclean.data.manifest import read_table
+    from labelclean.report.html import write_html_report
+    from labelclean.report.parquet import read_report
+
+    rep = read_report(evil)
+    page = write_html_report(rep, tmp_path / "r.html")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE), encoding="utf-8")
+    dom = _chromium_dom(probe, tmp_path / "profile")
+    text = html.unescape(re.search(r'<pre id="probe-csv">(.*?)</pre>', dom, re.S).group(1))
+    (tmp_path / "selection.csv").write_text(text, encoding="utf-8")
+    cells = raw_cells(tmp_path / "selection.csv")
+    assert_no_formula(cells)
+    assert any(c.startswith("'=HYPERLINK(") for c in cells)
+    got = read_table(tmp_path / "selection.csv")  # labelclean reads back what the page wrote
+    assert len(got) == 12  # the probe's selection: the NS rows
+    frame = rep.frame.set_index("index")
+    idx = got["index"].astype(int)
+    for column in ("given_label", "clean_label", "pseudo_label"):
+        assert got[column].tolist() == frame.loc[idx, column].tolist()

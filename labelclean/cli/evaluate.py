@@ -62,7 +62,9 @@ def table_writer(frame: pd.DataFrame, path: Path, flag: str) -> Callable[[Path],
         raise ConfigError(f"{flag} {path}: expected a .csv, .tsv or .parquet file name")
     if kind == "parquet":
         return lambda tmp: frame.to_parquet(tmp, index=False)
-    return lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if kind == "tsv" else ",")
+    from labelclean._csv import frame_to_csv
+
+    return lambda tmp: frame_to_csv(frame, tmp, sep="\t" if kind == "tsv" else ",")
 
 
 @app.command(no_args_is_help=True)

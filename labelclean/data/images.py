@@ -11,7 +11,6 @@ here for the callers that predict on new images the way the cache was built.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from labelclean._csv import csv_writer
 from labelclean._faults import maybe_fail
 from labelclean._io import (
     atomic_path,
@@ -392,7 +392,7 @@ def write_rejected_csv(
     """
     table = not dataset.manifest.source.is_dir()
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv_writer(buf)
     writer.writerow(["line", "path", "reason", "detail"])
     for r in dataset.rejections:
         writer.writerow([r.row + 2 if table else "", r.path, r.reason, r.detail])

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from labelclean._csv import unescape_frame
 from labelclean.errors import ManifestError
 
 if TYPE_CHECKING:
@@ -142,9 +143,10 @@ def read_table(labels: Path) -> pd.DataFrame:
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
             try:
-                return pd.read_csv(
+                frame = pd.read_csv(
                     labels, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig"
                 )
+                return unescape_frame(frame)  # cells labelclean escaped for spreadsheets
             except UnicodeDecodeError as err:
                 raise ManifestError(
                     f"{labels}: not UTF-8 text (byte {err.start}); save it as UTF-8 and retry"

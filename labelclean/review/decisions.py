@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from labelclean._csv import csv_writer, unescape_cell
 from labelclean._io import atomic_write_text
 from labelclean.errors import ReportError
 from labelclean.report.parquet import Report
@@ -145,7 +146,7 @@ def _rows(text: str, source: Path) -> tuple[list[tuple[int, dict[str, str]]], st
                     f"{','.join(COLUMNS)} (missing {', '.join(lacking)})"
                 )
             continue
-        rows.append((line, dict(zip(header, (c.strip() for c in cells)))))
+        rows.append((line, dict(zip(header, (unescape_cell(c.strip()) for c in cells)))))
     if header is None:
         raise DecisionError(f"{source}: no header line {','.join(COLUMNS)}")
     return rows, fingerprint
@@ -225,7 +226,7 @@ def render_decisions(decisions: Iterable[Decision], *, fingerprint: str, report_
     buf = io.StringIO()
     safe_name = re.sub(r"[\s,\"]+", "_", report_name)
     buf.write(f"# labelclean decisions for {safe_name} sha256={fingerprint}\r\n")
-    writer = csv.writer(buf, lineterminator="\r\n")
+    writer = csv_writer(buf, lineterminator="\r\n")  # cells escaped: labelclean/_csv.py
     writer.writerow(COLUMNS)
     for d in decisions:
         writer.writerow([d.path, d.decision, d.label or "", d.time])
