@@ -80,6 +80,9 @@ def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.rename(columns=escape_cell)
     for i in range(out.shape[1]):
         column = out.iloc[:, i]
+        if isinstance(column.dtype, pd.CategoricalDtype):  # its categories are text too
+            column = column.astype(object)
+            out.isetitem(i, column)
         risky = _starting(column, _ESCAPED_START) if _is_text(column) else None
         if risky is not None and risky.any():
             out.isetitem(i, _replaced(column, risky, escape_cell))
