@@ -168,7 +168,7 @@ def test_nested_floats_are_looked_into_and_the_writer_refuses_too(digits, tmp_pa
     ({"config": ["x"]}, "config is a list, expected a JSON object"),
     ({"cluster_names": 5}, "cluster_names is an integer (5), expected a list of strings or null"),
     ({"gmm": "x"}, 'gmm is the string "x", expected a JSON object or null'),
-    ({"warnings": "careful"}, 'warnings is the string "careful", expected a list'),
+    ({"warnings": "careful"}, 'warnings is the string "careful", expected a list or null'),
     ({"normalization": {"mean": [0.5]}}, "normalization needs lists of numbers under mean and std"),
     ({"network": [1]}, "network is a list, expected a JSON object or null"),
     ({"seed": ...}, "metadata lacks seed"),
@@ -252,7 +252,12 @@ def test_escaping_is_undone_exactly(tmp_path):
 def test_export_and_apply_csvs_are_escaped_and_read_back_whole(evil, tmp_path):
     from labelclean.data.manifest import read_manifest, read_table
     from labelclean.report.parquet import read_report
-    from labelclean.review.decisions import Decision, load_decisions, report_fingerprint, write_decisions
+    from labelclean.review.decisions import (
+        Decision,
+        load_decisions,
+        report_fingerprint,
+        write_decisions,
+    )
 
     rep = read_report(evil)
     kept = rep.frame[rep.frame["action"] != "unlabel"]

@@ -109,7 +109,7 @@ METADATA_TYPES = {
     "rejected": "int",
     "epoch_log": "list",
     "guard_note": "str?",
-    "warnings": "list",
+    "warnings": "list?",
     "network": "dict?",
     "semi": "dict?",
     "crowd": "dict",
