@@ -16,7 +16,9 @@ cache folders, logs), so that no slip on the command line can cost the user a fi
   ``OSError`` while writing becomes one :class:`~labelclean.errors.OutputError` naming the
   path and the option; :func:`os_error_message` gives the same line for any other one.
 
-:func:`read_json` is the input side's one helper: a JSON file whose failure names the file.
+:func:`read_json` and :func:`loads_json` are the input side's helpers: every JSON value a
+user controls (a Label Studio export, a model's ``config.json``, a report's metadata) is read
+through them, so a file too large, nested too deep or not JSON is one error naming it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -63,16 +66,81 @@ def _errno(err: OSError) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def read_json(path: Path, error: type[Exception], *, expected: str) -> Any:
-    """A JSON file's value; an unreadable file raises ``error`` naming it and ``expected``.
+#: The largest JSON file read: a Label Studio export of a million tasks is about 1 GB, and
+#: Python's parser needs several times the file's size in memory.
+MAX_JSON_BYTES = 1 << 30
+#: The deepest nesting accepted. labelclean's own JSON nests a few levels; a value nested
+#: thousands deep ends in a RecursionError in the parser, or later in any code that walks it.
+MAX_JSON_DEPTH = 64
 
-    One place for the three ways such a file fails (missing, not UTF-8, not JSON), so every
-    input read this way says the same about them.
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True when ``value`` nests lists/objects more than ``limit`` deep.
+
+    Level by level, without recursion: one list of the containers at each depth (five
+    times faster than a stack of (container, depth) pairs on a Label Studio export).
+    """
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def loads_json(text: str | bytes, error: type[Exception], *, source: str, expected: str) -> Any:
+    """The JSON value of ``text``; anything else raises ``error`` naming ``source``.
+
+    Not JSON, not UTF-8, or nested deeper than :data:`MAX_JSON_DEPTH` (where ``json.loads``
+    itself would raise a RecursionError) all end the same way: ``<source>: not <expected>
+    (why)``.
     """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+        value = json.loads(text)
+    except RecursionError:
+        value, depth_error = None, True
+    except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for bytes
+        raise error(f"{source}: not {expected} ({err})") from None
+    else:
+        depth_error = _too_deep(value, MAX_JSON_DEPTH)
+    if depth_error:
+        raise error(f"{source}: not {expected} (nested deeper than {MAX_JSON_DEPTH} levels)")
+    return value
+
+
+def read_json(
+    path: Path, error: type[Exception], *, expected: str, max_bytes: int | None = None
+) -> Any:
+    """A JSON file's value; an unusable file raises ``error`` naming it and ``expected``.
+
+    One place for the ways such a file fails (missing, not a regular file, larger than
+    ``max_bytes``, not UTF-8, not JSON, nested too deep), so every input read this way says
+    the same about them. The size is checked before anything is read (``max_bytes``
+    defaults to :data:`MAX_JSON_BYTES`), and only a regular file is opened (a FIFO would
+    block the read forever).
+    """
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: not {expected} (not a regular file)")
+        if info.st_size > max_bytes:
+            raise error(
+                f"{path}: not {expected} ({info.st_size:,} bytes, more than the "
+                f"{max_bytes:,} labelclean reads)"
+            )
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
         raise error(f"{path}: not {expected} ({err})") from None
+    if len(data) > max_bytes:  # grew since the stat
+        raise error(f"{path}: not {expected} (more than the {max_bytes:,} bytes labelclean reads)")
+    return loads_json(data, error, source=str(path), expected=expected)
 
 
 def is_user_os_error(err: OSError) -> bool:
@@ -199,8 +267,9 @@ def check_writable(
 
 def _marker_kind(folder: Path) -> str | None:
     try:
-        return str(json.loads((folder / MARKER).read_text())["kind"])
-    except (OSError, ValueError, KeyError, TypeError):
+        marker = read_json(folder / MARKER, ValueError, expected="a marker", max_bytes=1 << 16)
+        return str(marker["kind"])
+    except (ValueError, KeyError, TypeError):
         return None
 
 

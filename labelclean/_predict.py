@@ -30,11 +30,12 @@ class Predictions:
 
     def write(self, out: str | Path, *, overwrite: bool = False) -> Path:
         """Write ``.csv`` or else Parquet, atomically; an existing ``out`` needs ``overwrite``."""
+        from labelclean._csv import frame_to_csv
         from labelclean._io import atomic_write_with
 
         out, frame = Path(out), self.frame
         if out.suffix.lower() == ".csv":
-            atomic_write_with(out, lambda tmp: frame.to_csv(tmp, index=False), overwrite=overwrite)
+            atomic_write_with(out, lambda tmp: frame_to_csv(frame, tmp), overwrite=overwrite)
         else:
             atomic_write_with(
                 out, lambda tmp: frame.to_parquet(tmp, index=False), overwrite=overwrite

@@ -298,7 +298,7 @@ def test_read_errors_name_the_file_and_the_problem(tmp_path):
     pq.write_table(
         table.replace_schema_metadata({METADATA_KEY: b"{oops"}), tmp_path / "json.parquet"
     )
-    with pytest.raises(ReportError, match="json.parquet: labelclean metadata is not valid JSON"):
+    with pytest.raises(ReportError, match="json.parquet: labelclean metadata: not JSON"):
         read_report(tmp_path / "json.parquet")
     pq.write_table(
         table.replace_schema_metadata({METADATA_KEY: b'{"tool_version": "0"}'}),

@@ -6,7 +6,6 @@ paper's noise, audit the noisy copy, and score the report against the truth.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -38,20 +37,17 @@ class Noise(str, Enum):
 
 def _parse_map(value: str) -> dict[str, Any]:
     """``--map`` as inline JSON (starts with ``{``) or the name of a JSON file."""
+    from labelclean._io import loads_json, read_json
     from labelclean.errors import ConfigError
 
-    text = value
-    if not value.lstrip().startswith(("{", "[")):
-        file = Path(value)
-        if not file.is_file():
-            raise ConfigError(
-                f'--map {value!r}: neither a JSON object (such as {{"cat": "dog"}}) nor a file'
-            )
-        text = file.read_text(encoding="utf-8")
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--map: not valid JSON ({err})") from err
+    if value.lstrip().startswith(("{", "[")):
+        parsed = loads_json(value, ConfigError, source="--map", expected="valid JSON")
+    elif Path(value).is_file():
+        parsed = read_json(Path(value), ConfigError, expected="valid JSON (--map)")
+    else:
+        raise ConfigError(
+            f'--map {value!r}: neither a JSON object (such as {{"cat": "dog"}}) nor a file'
+        )
     if not isinstance(parsed, dict):
         raise ConfigError('--map: expected a JSON object of class -> class, e.g. {"cat": "dog"}')
     return parsed
@@ -66,7 +62,9 @@ def table_writer(frame: pd.DataFrame, path: Path, flag: str) -> Callable[[Path],
         raise ConfigError(f"{flag} {path}: expected a .csv, .tsv or .parquet file name")
     if kind == "parquet":
         return lambda tmp: frame.to_parquet(tmp, index=False)
-    return lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if kind == "tsv" else ",")
+    from labelclean._csv import frame_to_csv
+
+    return lambda tmp: frame_to_csv(frame, tmp, sep="\t" if kind == "tsv" else ",")
 
 
 @app.command(no_args_is_help=True)

@@ -163,6 +163,7 @@ def export(
     in your manifest (relative to the image folder) unless --absolute-paths.
     --format label-studio writes Label Studio import tasks instead (see README).
     """
+    from labelclean._csv import frame_to_csv
     from labelclean._io import atomic_write_with, check_writable
     from labelclean.errors import ConfigError
     from labelclean.report.parquet import read_report
@@ -201,7 +202,7 @@ def export(
     if suffix == ".parquet":
         atomic_write_with(out, lambda tmp: table.to_parquet(tmp, index=False), overwrite=overwrite)
     else:
-        atomic_write_with(out, lambda tmp: table.to_csv(tmp, index=False), overwrite=overwrite)
+        atomic_write_with(out, lambda tmp: frame_to_csv(table, tmp), overwrite=overwrite)
     counts = rep.frame["action"].value_counts()
     dropped = int(counts.get("unlabel", 0))
     typer.echo(

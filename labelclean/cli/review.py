@@ -159,6 +159,7 @@ def apply_(
     changes without a person; --drop-unlabeled leaves those images out instead (for a
     training set of the labels the audit or a person stands behind).
     """
+    from labelclean._csv import frame_to_csv
     from labelclean._io import atomic_write_with, check_writable
     from labelclean.errors import ConfigError
     from labelclean.report.parquet import read_report
@@ -177,7 +178,7 @@ def apply_(
     if suffix == ".parquet":
         atomic_write_with(out, lambda tmp: table.to_parquet(tmp, index=False), overwrite=overwrite)
     else:
-        atomic_write_with(out, lambda tmp: table.to_csv(tmp, index=False), overwrite=overwrite)
+        atomic_write_with(out, lambda tmp: frame_to_csv(table, tmp), overwrite=overwrite)
     typer.echo(f"wrote {out}")
     for line in summary.lines():
         typer.echo(line)

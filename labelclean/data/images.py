@@ -11,7 +11,6 @@ here for the callers that predict on new images the way the cache was built.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -25,8 +24,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from labelclean._csv import csv_writer
 from labelclean._faults import maybe_fail
-from labelclean._io import atomic_path, atomic_write_text, check_work_dir, reserve_space
+from labelclean._io import (
+    atomic_path,
+    atomic_write_text,
+    check_work_dir,
+    read_json,
+    reserve_space,
+)
 from labelclean.data.decode import (
     ALLOWED_FORMATS,
     DEFAULT_MAX_PIXELS,
@@ -189,7 +195,7 @@ def load_images(
     if hit:
         try:
             return reuse()
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             logger.warning("image cache %s is unusable (%s); decoding again", array_path, err)
     check_work_dir(cache_dir, flag="--cache-dir")  # before decoding, not after
     ok, bad = _decode_to(
@@ -348,7 +354,7 @@ def _reuse(
     on_bad_image: str,
     max_bad_fraction: float,
 ) -> Dataset:
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path, ValueError, expected="a cache index")
     if meta["n"] != len(manifest) or meta["image_size"] != size:
         raise ValueError("cache does not match the manifest")
     ok = np.asarray(meta["ok"], dtype=bool)
@@ -402,7 +408,7 @@ def write_rejected_csv(
     """
     table = not dataset.manifest.source.is_dir()
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv_writer(buf)
     writer.writerow(["line", "path", "reason", "detail"])
     for r in dataset.rejections:
         writer.writerow([r.row + 2 if table else "", r.path, r.reason, r.detail])

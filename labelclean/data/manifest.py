@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from labelclean._csv import unescape_frame
 from labelclean.errors import ManifestError
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ def read_table(labels: Path) -> pd.DataFrame:
                     f"{labels}: not UTF-8 text (byte {err.start}); save it as UTF-8 and retry"
                 ) from err
             _refuse_other_separator(labels, list(frame.columns), sep)
-            return frame
+            return unescape_frame(frame)  # cells labelclean escaped for spreadsheets
     except ManifestError:
         raise
     except Exception as err:  # noqa: BLE001 - parser errors come in many types

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from labelclean._io import atomic_path, check_writable
+from labelclean._io import atomic_path, check_writable, loads_json
 from labelclean._version import __version__
 from labelclean.crowd.annotators import ANNOTATOR_COLUMNS
 from labelclean.errors import OutputExistsError, ReportError
@@ -133,7 +133,9 @@ def read_annotators(report_path: str | Path, metadata: Mapping[str, Any]) -> pd.
         raise ReportError(f"{path}: not a Parquet file ({err})") from err
     if raw is None:
         raise ReportError(f"{path}: not a labelclean annotators table")
-    info = json.loads(raw)
+    info = loads_json(raw, ReportError, source=str(path), expected="an annotators table")
+    if not isinstance(info, dict):
+        raise ReportError(f"{path}: not an annotators table (its metadata is not a JSON object)")
     if info.get("manifest_fingerprint") != metadata.get("manifest_fingerprint"):
         raise ReportError(
             f"{path} belongs to another audit than {report_path} (their manifests differ); "

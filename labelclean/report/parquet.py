@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from labelclean._io import atomic_path, check_writable
+from labelclean._io import atomic_path, check_writable, loads_json
 from labelclean._version import __version__
 from labelclean.errors import ReportError
 from labelclean.report.schema import (
@@ -35,6 +35,7 @@ from labelclean.report.schema import (
     CROWD_SCHEMA,
     LABEL_COLUMNS,
     METADATA_KEY,
+    METADATA_TYPES,
     NULLABLE,
     OPTIONAL_METADATA,
     REPORT_SCHEMA,
@@ -101,9 +102,52 @@ def _check_table(path: Path, table: pa.Table) -> None:
     bad = pc.invert(pc.is_in(table["action"], value_set=pa.array(ACTIONS)))
     if pc.any(bad).as_py():
         raise ReportError(f"cannot write {path}: action values outside {', '.join(ACTIONS)}")
+    non_finite = _first_non_finite(table)
+    if non_finite is not None:
+        name, row, value = non_finite
+        raise ReportError(f"cannot write {path}: column {name} holds {value} at row {row}")
     unlabel = pc.equal(table["action"], "unlabel")
     if not pc.all(pc.equal(pc.is_null(table["clean_label"]), unlabel)).as_py() and len(table):
         raise ReportError(f"cannot write {path}: clean_label must be null exactly when unlabel")
+
+
+def _first_non_finite_row(array: pa.Array) -> tuple[int, float] | None:
+    """(row, value) of the first NaN or infinity among ``array``'s floats, nested ones too.
+
+    Lists (the traces) and structs (the crowd's votes) are looked into; the row is the
+    top-level one, so a message can name it.
+    """
+    kind = array.type
+    if pa.types.is_floating(kind):
+        bad = pc.fill_null(pc.invert(pc.is_finite(array)), False)
+        row = pc.index(bad, True).as_py()
+        return None if row < 0 else (row, array[row].as_py())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        found = _first_non_finite_row(array.flatten())
+        if found is None:
+            return None
+        return pc.list_parent_indices(array)[found[0]].as_py(), found[1]
+    if pa.types.is_struct(kind):
+        hits = [hit for part in array.flatten() if (hit := _first_non_finite_row(part))]
+        return min(hits) if hits else None
+    return None
+
+
+def _first_non_finite(table: pa.Table) -> tuple[str, int, float] | None:
+    """(column, row, value) of the first NaN or infinity in a float column of ``table``.
+
+    No report labelclean writes holds one (a run whose numbers turn non-finite stops with
+    DivergedError), and the page, the review queue and the Label Studio tasks are JSON,
+    which has no NaN: a hand-edited one is refused here, once, for every command.
+    """
+    for name in table.column_names:
+        offset = 0
+        for chunk in table[name].chunks:
+            found = _first_non_finite_row(chunk)
+            if found is not None:
+                return name, offset + found[0], found[1]
+            offset += len(chunk)
+    return None
 
 
 def write_report(
@@ -143,6 +187,7 @@ def write_report(
         blob = json.dumps(dict(metadata), default=_json_default).encode("utf-8")
     except (TypeError, ValueError) as err:
         raise ReportError(f"cannot write {path}: metadata is not JSON ({err})") from err
+    _check_metadata(f"cannot write {path}", json.loads(blob))  # as the reader will see it
     # Replacing the schema metadata is zero-copy; from_pandas tables carry a "pandas" key we drop.
     table = table.replace_schema_metadata({METADATA_KEY: blob})
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -159,8 +204,9 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
         columns: Read only these columns (e.g. skip the traces of a million-row report).
 
     Raises:
-        ReportError: The file is missing, not Parquet, not a labelclean report, or lacks
-            columns or metadata. A report from another labelclean version only logs a warning.
+        ReportError: The file is missing, not Parquet, not a labelclean report, lacks
+            columns or metadata, has metadata of the wrong shape, or holds NaN or infinity in a
+            float column. A report from another labelclean version only logs a warning.
 
     Example:
         >>> rep = read_report("report.parquet")  # doctest: +SKIP
@@ -195,15 +241,13 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     ]
     if wrong:
         raise ReportError(f"{path}: report columns have the wrong type: {'; '.join(wrong)}")
-    try:
-        metadata = json.loads(raw)
-    except ValueError as err:
-        raise ReportError(f"{path}: labelclean metadata is not valid JSON ({err})") from err
+    metadata = loads_json(raw, ReportError, source=f"{path}: labelclean metadata", expected="JSON")
     if not isinstance(metadata, dict):
         raise ReportError(f"{path}: labelclean metadata is not a JSON object")
     lacking = [k for k in REQUIRED_METADATA if k not in metadata]
     if lacking:
         raise ReportError(f"{path}: report metadata lacks {', '.join(lacking)}")
+    _check_metadata(str(path), metadata)
     if metadata["tool_version"] != __version__:
         logger.warning(
             "%s was written by labelclean %s; this is %s (figures may differ)",
@@ -224,6 +268,13 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
         table = _conform(table)
     except (OSError, pa.ArrowException) as err:
         raise ReportError(f"{path}: cannot be read, the file may be truncated ({err})") from err
+    non_finite = _first_non_finite(table)
+    if non_finite is not None:
+        name, row, value = non_finite
+        raise ReportError(
+            f"{path}: column {name} holds {value} at row {row}, where a finite number belongs; "
+            "the file was edited or is damaged (audit again, or fix that row)"
+        )
     frame = table.to_pandas()
     for name in wanted:
         if name not in frame:  # a column added since this report was written: all null
@@ -232,6 +283,79 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
         frame["admitted_epoch"] = frame["admitted_epoch"].astype("Int32")
     _check_rows(path, frame, metadata)
     return Report(frame=frame, metadata=metadata, path=path)
+
+
+_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "dict": "a JSON object",
+    "list": "a list",
+    "[str]": "a list of strings",
+}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """``value`` is of ``kind`` (a :data:`METADATA_TYPES` word, without its ``?``)."""
+    if kind == "[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    types = {"str": str, "bool": bool, "dict": dict, "list": list}
+    return isinstance(value, types[kind])
+
+
+def _found(value: Any, want: str) -> str:
+    """What a metadata value is, in words, for a message (never the whole value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, list) and want == "[str]":
+        odd = next((v for v in value if not isinstance(v, str)), None)
+        return "a list" if odd is None else f"a list holding {json.dumps(odd)[:40]}"
+    if isinstance(value, str):
+        return f"the string {json.dumps(value[:40])}"
+    kind = next(k for k in ("bool", "int", "float", "dict", "list") if _has_type(value, k))
+    return _WORDS[kind] if kind in ("dict", "list") else f"{_WORDS[kind]} ({value})"
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(_has_type(v, "float") for v in value)
+
+
+def _check_metadata(where: str, metadata: Mapping[str, Any]) -> None:
+    """Every key labelclean uses has the type :data:`METADATA_TYPES` gives it, or refuse.
+
+    ``where`` starts the message: the report's path (reading) or "cannot write <path>".
+
+    Also the parts read below the top level: distinct class names, and the normalization's
+    ``mean`` and ``std`` (finetune builds its model from them).
+    """
+    damaged = "the file was edited or is damaged (audit again)"
+    for key, kind in METADATA_TYPES.items():
+        value = metadata.get(key)
+        if key not in metadata or (value is None and kind.endswith("?")):
+            continue
+        want = kind.rstrip("?")
+        if not _has_type(value, want):
+            null = " or null" if kind.endswith("?") else ""
+            raise ReportError(
+                f"{where}: report metadata {key} is {_found(value, want)}, expected "
+                f"{_WORDS[want]}{null}; {damaged}"
+            )
+    names = metadata["class_names"]
+    if not names or len(set(names)) != len(names):
+        raise ReportError(
+            f"{where}: report metadata class_names must be distinct names, one per class; {damaged}"
+        )
+    norm = metadata.get("normalization")
+    if norm is not None and not (_numbers(norm.get("mean")) and _numbers(norm.get("std"))):
+        raise ReportError(
+            f"{where}: report metadata normalization needs lists of numbers under mean and "
+            f"std; {damaged}"
+        )
 
 
 def _compatible(have: pa.DataType, want: pa.DataType) -> bool:

@@ -82,6 +82,38 @@ OPTIONAL_METADATA = (
     "normalization",
     "rejected",
 )
+#: The JSON type each metadata key must have when present, as :func:`read_report
+#: <labelclean.report.parquet.read_report>` checks it: ``str``, ``int``, ``float`` (any
+#: number), ``bool``, ``dict``, ``list``, or ``[str]`` (a list of strings); a trailing ``?``
+#: allows null. A hand-edited ``class_names: null`` is refused naming the key, rather than
+#: ending in a TypeError inside whichever command reads it first.
+METADATA_TYPES = {
+    "tool_version": "str",
+    "image_root": "str",
+    "class_names": "[str]",
+    "config": "dict",
+    "seed": "int",
+    "epochs": "int",
+    "device": "str",
+    "mode": "str",
+    "wall_time_s": "float",
+    "paths_outside_root": "bool",
+    "model": "str",
+    "architecture": "str?",
+    "gmm": "dict?",
+    "cluster_names": "[str]?",
+    "image_size": "int?",
+    "normalization": "dict?",
+    "n_samples": "int",
+    "manifest_fingerprint": "str",
+    "rejected": "int",
+    "epoch_log": "list",
+    "guard_note": "str?",
+    "warnings": "list?",
+    "network": "dict?",
+    "semi": "dict?",
+    "crowd": "dict",
+}
 LABEL_COLUMNS = ("given_label", "clean_label", "pseudo_label")
 TRACE_COLUMNS = ("trace_given", "trace_pseudo")
 # A list<float32> column addresses its values with int32 offsets; above this many values in

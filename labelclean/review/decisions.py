@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from labelclean._csv import escape_cell, unescape_cell
 from labelclean._io import atomic_write_text
 from labelclean.errors import ReportError
 from labelclean.report.parquet import Report
@@ -263,7 +264,7 @@ def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, De
 
     def cell(cells: list[str], name: str) -> str:
         k = table.columns.get(name)
-        return cells[k] if k is not None and k < len(cells) else ""
+        return unescape_cell(cells[k]) if k is not None and k < len(cells) else ""
 
     out = []
     for i in range(table.start, len(table.records)):
@@ -412,7 +413,7 @@ def load_decisions(
 
 
 def _cell(text: str) -> str:
-    """One CSV cell, quoted where a reader could misread it.
+    """One CSV cell (escaped for spreadsheets already), quoted where a reader could misread it.
 
     That is a separator or quote inside, surrounding spaces (a class ``"cat "``), or a
     leading ``#`` (a path, not a comment).
@@ -430,7 +431,10 @@ def _fingerprint_line(fingerprint: str, report_name: str) -> str:
 def render_decisions(decisions: Iterable[Decision], *, fingerprint: str, report_name: str) -> str:
     """The decisions file's text: the fingerprint line, the header, one row per decision."""
     lines = [_fingerprint_line(fingerprint, report_name), ",".join(COLUMNS)]
-    lines += [",".join(map(_cell, (d.path, d.decision, d.label or "", d.time))) for d in decisions]
+    lines += [
+        ",".join(_cell(escape_cell(v)) for v in (d.path, d.decision, d.label or "", d.time))
+        for d in decisions
+    ]
     return "".join(line + "\r\n" for line in lines)
 
 
@@ -546,7 +550,7 @@ def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: s
     cells += [""] * (max(known) + 1 - len(cells))
     for name, value in values.items():
         if name in cols:
-            cells[cols[name]] = value
+            cells[cols[name]] = escape_cell(value)  # the other cells stay as written
     new = _Record(0, render(cells), cells, False)
     if idxs:
         records[idxs[-1]] = new

@@ -94,7 +94,12 @@
     $('samples').scrollIntoView(); }));
   $('pair-clear').addEventListener('click', () => { pair = null; page = 0; draw(); });
   $('export').addEventListener('click', () => {
-    const esc = v => { v = v === null || v === undefined ? '' : String(v);
+    // A text a spreadsheet would run as a formula gets a ' in front, one starting with ' too
+    // (labelclean's readers undo it): the rule of labelclean/_csv.py, which says why.
+    const esc = v => {
+      const formula = typeof v === 'string' && /^[=+\-@\t\r']/.test(v)
+        && !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v);
+      v = v === null || v === undefined ? '' : (formula ? "'" : '') + String(v);
       return /[",\r\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; };
     const head = cols.concat(['new_label']);
     const lines = [head.join(',')].concat(visible().map(r => head.map(c => esc(r[c])).join(',')));
