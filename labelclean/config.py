@@ -276,6 +276,12 @@ def checked(func: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _weights_as_text(config: Any) -> None:
+    """``weights=Path(...)`` is a path like any other: kept as the text the metadata saves."""
+    if isinstance(config.weights, os.PathLike):
+        config.weights = os.fspath(config.weights)
+
+
 def _known_fields(cls: type, names: Any) -> None:
     """Refuse keyword options that are no field of the config ``cls``, naming them."""
     unknown = sorted(set(names) - {f.name for f in dataclasses.fields(cls)})
@@ -348,6 +354,7 @@ class AuditConfig:
     extra: dict[str, Any] = field(default_factory=dict)  #: mode-specific settings
 
     def __post_init__(self) -> None:
+        _weights_as_text(self)
         check_fields(self)  # types first: ``epochs="3"`` is named here, not in a comparison
         if self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs}: must be at least 1")
@@ -544,6 +551,7 @@ class FinetuneConfig:
     eval_every: int = 1  #: --eval-every: test-set evaluation period in epochs
 
     def __post_init__(self) -> None:
+        _weights_as_text(self)
         check_fields(self)
         if self.epochs < 1:
             raise ConfigError(f"--epochs {self.epochs}: must be at least 1")

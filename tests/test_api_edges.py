@@ -158,6 +158,7 @@ def test_configs_check_their_fields_types_from_the_annotations():
     assert AuditConfig(epochs=np.int64(3), lr=1, lr_milestones=[1, 2]).lr_milestones == (1, 2)  # numbers are numbers
     restored = AuditConfig.from_dict(AuditConfig(epochs=5).to_dict())  # what a checkpoint holds
     assert restored.epochs == 5
+    assert FinetuneConfig(weights=Path("w.safetensors")).weights == "w.safetensors"  # a path is a path
 
 
 # 19. a CLI default never shadows a preset value --------------------------------------------------
