@@ -361,7 +361,7 @@ def _usual_modes(folder: Path) -> None:
     ``open`` make them. Links are left as they are.
     """
     mask = _umask()
-    for parent, dirs, names in os.walk(folder):
+    for parent, _dirs, names in os.walk(folder):
         os.chmod(parent, 0o777 & ~mask)
         for name in names:
             if not os.path.islink(os.path.join(parent, name)):

@@ -94,8 +94,9 @@ def audit(
 
     Returns:
         An :class:`AuditResult`; ``.to_pandas()`` gives the report, ``.write(path)`` the file
-        (never over one of this audit's inputs). For votes a :class:`~labelclean.crowd.report.CrowdAuditResult`, whose
-        ``.annotators`` ranks the annotators and whose ``.write`` also writes them.
+        (never over one of this audit's inputs). For votes a
+        :class:`~labelclean.crowd.report.CrowdAuditResult`, whose ``.annotators`` ranks the
+        annotators and whose ``.write`` also writes them.
 
     Example:
         >>> result = labelclean.audit("images/", "labels.csv", epochs=20)  # doctest: +SKIP

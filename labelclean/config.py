@@ -57,9 +57,9 @@ PAPER_PRESET: dict[str, Any] = {
 
 #: The audit's batch (the paper's), and the fewest optimizer steps a from-scratch audit
 #: makes by default. Measured on 120 images of 3 classes that brightness alone separates
-#: (README "When training goes wrong"): at 128 a batch (one step an epoch) the network predicted one
-#: class for every image at 3, 8 and 20 epochs, so the report flagged two thirds of the
-#: labels; it needed some 30-40 steps at any batch from 8 to 128.
+#: (README "When training goes wrong"): at 128 a batch (one step an epoch) the network
+#: predicted one class for every image at 3, 8 and 20 epochs, so the report flagged two
+#: thirds of the labels; it needed some 30-40 steps at any batch from 8 to 128.
 DEFAULT_BATCH_SIZE, MIN_STEPS, MIN_BATCH_SIZE = 128, 100, 8
 
 
@@ -198,9 +198,7 @@ def check_type(name: str, value: Any, annotation: Any, *, flag: bool = True) -> 
     if _fits(value, annotation):
         return
     label = f"--{name.replace('_', '-')} {_shown(value)}" if flag else f"{name}={_shown(value)}"
-    raise ConfigError(
-        f"{label}: expected {_describe(annotation)}, found {type(value).__name__}"
-    )
+    raise ConfigError(f"{label}: expected {_describe(annotation)}, found {type(value).__name__}")
 
 
 def _annotations(func: Callable[..., Any]) -> dict[str, Any]:
@@ -226,9 +224,7 @@ def check_fields(config: Any) -> None:
         check_type(f.name, getattr(config, f.name), hints[f.name])
 
 
-def check_keywords(
-    values: Mapping[str, Any], *functions: Callable[..., Any], what: str
-) -> None:
+def check_keywords(values: Mapping[str, Any], *functions: Callable[..., Any], what: str) -> None:
     """Check ``values`` against the parameters of ``functions`` they will be passed to.
 
     A name no function takes is refused too (``what`` names the argument that held it).
@@ -426,7 +422,6 @@ class AuditConfig:
         - ``batch_size``: 128 (the paper's), smaller when the ``n_samples`` images would give
           the audit fewer than :data:`MIN_STEPS` optimizer steps in its epochs
           (:func:`default_batch_size`); 128 for a frozen audit (not measured there).
-
         - ``schedule``: ``once`` (train on every sample, one clustering of the whole history
           at the end) unless ``--preset paper``, an explicit ``--warmup`` or a frozen-feature
           audit (not measured there). On CIFAR-10N human noise the paper's loop
@@ -480,9 +475,10 @@ class AuditConfig:
         if self.semi_epochs is None:
             values["semi_epochs"] = 5 if schedule == "once" and not self.frozen else 0
         if self.batch_size is None:
-            small = n_samples is not None and not self.frozen
             values["batch_size"] = (
-                default_batch_size(n_samples, self.epochs) if small else DEFAULT_BATCH_SIZE
+                default_batch_size(n_samples, self.epochs)
+                if n_samples is not None and not self.frozen
+                else DEFAULT_BATCH_SIZE
             )
         return dataclasses.replace(self, **values)
 
