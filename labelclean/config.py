@@ -138,8 +138,8 @@ def _fits(value: Any, annotation: Any) -> bool:
         return isinstance(value, Mapping)
     if origin is Callable:
         return callable(value)
-    if origin is not None:
-        return True
+    if origin is not None:  # os.PathLike[str]: a path; other generics are not checked
+        return not _is_path_type(origin) or isinstance(value, str | os.PathLike)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -148,13 +148,18 @@ def _fits(value: Any, annotation: Any) -> bool:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
-    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
+    if _is_path_type(annotation):
         return isinstance(value, str | os.PathLike)
     if getattr(annotation, "_is_protocol", False):  # Progress: anything with its __call__
         return callable(value) if "__call__" in vars(annotation) else True
     if isinstance(annotation, type):
         return isinstance(value, annotation)
     return True
+
+
+def _is_path_type(annotation: Any) -> bool:
+    """``Path``, ``os.PathLike`` (the origin of ``os.PathLike[str]``)."""
+    return isinstance(annotation, type) and issubclass(annotation, os.PathLike)
 
 
 def _describe(annotation: Any) -> str:
@@ -178,7 +183,7 @@ def _describe(annotation: Any) -> str:
         return _SIMPLE[annotation]
     if annotation is None:
         return "None"
-    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
+    if _is_path_type(annotation) or _is_path_type(origin):
         return "a path"
     name = getattr(annotation, "__name__", str(annotation))
     return f"an {name}" if name[:1] in "AEIOU" else f"a {name}"
@@ -255,6 +260,7 @@ def checked(func: _F) -> _F:
     inside, after the images were decoded. ``**options`` are left to the config they build.
     """
     signature = inspect.signature(func)
+    resolved: list[dict[str, Any]] = []  # at the first call: the names exist by then
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -262,7 +268,9 @@ def checked(func: _F) -> _F:
             bound = signature.bind(*args, **kwargs)
         except TypeError as err:
             raise ConfigError(f"{func.__name__}(): {err}") from None
-        hints = _annotations(func)
+        if not resolved:
+            resolved.append(_annotations(func))
+        hints = resolved[0]
         for name, value in bound.arguments.items():
             kind = signature.parameters[name].kind
             if name in hints and kind not in (kind.VAR_KEYWORD, kind.VAR_POSITIONAL):

@@ -141,6 +141,8 @@ def test_finetune_and_predict_refuse_bad_arguments_before_reading(digits, no_dec
         (lambda: labelclean.finetune(tmp_path / "r.parquet", 7), "out=7: expected a path, found int"),
         (lambda: labelclean.predict(tmp_path / "m", images, labels, progress=3), "progress=3: expected a function"),
         (lambda: labelclean.predict(tmp_path / "m", images, path_column=1), "path_column=1: expected a string"),
+        (lambda: labelclean.read_report(3), "path=3: expected a path, found int"),
+        (lambda: labelclean.load_model(None), "path=None: expected a path, found NoneType"),
     ]
     for call, message in cases:
         with pytest.raises(ConfigError) as refused:
