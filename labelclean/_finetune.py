@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labelclean.config import FinetuneConfig
+from labelclean.config import FinetuneConfig, checked
 from labelclean.progress import Progress
 from labelclean.training import StepInterrupted
 
@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 class FinetuneInterrupted(StepInterrupted):
     """``should_stop()`` stopped the training; nothing was exported.
 
-    ``work_dir`` holds the checkpoints to resume from; None for a frozen report's finetune,
-    which trains in seconds and keeps none.
+    ``work_dir`` holds the checkpoints to resume from; None when there are none: stopped
+    before the first one, or a frozen report's finetune, which trains in seconds and keeps
+    none. Then ``--resume`` has nothing to start from.
     """
 
     def __init__(self, work_dir: Path | None) -> None:
@@ -117,6 +118,7 @@ class _Trained:
     data: Dataset
 
 
+@checked
 def finetune(
     report: str | Path,
     out: str | Path,
@@ -173,14 +175,15 @@ def finetune(
         network), ``history``, ``test_accuracy``, ``n_labeled``, ``n_unlabeled``.
 
     Raises:
-        LabelcleanError: A bad option, report, image or output folder, named in the message.
+        LabelcleanError: A bad option, report, image or output folder, named in the message;
+            every argument's type is checked first (ConfigError), before anything is read.
 
     Example:
         >>> result = labelclean.finetune("report.parquet", "model/", epochs=10)  # doctest: +SKIP
         >>> model, info = labelclean.load_model("model/")  # doctest: +SKIP
     """
     if config is None:  # options first: a bad number is refused before any reading
-        config = FinetuneConfig(**options)
+        config = FinetuneConfig.from_options(**options)
     elif options:
         raise TypeError("pass either config= or individual options, not both")
     source, checkpoints, dist, frozen = _refuse_early(
@@ -371,7 +374,11 @@ def _train(
     md, names, cache_dir = source.metadata, source.report.class_names, data_options["cache_dir"]
     data = _load_images(source, hooks, frozen=frozen, **data_options)
     labeled_rows, labels, unlabeled_rows = split_report(source.frame, names)
-    run_id = {"config": config.to_dict(), "manifest_fingerprint": source.fingerprint.hexdigest()}
+    run_id = {
+        "config": config.to_dict(),
+        "manifest_fingerprint": source.fingerprint.hexdigest(),
+        "images_fingerprint": data.cache.key,  # the images' sizes and times: edited ones
+    }
     state = checkpoints.resume(**run_id, force=force)[0]["state"] if resume else None
     test_set = test_codes = None
     if test is not None:
@@ -422,7 +429,8 @@ def _train(
             )
             result.model = result.model.float()
     except StepInterrupted:
-        raise FinetuneInterrupted(None if frozen else checkpoints.work_dir) from None
+        resumable = not frozen and checkpoints.exist()
+        raise FinetuneInterrupted(checkpoints.work_dir if resumable else None) from None
     return _Trained(result, arch, norm, section, data)
 
 

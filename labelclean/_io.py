@@ -341,9 +341,11 @@ def replace_dir(new: Path, target: Path, *, files: Collection[str], flag: str = 
 
     The old folder is renamed aside before the new one takes its place, and only then are
     its files (checked to be ``files`` and the marker by :func:`check_output_dir`) deleted.
+    ``new`` gets the modes of a folder the user made (:func:`_usual_modes`) first.
     """
     old = None
     try:
+        _usual_modes(new)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name[:40]}.old.", dir=target.parent))
             os.replace(target, old / "dir")
@@ -418,6 +420,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _usual_modes(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes the user's umask gives new files.
+
+    A temp folder (``mkdtemp``: 0700) and files some libraries write (safetensors: 0600)
+    are private; an output folder is not: 0755 and 0644 under umask 022, as ``mkdir`` and
+    ``open`` make them. Links are left as they are.
+    """
+    mask = _umask()
+    for parent, _dirs, names in os.walk(folder):
+        os.chmod(parent, 0o777 & ~mask)
+        for name in names:
+            if not os.path.islink(os.path.join(parent, name)):
+                os.chmod(os.path.join(parent, name), 0o666 & ~mask)
 
 
 def _fsync_dir(directory: Path) -> None:

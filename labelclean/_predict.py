@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labelclean.config import checked
 from labelclean.progress import Progress
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ class Predictions:
     frame: pd.DataFrame
     #: Images that could not be read, left out (``labelclean.data.images.Rejection``).
     rejections: list[Any] = field(default_factory=list)
+    #: What the predictions were made from (:func:`predict_inputs`): :meth:`write` never
+    #: writes over one of them.
+    inputs: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float | None:
@@ -29,11 +33,16 @@ class Predictions:
         return float(self.frame["correct"].mean()) if "correct" in self.frame else None
 
     def write(self, out: str | Path, *, overwrite: bool = False) -> Path:
-        """Write ``.csv`` or else Parquet, atomically; an existing ``out`` needs ``overwrite``."""
+        """Write ``.csv`` or else Parquet, atomically; an existing ``out`` needs ``overwrite``.
+
+        ``out`` may not be one of the inputs (the manifest, an image, the model's files),
+        ``overwrite`` or not, as ``labelclean predict --out`` may not.
+        """
         from labelclean._csv import frame_to_csv
-        from labelclean._io import atomic_write_with
+        from labelclean._io import atomic_write_with, check_writable
 
         out, frame = Path(out), self.frame
+        check_writable(out, overwrite=overwrite, inputs=self.inputs)
         if out.suffix.lower() == ".csv":
             atomic_write_with(out, lambda tmp: frame_to_csv(frame, tmp), overwrite=overwrite)
         else:
@@ -43,6 +52,22 @@ class Predictions:
         return out
 
 
+def predict_inputs(
+    model_dir: str | Path, images: str | Path, labels: str | Path | None
+) -> dict[str, str | None]:
+    """``predict``'s inputs by the names its CLI gives them, its model's files included."""
+    from labelclean.export import MODEL_FILES
+
+    given: dict[str, str | Path | None] = {
+        "IMAGES": images,
+        "LABELS": labels,
+        "MODEL_DIR": model_dir,
+    }
+    given |= {f"the model's {name}": Path(model_dir) / name for name in MODEL_FILES}
+    return {k: str(Path(v).absolute()) if v else None for k, v in given.items()}
+
+
+@checked
 def predict(
     model_dir: str | Path,
     images: str | Path,
@@ -108,7 +133,7 @@ def predict(
         given = np.asarray(data.manifest.class_names, dtype=object)[data.manifest.given_labels]
         frame.insert(1, "label", given)
         frame.insert(3, "correct", frame["label"] == frame["prediction"])
-    return Predictions(frame, list(data.rejections))
+    return Predictions(frame, list(data.rejections), predict_inputs(model_dir, images, labels))
 
 
 def _manifest(

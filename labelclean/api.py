@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from labelclean._finetune import FinetuneInterrupted, finetune
 from labelclean._predict import Predictions, predict
-from labelclean.config import AuditConfig
+from labelclean.config import AuditConfig, check_keywords, checked
 from labelclean.fgcm.audit import AuditResult, AuditRun, EpochHook
 from labelclean.progress import Progress
 
@@ -36,6 +36,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+@checked
 def audit(
     images: str | Path,
     labels: str | Path | None = None,
@@ -89,17 +90,22 @@ def audit(
         on_start: Called with the dataset and the set-up run before the first epoch.
         **options: :class:`AuditConfig` fields, e.g. ``epochs=20``, ``preset="paper"``.
 
+    Every argument is checked first, before any image is read: a wrong type or value
+    raises :class:`~labelclean.errors.ConfigError` naming it, as the CLI's options are.
+
     Returns:
-        An :class:`AuditResult`; ``.to_pandas()`` gives the report, ``.write(path)`` the file.
-        For votes a :class:`~labelclean.crowd.report.CrowdAuditResult`, whose
-        ``.annotators`` ranks the annotators and whose ``.write`` also writes them.
+        An :class:`AuditResult`; ``.to_pandas()`` gives the report, ``.write(path)`` the file
+        (never over one of this audit's inputs). For votes a
+        :class:`~labelclean.crowd.report.CrowdAuditResult`, whose ``.annotators`` ranks the
+        annotators and whose ``.write`` also writes them.
 
     Example:
         >>> result = labelclean.audit("images/", "labels.csv", epochs=20)  # doctest: +SKIP
         >>> result.to_pandas().query("action == 'relabel'")  # doctest: +SKIP
     """
-    from labelclean.data.images import load_dataset
+    from labelclean.data.images import load_dataset, load_images
     from labelclean.distributed import Dist
+    from labelclean.fgcm.frozen import check_frozen_flags, make_head
     from labelclean.fgcm.history import check_audit_memory
 
     if config is None:
@@ -108,6 +114,10 @@ def audit(
         raise TypeError("pass either config= or individual options, not both")
     _refuse_unusable_network(config, frozen=frozen)
     data_options = dict(data_options or {})
+    check_keywords(data_options, load_dataset, load_images, what="data_options")
+    check_frozen_flags(frozen, folds=frozen_folds, neighbours=neighbours)
+    if frozen and head is not None:
+        make_head(head, 1, 2)  # --head 'x': refused now, not after the embedding
     data_options.setdefault("should_stop", should_stop)
 
     def fits(manifest: Manifest) -> None:  # refused before decoding, not in the first epoch
@@ -134,7 +144,7 @@ def audit(
     )
     if on_start is not None:
         on_start(dataset, run)
-    return run_checkpointed(
+    result = run_checkpointed(
         dataset,
         config,
         run=run,
@@ -145,6 +155,9 @@ def audit(
         on_epoch=on_epoch,
         should_stop=should_stop,
     )
+    given = {"IMAGES": images, "LABELS": labels, "--weights": config.weights}
+    result.inputs = {k: str(Path(v).absolute()) if v else None for k, v in given.items()}
+    return result
 
 
 def _refuse_unusable_network(config: AuditConfig, *, frozen: bool) -> None:
@@ -231,6 +244,7 @@ def run_checkpointed(
             payload, _ = checkpoints.resume(
                 config=run.config.to_dict(),
                 manifest_fingerprint=dataset.manifest.fingerprint(),
+                images_fingerprint=dataset.cache.key,
                 force=force,
             )
             state = restore_state(payload, run, trace_dir=trace_dir)

@@ -42,13 +42,19 @@ _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 #: Sub-folder of the work directory holding the trace files (labelclean.fgcm.history).
 TRACE_DIR = "traces"
 #: Config fields that may change on resume without changing the result's meaning.
-RESUME_SAFE_FIELDS = frozenset({"device", "amp", "deterministic"})
+#: Not ``deterministic``: it picks other algorithms, so the resumed run is not the one that
+#: checkpointed (and not reproducible, which is what it was asked for).
+RESUME_SAFE_FIELDS = frozenset({"device", "amp"})
 
 
 def default_work_dir(out: str | os.PathLike[str]) -> Path:
-    """``report.parquet`` -> ``report.work`` beside it."""
+    """``report.parquet`` -> ``report.parquet.work`` beside it; ``model/`` -> ``model.work``.
+
+    The whole name, so outputs that differ anywhere in theirs (``r.v1.parquet`` and
+    ``r.v2.parquet``) never share, and mix, each other's checkpoints.
+    """
     out = Path(out)
-    return out.with_name(out.name.split(".")[0] + ".work")
+    return out.with_name(out.name + ".work")
 
 
 def save_checkpoint(work_dir: Path, payload: dict[str, Any], *, keep: int = 2) -> Path:
@@ -128,14 +134,28 @@ def clear_checkpoints(work_dir: Path) -> None:
 
 
 def resume_differences(
-    saved: dict[str, Any], *, config: dict[str, Any], manifest_fingerprint: str
+    saved: dict[str, Any],
+    *,
+    config: dict[str, Any],
+    manifest_fingerprint: str,
+    images_fingerprint: str | None = None,
 ) -> list[str]:
-    """What changed between the checkpointed run and this one (empty when safe to resume)."""
+    """What changed between the checkpointed run and this one (empty when safe to resume).
+
+    ``images_fingerprint``: the decoded images' cache key (each file's size and modification
+    time, the image size, the pixel limit; ``labelclean.data.images``), so that images
+    edited or replaced since the checkpoint are not trained on as if they were the same.
+    """
     changes = []
     if saved.get("tool_version") != __version__:
         changes.append(f"tool version {saved.get('tool_version')} -> {__version__}")
     if saved.get("manifest_fingerprint") != manifest_fingerprint:
         changes.append("the manifest (paths, labels or image root) changed")
+    if images_fingerprint is not None and saved.get("images_fingerprint") != images_fingerprint:
+        changes.append(
+            "the images changed (a file's size or modification time, or --image-size or "
+            "--max-pixels)"
+        )
     old = saved.get("config", {})
     for key in sorted(set(old) | set(config)):
         if key in RESUME_SAFE_FIELDS:
@@ -161,6 +181,10 @@ class RunCheckpoints:
         """The work directory's lock while the run uses it (the main rank's only)."""
         return WorkDirLock(self.work_dir).held() if self.is_main else contextlib.nullcontext()
 
+    def exist(self) -> bool:
+        """Whether the work directory holds a checkpoint: whether ``--resume`` has a start."""
+        return bool(_checkpoint_files(self.work_dir)) if self.work_dir.is_dir() else False
+
     def refuse_earlier_run(self) -> None:
         """Raise CheckpointError when a run that is not resuming finds checkpoints."""
         if self.is_main and any(self.work_dir.glob("checkpoint-*.pt")):
@@ -170,12 +194,20 @@ class RunCheckpoints:
             )
 
     def resume(
-        self, *, config: dict[str, Any], manifest_fingerprint: str, force: bool = False
+        self,
+        *,
+        config: dict[str, Any],
+        manifest_fingerprint: str,
+        images_fingerprint: str | None = None,
+        force: bool = False,
     ) -> tuple[dict[str, Any], Path]:
         """The newest good checkpoint and its file, if this same run made it (else ``force``)."""
         payload, path = load_latest(self.work_dir)
         changes = resume_differences(
-            payload, config=config, manifest_fingerprint=manifest_fingerprint
+            payload,
+            config=config,
+            manifest_fingerprint=manifest_fingerprint,
+            images_fingerprint=images_fingerprint,
         )
         if changes and not force:
             raise CheckpointError(
@@ -231,7 +263,7 @@ class WorkDirLock:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and _alive(holder):

@@ -23,7 +23,8 @@ from labelclean.progress import Progress
 #: What the demo writes in its folder (and may replace there on the next run).
 DEMO_FILES = (
     "images", "labels.csv", "truth.csv", "report.parquet", "report.network.safetensors",
-    "report.html", "report.work",
+    "report.html", "report.parquet.work",
+    "report.work",  # the name before the work folder was named after the whole report name
 )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from labelclean._io import (
     replace_dir,
 )
 from labelclean._version import __version__
+from labelclean.config import checked
 from labelclean.errors import ConfigError, ModelError
 
 CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME = "config.json", "model.safetensors", "metrics.json"
@@ -147,6 +148,7 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+@checked
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Load an exported model (eval mode, CPU) and its config; no pickles are read.
 

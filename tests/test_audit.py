@@ -94,7 +94,7 @@ def test_cli_audit_writes_report_log_and_refuses_overwrite(noisy_digits, tmp_pat
     assert "report:" in result.output and len(pd.read_parquet(out)) == 1797
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2, 3] and "clusters" in lines[-1]
-    assert not (tmp_path / "report.work").exists()  # checkpoints removed once the report is written
+    assert not (tmp_path / "report.parquet.work").exists()  # checkpoints removed once the report is written
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "already exists" in again.output
     # the CLI leaves relabeling to the automatic rule (off for the small CPU network) unless told
@@ -214,7 +214,10 @@ def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16
     from labelclean.fgcm.audit import AuditRun
 
     dataset = load_dataset(*digits16)
-    run = AuditRun(dataset, AuditConfig(epochs=3, device="cpu"))
+    # semi_epochs=0: the epilogue's guesses (test_semi.py) would replace the unlabeled rows'
+    # late-window pseudo labels checked below (at 128 a batch this network learned nothing
+    # in 3 epochs, so the epilogue never ran; the default batch now gives it 100 steps)
+    run = AuditRun(dataset, AuditConfig(epochs=3, device="cpu", semi_epochs=0))
     stem = run.model.stem.weight
     assert run.model_name == "air_cnn" and run.config.schedule == "once"
     assert torch.equal(stem[12:], -stem[:12])  # the whitening stem was fitted before training
@@ -259,9 +262,11 @@ def test_default_audit_trains_air_cnn_on_every_sample_and_clusters_once(digits16
     assert md["model"] == "air_cnn" and md["config"]["schedule"] == "once"
     assert md["config"]["mixup"] == 1.0 and md["config"]["guard"] == "budget"
     # a mixup run does not memorise: its report flags exactly the labels the network disputes
+    # (but for the few the guard keeps so that no class leaves T)
     flagged = frame["action"] != "keep"
     disputed = frame["pseudo_label"] != frame["given_label"]
-    assert flagged.equals(disputed)
+    assert flagged.equals(disputed & (frame["guard"] != "class_floor"))
+    assert not md["warnings"] and frame["pseudo_label"].nunique() == 10  # it learned something
 
 
 def test_schedule_paper_keeps_the_loop_on_t(digits16):

@@ -329,7 +329,7 @@ FULL_DISK = {  # output: (arguments, a name in the file written, the option name
     "predictions": (lambda w, t: ["predict", w.model, w.images, "--out", t / "p.parquet"], "p.parquet", "--out"),
     "rejected": (lambda w, t: ["check", w.images, w.labels, "--on-bad-image", "skip", "--rejected-out", t / "rej.csv"], "rej.csv", "--rejected-out"),
     "cache": (lambda w, t: ["check", w.images, w.labels, "--cache-dir", t / "cache"], ".npy", "--cache-dir"),
-    "report": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], "r.parquet", "--out"),
+    "report": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], "/.r.parquet.", "--out"),  # its temp file, not r.parquet.work/
     "network": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], "r.network.safetensors", "--out"),
     "checkpoint": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", *_TRAIN], ".checkpoint-", "--work-dir"),
     "log-json": (lambda w, t: ["audit", w.images, w.labels, "--out", t / "r.parquet", "--log-json", t / "l.jsonl", *_TRAIN], "l.jsonl", "--log-json"),

@@ -45,7 +45,7 @@ def test_audit_refuses_non_finite_or_impossible_numbers_before_any_work(small_di
     result = runner.invoke(app, ["audit", str(images), str(labels), "--out", str(out), "--quiet", *extra])
     assert result.exit_code == 1
     _one_error_line(result.output, flag, "finite")
-    assert not out.exists() and not (tmp_path / "r.work").exists()
+    assert not out.exists() and not (tmp_path / "r.parquet.work").exists()
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_a_diverging_audit_names_the_epoch_and_keeps_the_last_checkpoint(small_d
     line = _one_error_line(proc.stderr, "diverged", "lower --lr (it is 1e+06")
     assert "KMeans" not in proc.stderr and not out.exists()
     epoch = int(re.search(r"audit epoch (\d+)/4", line).group(1))
-    kept = sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "r.work").glob("checkpoint-*.pt"))
+    kept = sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "r.parquet.work").glob("checkpoint-*.pt"))
     assert kept[-1] == epoch - 1  # the epoch before survives; nothing of the diverged one
     assert (f"from epoch {epoch - 1}" if epoch > 1 else "from the start") in line
     again = _run_cli("audit", images, labels, "--out", out, "--epochs", "4", "--warmup", "2", "--lr", "0.02",

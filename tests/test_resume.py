@@ -70,7 +70,7 @@ def test_killed_then_resumed_equals_unbroken(data, reference, tmp_path, fault, c
 @pytest.mark.parametrize("fault", ["checkpoint_write:3:KILL", pytest.param("train_step:3:KILL", marks=SLOW)])
 def test_traces_on_disk_are_checkpointed_by_reference_and_resume_exactly(data, reference, tmp_path, fault):
     """kill -9 after epoch 4's trace column is written but before (or while) its checkpoint is."""
-    out, work = tmp_path / "r.parquet", tmp_path / "r.work"
+    out, work = tmp_path / "r.parquet", tmp_path / "r.parquet.work"
     first = _audit(data, out, fault=fault, cache=tmp_path / "cache", traces_on_disk=True)
     assert first.returncode == -9, first.stderr
     payload, _ = load_latest(work)

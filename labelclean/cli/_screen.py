@@ -96,6 +96,7 @@ class AuditScreen:
         """What trains, how, and where the checkpoints go."""
         self.progress.log(
             f"model {run.model_name} on {run.precision.describe()}; {run.config.epochs} epochs, "
+            f"batch {run.batch_size}, "
             f"{schedule_note(run.config)}; checkpoints in {self.work_dir}"
         )
 

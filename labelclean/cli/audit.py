@@ -176,7 +176,12 @@ def audit(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Batch size \\[default: 128].", rich_help_panel=_TRAIN)
+        int | None,
+        typer.Option(
+            help="Batch size \\[default: 128; smaller on a set too small for 100 optimizer "
+            "steps in --epochs, at least 8].",
+            rich_help_panel=_TRAIN,
+        ),
     ] = None,
     hflip: Annotated[
         bool | None,
@@ -186,18 +191,24 @@ def audit(
             rich_help_panel=_TRAIN,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=_TRAIN)] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed \\[default: 0].", rich_help_panel=_TRAIN)
+    ] = None,
     device: Annotated[
-        str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_TRAIN)
-    ] = "auto",
+        str | None,
+        typer.Option(
+            help="auto, cpu, cuda, cuda:N or mps \\[default: auto].", rich_help_panel=_TRAIN
+        ),
+    ] = None,
     amp: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--amp/--no-amp",
-            help="bf16/fp16 autocast where the device is fast at it.",
+            help="bf16/fp16 autocast where the device is fast at it \\[default: amp].",
             rich_help_panel=_TRAIN,
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     deterministic: Annotated[
         bool,
         typer.Option(
@@ -205,29 +216,32 @@ def audit(
         ),
     ] = False,
     record: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="eval: the paper's extra pass over all samples; train: the "
-            "training pass's probabilities (cheaper, noisier).",
+            "training pass's probabilities (cheaper, noisier) \\[default: eval].",
             rich_help_panel=_CLUSTER,
         ),
-    ] = "eval",
+    ] = None,
     components: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="5 = FGCM; 2 = the loss-only split of prior work.", rich_help_panel=_CLUSTER
-        ),
-    ] = 5,
-    cluster_method: Annotated[
-        str, typer.Option(help="gmm or kmeans (ablation).", rich_help_panel=_CLUSTER)
-    ] = "gmm",
-    t_update: Annotated[
-        str,
-        typer.Option(
-            help="latest: T = this epoch's refined clusters; union: the paper's growing T.",
+            help="5 = FGCM; 2 = the loss-only split of prior work \\[default: 5].",
             rich_help_panel=_CLUSTER,
         ),
-    ] = "latest",
+    ] = None,
+    cluster_method: Annotated[
+        str | None,
+        typer.Option(help="gmm or kmeans (ablation) \\[default: gmm].", rich_help_panel=_CLUSTER),
+    ] = None,
+    t_update: Annotated[
+        str | None,
+        typer.Option(
+            help="latest: T = this epoch's refined clusters; union: the paper's growing T "
+            "\\[default: latest; union with --preset paper].",
+            rich_help_panel=_CLUSTER,
+        ),
+    ] = None,
     guard: Annotated[
         str | None,
         typer.Option(
@@ -344,7 +358,9 @@ def audit(
         log_json=log_json,
         frozen=(frozen, frozen_folds, neighbours),
     )
-    dist = init_from_env(resolve_device(device))
+    dist = init_from_env(resolve_device(device or "auto"))
+    # Every option that is a setting defaults to None, "not given": only the options given
+    # override the preset (``--preset paper`` is Algorithm 1 whatever the CLI's defaults).
     config = AuditConfig.from_preset(
         preset,
         **network_fields(model, pretrained or None, weights),  # None: the preset's choice

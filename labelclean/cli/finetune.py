@@ -183,7 +183,8 @@ def finetune(
             )
         except FinetuneInterrupted as stopped:
             typer.echo(
-                "interrupted; nothing was written (the frozen finetune keeps no checkpoints)"
+                "interrupted before any checkpoint; nothing was written and there is nothing "
+                "to resume: run the command again to start over"
                 if stopped.work_dir is None
                 else f"interrupted; checkpoints are in {stopped.work_dir}. Resume with:\n  "
                 f"{resume_command()}",
@@ -217,12 +218,11 @@ def predict(
     folders) the true label is kept and accuracy printed.
     """
     from labelclean._io import check_writable
+    from labelclean._predict import predict_inputs
     from labelclean.api import predict as predict_images
     from labelclean.cli._signals import StopRequest
-    from labelclean.export import MODEL_FILES
 
-    inputs = {"IMAGES": images, "LABELS": labels, "MODEL_DIR": model_dir}
-    inputs |= {f"the model's {name}": model_dir / name for name in MODEL_FILES}
+    inputs = predict_inputs(model_dir, images, labels)
     check_writable(out, overwrite=overwrite, inputs=inputs)
     with RichProgress(quiet=quiet) as progress, StopRequest() as stop:
         found = predict_images(

@@ -79,7 +79,10 @@ class CrowdAuditResult(AuditResult):
 
     def _write_report(self, path: Path, metadata: dict[str, Any], *, overwrite: bool) -> Path:
         """The report and ``<report>.annotators.parquet``, both all-or-nothing."""
-        from labelclean.report.annotators import write_with_annotators
+        from labelclean.report.annotators import check_annotators_writable, write_with_annotators
+
+        inputs = [given for given in self.inputs.values() if given is not None]
+        check_annotators_writable(path, overwrite=overwrite, inputs=inputs)
 
         return write_with_annotators(
             path, self.table, metadata, self.annotators, overwrite=overwrite
@@ -117,6 +120,7 @@ def finish_crowd_audit(result: AuditResult, votes: Votes, probs: np.ndarray) -> 
         table=table,
         metadata=metadata,
         network=result.network,
+        inputs=result.inputs,
         annotators=annotators,
     )
 

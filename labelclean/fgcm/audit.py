@@ -81,6 +81,7 @@ def checkpoint_payload(state: AuditState, run: AuditRun) -> dict[str, Any]:
         "tool_version": __version__,
         "config": run.config.to_dict(),
         "manifest_fingerprint": run.dataset.manifest.fingerprint(),
+        "images_fingerprint": run.dataset.cache.key,  # the files' sizes and times
         "audit": state.state_dict(),
         "run": run.state_dict(),
     }

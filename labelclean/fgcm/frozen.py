@@ -352,7 +352,7 @@ class FrozenHeads:
                 label_of[rows],
                 optimizer=run.optimizer,
                 scaler=run.scaler,
-                batch_size=run.config.batch_size,
+                batch_size=run.batch_size,
                 generator=run.generator,
                 task=f"epoch {epoch + 1}/{run.config.epochs}, head {k + 1}/{len(self.heads)}",
                 progress=progress if run.dist.is_main else None,

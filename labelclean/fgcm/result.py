@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,9 @@ class AuditResult:
     #: The trained network's weights (on the CPU), saved beside the report for ``finetune``
     #: (:mod:`labelclean.audit_network`); None for a ``--frozen`` audit.
     network: dict[str, torch.Tensor] | None = None
+    #: The audit's inputs by the names the CLI gives them (``IMAGES``, ``LABELS``,
+    #: ``--weights``): :meth:`write` never writes over one of them, as the CLI never does.
+    inputs: dict[str, str | None] = field(default_factory=dict)
 
     def to_pandas(self) -> Any:
         """The report as a pandas DataFrame (one row per sample, manifest order)."""
@@ -40,6 +43,10 @@ class AuditResult:
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write report.parquet atomically (refuses to replace a file unless ``overwrite``).
+
+        Neither the report nor the network beside it may be one of the audit's inputs (the
+        manifest, an image, the starting weights), ``overwrite`` or not: the same check as
+        ``labelclean audit --out`` (:func:`labelclean._io.check_writable`).
 
         The network goes beside it, to ``<report>.network.safetensors``, named in the
         report's metadata with its SHA-256. Both appear together: the network's temp file is
@@ -49,10 +56,10 @@ class AuditResult:
         from labelclean.audit_network import check_network_output, network_file
 
         path = Path(path)
-        check_writable(path, overwrite=overwrite)
+        check_writable(path, overwrite=overwrite, inputs=self.inputs)
         if self.network is None:
             return self._write_report(path, self.metadata, overwrite=overwrite)
-        side = check_network_output(path, overwrite=overwrite)
+        side = check_network_output(path, overwrite=overwrite, inputs=self.inputs)
         blob, entry = network_file(self.network, architecture=str(self.metadata["architecture"]))
         metadata = {**self.metadata, "network": {"file": side.name, **entry}}
         with atomic_path(side, overwrite=overwrite) as tmp:

@@ -9,6 +9,7 @@ on the images, the default) or the frozen audit's heads on embeddings
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labelclean.config import AuditConfig
+from labelclean.config import DEFAULT_BATCH_SIZE, MIN_STEPS, AuditConfig
 from labelclean.data.images import Dataset, ImageCache
 from labelclean.distributed import Dist
 from labelclean.models import RECIPES, create_model, default_model_name, fit_data_init
@@ -33,6 +34,8 @@ from labelclean.training import (
     seed_everything,
     train_epoch,
 )
+
+logger = logging.getLogger(__name__)
 
 #: ``should_stop()`` as the loops take it: checked before every step, True stops the epoch.
 StopCheck = Callable[[], bool] | None
@@ -120,7 +123,17 @@ class AuditRun:
             net.normalization,
             net.batches,
         )
-        self.config = config.resolve(self.model_name)
+        self.config = config.resolve(self.model_name, n_samples=self.n_samples)
+        if config.batch_size is None and self.config.batch_size != DEFAULT_BATCH_SIZE:
+            logger.info(
+                "batch size %d, not %d: %d images would make fewer than %d optimizer steps "
+                "in %d epochs (pass --batch-size to choose)",
+                self.config.batch_size,
+                DEFAULT_BATCH_SIZE,
+                self.n_samples,
+                MIN_STEPS,
+                config.epochs,
+            )
         assert self.config.lr is not None  # resolve() fills it in
         self.optimizer = build_optimizer(
             self.model,
@@ -130,6 +143,11 @@ class AuditRun:
             nesterov=net.nesterov,
         )
         self.scaler = self.precision.grad_scaler()
+
+    @property
+    def batch_size(self) -> int:
+        """The training batch: ``--batch-size``, or the default resolved for this data."""
+        return int(self.config.batch_size or DEFAULT_BATCH_SIZE)
 
     @property
     def relabel(self) -> bool:
@@ -239,7 +257,7 @@ class ImageNetwork:
             labels,
             optimizer=run.optimizer,
             scaler=run.scaler,
-            batch_size=run.config.batch_size,
+            batch_size=run.batch_size,
             generator=run.generator,
             keep_probs=keep_probs and not run.dist.active,
             task=f"epoch {epoch + 1}/{run.config.epochs}",
@@ -263,7 +281,7 @@ class ImageNetwork:
         passes average each image with its mirror.
         """
         n = run.n_samples
-        bs = max(run.config.batch_size * 2, 256)
+        bs = max(run.batch_size * 2, 256)
         if result.probs is not None and result.index is not None:
             probs = np.empty((n, run.n_classes), dtype=np.float32)
             seen = np.zeros(n, dtype=bool)

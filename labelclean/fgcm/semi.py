@@ -138,7 +138,7 @@ def semi_epilogue(
         trained.model,
         images,
         unlabel,
-        batch_size=config.batch_size * 2,
+        batch_size=run.batch_size * 2,
         task="semi guess",
         progress=progress,
         flip=images.hflip,

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from labelclean._io import atomic_path, check_writable, loads_json
 from labelclean._version import __version__
+from labelclean.config import checked
 from labelclean.errors import ReportError
 from labelclean.report.schema import (
     ACTIONS,
@@ -196,6 +197,7 @@ def write_report(
     return path
 
 
+@checked
 def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> Report:
     """Read and check a report; every error names the file and what is wrong with it.
 
