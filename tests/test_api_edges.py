@@ -121,7 +121,7 @@ def test_predictions_never_write_over_the_model_or_the_manifest(digits, tmp_path
      ({"resume": "yes"}, "resume='yes': expected True or False, found str"),
      ({"data_options": {"image_size": "32"}}, "--image-size '32': expected an integer or None"),
      ({"data_options": {"imagesize": 32}}, "data_options: unknown option 'imagesize'"),
-     ({"frozen": True, "head": "big"}, "--head 'big'"),
+     ({"frozen": True, "pretrained": True, "head": "big"}, "--head 'big'"),
      ({"frozen_folds": 3}, "--frozen-folds needs --frozen")],
 )
 def test_audit_refuses_bad_arguments_before_any_image_is_decoded(digits, no_decoding, options, message):
