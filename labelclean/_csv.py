@@ -82,10 +82,10 @@ def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
         column = out.iloc[:, i]
         if isinstance(column.dtype, pd.CategoricalDtype):  # its categories are text too
             column = column.astype(object)
-            out.isetitem(i, column)
+            out.isetitem(i, column.array)
         risky = _starting(column, _ESCAPED_START) if _is_text(column) else None
         if risky is not None and risky.any():
-            out.isetitem(i, _replaced(column, risky, escape_cell))
+            out.isetitem(i, _replaced(column, risky, escape_cell).array)
     return out
 
 
@@ -96,7 +96,7 @@ def unescape_frame(frame: pd.DataFrame) -> pd.DataFrame:
         column = out.iloc[:, i]
         escaped = _starting(column, _ESCAPE) if _is_text(column) else None
         if escaped is not None and escaped.any():
-            out.isetitem(i, _replaced(column, escaped, unescape_cell))
+            out.isetitem(i, _replaced(column, escaped, unescape_cell).array)
     return out
 
 

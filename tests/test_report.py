@@ -165,7 +165,9 @@ def test_cli_report_and_export(tmp_path):
     r = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "all.csv")])
     assert r.exit_code == 0
     all_rows = pd.read_csv(tmp_path / "all.csv", keep_default_na=False)
-    assert len(all_rows) == 60 and set(all_rows.columns) == {"path", "label", "given_label", "action"}
+    assert len(all_rows) == 60 and set(all_rows.columns) == {"path", "label", "given_label", "action", "suggested_label"}
+    labeled = all_rows[all_rows.action != "unlabel"]
+    assert (labeled["suggested_label"].astype(int) == labeled["label"].astype(int)).all()  # one rule
     assert (all_rows.loc[all_rows.action == "unlabel", "label"] == "").all()
     r = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "clean.parquet"), "--drop-unlabeled"])
     clean = pd.read_parquet(tmp_path / "clean.parquet")

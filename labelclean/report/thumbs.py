@@ -42,8 +42,13 @@ class Thumbnails:
 
         try:  # opened as the audit opens images: a FIFO swapped in cannot hang the page
             with (
-                io.BytesIO(self.opener(rel)) if self.opener else open_image_file(self.root / rel)
-            ) as file, Image.open(file, formats=ALLOWED_FORMATS) as img:
+                (
+                    io.BytesIO(self.opener(rel))
+                    if self.opener
+                    else open_image_file(self.root / rel)
+                ) as file,
+                Image.open(file, formats=ALLOWED_FORMATS) as img,
+            ):
                 img.draft("RGB", (self.size, self.size))  # JPEG: decode at reduced size
                 img = img.convert("RGB")
                 img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
