@@ -58,11 +58,11 @@
     const act = $('f-action').value, cl = $('f-cluster').value, g = $('f-given').value, s = $('f-suggested').value;
     const by = $('f-conf').value, lo = parseFloat($('f-min').value), hi = parseFloat($('f-max').value);
     const dec = $('f-decided').value, split = $('f-split').checked;
-    const keep = id => view === 'card' && id === current;  // the card stays while it is decided
+    const keep = id => view === 'card' && id === current;  // a card just decided stays on
     return rows.filter(r => (!act || AUDIT[act](r)) && (!cl || r.cluster === cl) && (!g || r.given === g)
       && (!s || r.suggested === s) && (isNaN(lo) || r[by] >= lo) && (isNaN(hi) || r[by] <= hi)
       && (dec !== 'undecided' || !decisions.has(r.id) || keep(r.id))
-      && (dec !== 'decided' || decisions.has(r.id) || keep(r.id))
+      && (dec !== 'decided' || decisions.has(r.id))
       && (!split || (r.crowd !== null && r.crowd.agreement < 1)));
   }
   function progress() {
