@@ -389,9 +389,7 @@ def load_decisions(
         logger.warning(
             "%s has no report fingerprint; cannot check it was made for this report", path
         )
-    by_path, _ = _decide_all(
-        rows, f"{path} {unit}", labels=labels, classes=set(report.class_names)
-    )
+    by_path, _ = _decide_all(rows, f"{path} {unit}", labels=labels, classes=set(report.class_names))
     older = [
         d.line
         for _, d in rows

@@ -2,15 +2,16 @@
 
 It serves the page, its own assets, the report's data and the images the report names
 (by row number: no path from the request ever reaches the filesystem, so there is no
-traversal and no listing), and accepts one kind of write, decisions (one, or a bulk that is recorded whole or not at
-all), which go to the decisions file and nowhere else. It binds only a loopback address, however spelled
-(:func:`loopback_host`). Every request must carry the per-run token: the printed address
-has it once (``/?token=...``), which sets an HttpOnly, SameSite=Strict cookie and redirects
-to ``/``; later requests carry the cookie or the token in a header, so another local user or
-process that can reach the port reads nothing. Against DNS rebinding and cross-site
-requests every request must carry a ``Host`` that is the address it serves on, and an
-``Origin``, when present, of that address; a decision must also be JSON and carry the token
-in a header (which no cross-site form can send). Every other method is refused with 405.
+traversal and no listing), and accepts one kind of write, decisions (one, or a bulk recorded
+whole or not at all), which go to the decisions file and nowhere else. It binds only a
+loopback address, however spelled (:func:`loopback_host`). Every request must carry the
+per-run token: the printed address has it once (``/?token=...``), which sets an HttpOnly,
+SameSite=Strict cookie and redirects to ``/``; later requests carry the cookie or the token
+in a header, so another local user or process that can reach the port reads nothing.
+Against DNS rebinding and cross-site requests every request must carry a ``Host`` that is
+the address it serves on, and an ``Origin``, when present, of that address; a decision must
+also be JSON and carry the token in a header (which no cross-site form can send). Every
+other method is refused with 405.
 """
 
 from __future__ import annotations

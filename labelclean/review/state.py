@@ -1,10 +1,15 @@
 """What the review app knows: the queue of samples, the decisions so far, the images.
 
+The queue is in the order of value (:func:`review_order`): what the audit flagged, then what
+it kept although something disputes the label, then the rest, the most doubtful given label
+first in each part.
+
 The page addresses samples by report row number only, never by path, so it can reach
 exactly the images the report names, and an image is opened only as a regular file inside
 the report's image folder (a link swapped in for it is not followed out of there). Every
 decision goes to the decisions file at once (re-read and merged under a lock, replaced
-atomically), so closing the browser, killing the server or a second server loses nothing.
+atomically; a bulk in one such write, whole or not at all), so closing the browser, killing
+the server or a second server loses nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from labelclean.data.manifest import IMAGE_SUFFIXES
+from labelclean.fgcm.clustering import CLUSTER_NAMES
 from labelclean.report.crowd import vote_tally, vote_text
 from labelclean.report.parquet import Report
-from labelclean.fgcm.clustering import CLUSTER_NAMES
 from labelclean.report.summary import CLUSTER_MEANING, DISPUTED_GUARDS, guard_counts
 from labelclean.report.thumbs import Thumbnails
 from labelclean.review.decisions import (
@@ -247,7 +252,9 @@ def class_keys(classes: Sequence[str]) -> list[str | None]:
     Where every class is one distinct digit the key is the class's name (on digits, 3 is
     "3"); else the first nine classes are 1-9 and the tenth is 0, as on a keyboard's row.
     """
-    if all(len(c) == 1 and c in "0123456789" for c in classes) and len(set(classes)) == len(classes):
+    if all(len(c) == 1 and c in "0123456789" for c in classes) and len(set(classes)) == len(
+        classes
+    ):
         return list(classes)
     return [str(i + 1) if i < 9 else "0" if i == 9 else None for i in range(len(classes))]
 

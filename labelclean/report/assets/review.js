@@ -433,6 +433,9 @@
     addRows(d); loadedMore = true; more.hidden = true;
     nextUndecided(); }));
 
+  // closing the tab while decisions are still on their way: the browser asks first
+  window.addEventListener('beforeunload', e => { if (inflight || pending.length) { e.preventDefault(); e.returnValue = ''; } });
+
   get('/api/rows?part=queue').then(d => { addRows(d); nextUndecided(); })
     .catch(err => { $('progress').textContent = 'cannot load the queue: ' + err.message; });
 })();
