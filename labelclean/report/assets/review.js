@@ -191,8 +191,11 @@
       const [a, d] = tile(r, 'figure');
       if (selected.has(r.id)) a.classList.add('selected');
       const cap = el('figcaption');
-      cap.append(el('span', 'given', r.given), ' \u2192 ', el('span', 'suggested', r.suggested));
-      if (d) cap.append(el('div', 'done', d.decision === 'drop' ? '\u2713 dropped' : `\u2713 ${d.decision}: ${d.label}`));
+      if (r.given === r.suggested) cap.append(el('span', 'same', r.given), el('span', 'muted', ' kept'));
+      else cap.append(el('span', 'given', r.given), ' \u2192 ', el('span', 'suggested', r.suggested));
+      // the label only where it is not the one the caption shows already
+      if (d) cap.append(el('div', 'done', d.decision === 'drop' ? '\u2713 dropped'
+        : d.decision === 'relabel' ? `\u2713 relabel: ${d.label}` : `\u2713 ${d.decision}`));
       a.appendChild(cap);
       grid.appendChild(a);
     }
@@ -397,7 +400,8 @@
   $('prev').addEventListener('click', () => step(-1));
   const digits = meta.keys.every((k, i) => k === classes[i]);
   $('digit-keys').textContent = digits ? '0\u20139' : classes.length > 9 ? '1\u20139, 0' : `1\u2013${classes.length}`;
-  const refilter = () => { pair = null; markPair(); gridLimit = GRID_PAGE; nextUndecided(); };
+  // a new filter starts a new selection: a bulk acts only on what was chosen in this view
+  const refilter = () => { pair = null; markPair(); gridLimit = GRID_PAGE; selected.clear(); nextUndecided(); };
   ['f-action', 'f-cluster', 'f-given', 'f-suggested', 'f-conf', 'f-min', 'f-max', 'f-decided', 'f-split'].forEach(id =>
     $(id).addEventListener('change', refilter));
   $('f-clear').addEventListener('click', () => {
@@ -421,7 +425,7 @@
   }
   for (const td of document.querySelectorAll('#heat td.pick')) td.addEventListener('click', () => {
     $('f-given').value = td.dataset.given; $('f-suggested').value = td.dataset.other;
-    gridLimit = GRID_PAGE; nextUndecided(); pair = {given: td.dataset.given, suggested: td.dataset.other}; markPair(); });
+    gridLimit = GRID_PAGE; selected.clear(); nextUndecided(); pair = {given: td.dataset.given, suggested: td.dataset.other}; markPair(); });
   $('accept-cell').addEventListener('click', () => {
     if (!pair) return;
     take(cellRows().filter(r => !decisions.has(r.id)).map(r => ({id: r.id, decision: 'accept'})));
