@@ -330,7 +330,7 @@
     const box = $('error');
     box.textContent = `NOT SAVED: ${err.message}. ${ids.size} decision${ids.size === 1 ? ' was' : 's were'} not taken; the page shows what the decisions file has.`;
     box.hidden = false;
-    status('NOT SAVED: ' + err.message);
+    status('NOT SAVED (see above)');
     if (view === 'grid') drawGrid(); else show(lost[0].id);
   }
   function decide(decision, label) {
