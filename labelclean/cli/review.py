@@ -56,12 +56,15 @@ def review(
 ) -> None:
     """Review the audit's suggestions in your browser: accept, keep, relabel or drop each image.
 
-    A local web app shows every NS, NHR and NHI sample, then CH (and CS on demand), one
-    card at a time. The suggestion is the audit's decision (its clean label, or its best guess
-    for an image it unlabeled); the network's own guess shows beside it. Keys: a accept the
-    suggestion, k keep the given label, 1-9 a class (/ searches all), d drop, u undo, j/l
-    next/previous. Each decision is written at once to the
-    decisions file (path,decision,label,time), so a restart resumes; `labelclean apply`
+    A local web app shows the images the audit flagged (relabeled, unlabeled) first, then the
+    kept ones something disputes (the network, a guard, a crowd split), then the rest, each
+    with the given label most likely wrong first; the kept, undisputed CS images on demand.
+    The suggestion is the audit's decision (its clean label, or its best guess for an image
+    it unlabeled); the network's own guess shows beside it. Keys: a accept the suggestion,
+    k keep the given label, 1-9 and 0 a class (/ searches all), d drop, u undo, j/l
+    next/previous, g a grid of the filtered samples to select and decide in bulk (a heatmap
+    cell can be accepted whole; u undoes a bulk). Each decision is written to the decisions
+    file (path,decision,label,time) as it is taken, so a restart resumes; `labelclean apply`
     turns it into the final labels. Stop the server with Ctrl-C.
     """
     import signal

@@ -24,9 +24,10 @@ only when its path is an image of the report (an image may be called ``#1.png``)
 quotes such a path (``"#1.png"``), a quoted cell is always data, and unquoted ones (older
 files, a spreadsheet's save) are told apart by the report's paths.
 
-Several review servers, tabs or a hand edit may change one file: every decision re-reads the
-file under an exclusive lock on its folder, changes the one image's row and replaces the file
-atomically (:func:`record_decision`), so no decision is lost and nobody's edit is undone.
+Several review servers, tabs or a hand edit may change one file: every decision (or bulk of
+decisions) re-reads the file under an exclusive lock on its folder, changes the images' own
+rows and replaces the file atomically, once (:func:`record_decisions`), so no decision is lost,
+nobody's edit is undone and a bulk is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -506,12 +507,16 @@ def _fresh_table(fingerprint: str, report_name: str) -> _Table:
     return _Table(records, {c: i for i, c in enumerate(COLUMNS)}, 2, fingerprint)
 
 
-def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: str) -> None:
+def _set_row(
+    table: _Table, idxs: list[int], decision: Decision | None, image: str, dropped: set[int]
+) -> list[int]:
     """Make ``decision`` (None: no decision) the last word on ``image``, touching only its rows.
 
     A decision rewrites the image's last row in place, keeping its other cells (a note), or
     appends one; earlier rows stay as written (the last row wins). Forgetting removes the
     image's rows, except that a row with other cells keeps them, its decision emptied.
+    Removed rows are only added to ``dropped`` (the caller leaves them out at the end), so the
+    record indexes of the other images stay valid through a bulk. Returns the image's rows now.
     """
     cols, records = table.columns, table.records
     known = {cols[c] for c in COLUMNS if c in cols}
@@ -523,7 +528,7 @@ def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: s
         return ",".join(map(_cell, cells)) + table.newline
 
     if decision is None:
-        drop = set()
+        kept = []
         for i in idxs:
             r = records[i]
             if any(c.strip() for k, c in enumerate(r.cells) if k not in known):
@@ -532,10 +537,10 @@ def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: s
                     if name in cols and cols[name] < len(cells):
                         cells[cols[name]] = ""
                 records[i] = _Record(r.line, render(cells), cells, False)
+                kept.append(i)
             else:
-                drop.add(i)
-        table.records = [r for i, r in enumerate(records) if i not in drop]
-        return
+                dropped.add(i)
+        return kept
     if decision.decision == "relabel" and "label" not in cols:
         raise DecisionError("the decisions file has no label column; add one to record a relabel")
     values = {
@@ -552,11 +557,13 @@ def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: s
     new = _Record(0, render(cells), cells, False)
     if idxs:
         records[idxs[-1]] = new
-    else:
-        if records and not records[-1].raw.endswith(("\n", "\r")):
-            last = records[-1]
-            records[-1] = _Record(last.line, last.raw + table.newline, last.cells, last.hashed)
-        records.append(new)
+        return idxs
+    last = max((i for i in range(len(records)) if i not in dropped), default=None)
+    if last is not None and not records[last].raw.endswith(("\n", "\r")):
+        r = records[last]
+        records[last] = _Record(r.line, r.raw + table.newline, r.cells, r.hashed)
+    records.append(new)
+    return [len(records) - 1]
 
 
 def record_decision(
@@ -571,14 +578,40 @@ def record_decision(
 ) -> dict[str, Decision]:
     """Set (with ``None``: forget) the decision on ``image`` in the file; the file's decisions.
 
-    The file is read afresh under an exclusive lock, changed in the image's own row only and
-    replaced atomically: what other servers, tabs or a hand edit wrote meanwhile is kept, and
-    so are comments, other columns and the other rows as they are written. ``decision`` is
+    One change of :func:`record_decisions`, which says how the file is updated.
+    """
+    return record_decisions(
+        path,
+        [(image, decision)],
+        fingerprint=fingerprint,
+        report_name=report_name,
+        labels=labels,
+        classes=classes,
+    )
+
+
+def record_decisions(
+    path: str | os.PathLike[str],
+    changes: Sequence[tuple[str, Decision | None]],
+    *,
+    fingerprint: str,
+    report_name: str,
+    labels: Mapping[str, tuple[str, str]],
+    classes: set[str],
+) -> dict[str, Decision]:
+    """Apply ``changes`` (``(image, decision)``, None forgets) in order; the file's decisions.
+
+    All at once, all or nothing: the file is read afresh under an exclusive lock, changed in
+    the images' own rows only and replaced atomically, once for the whole list (a bulk of a
+    thousand images is one read and one write, not a thousand). What other servers, tabs or a
+    hand edit wrote meanwhile is kept, and so are comments, other columns and the other rows
+    as they are written. An image named twice takes its last change. The decisions are
     already checked (:func:`check_decision`).
 
     Raises:
         DecisionError: The file now is one that cannot be used (made for another report, a bad
-            row, naming file and line); nothing is written.
+            row, naming file and line), or a change cannot be written in it; nothing is
+            written.
         OutputError: It cannot be written (a full disk); it is left as it was.
     """
     path = Path(path)
@@ -594,7 +627,10 @@ def record_decision(
             table = _fresh_table(fingerprint, report_name)
         where = f"{path} line"
         _, owners = _decide_all(_rows_of(table, labels), where, labels=labels, classes=classes)
-        _set_row(table, owners.get(image, []), decision, image)
+        dropped: set[int] = set()
+        for image, decision in changes:
+            owners[image] = _set_row(table, owners.get(image, []), decision, image, dropped)
+        table.records = [r for i, r in enumerate(table.records) if i not in dropped]
         text = ("\ufeff" if table.bom else "") + "".join(r.raw for r in table.records)
         atomic_write_text(path, text, overwrite=True, flag="--decisions")
         # read back what was written: line numbers as in the file, for later messages

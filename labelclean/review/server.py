@@ -2,15 +2,16 @@
 
 It serves the page, its own assets, the report's data and the images the report names
 (by row number: no path from the request ever reaches the filesystem, so there is no
-traversal and no listing), and accepts one kind of write, a decision, which goes to the
-decisions file and nowhere else. It binds only a loopback address, however spelled
-(:func:`loopback_host`). Every request must carry the per-run token: the printed address
-has it once (``/?token=...``), which sets an HttpOnly, SameSite=Strict cookie and redirects
-to ``/``; later requests carry the cookie or the token in a header, so another local user or
-process that can reach the port reads nothing. Against DNS rebinding and cross-site
-requests every request must carry a ``Host`` that is the address it serves on, and an
-``Origin``, when present, of that address; a decision must also be JSON and carry the token
-in a header (which no cross-site form can send). Every other method is refused with 405.
+traversal and no listing), and accepts one kind of write, decisions (one, or a bulk recorded
+whole or not at all), which go to the decisions file and nowhere else. It binds only a
+loopback address, however spelled (:func:`loopback_host`). Every request must carry the
+per-run token: the printed address has it once (``/?token=...``), which sets an HttpOnly,
+SameSite=Strict cookie and redirects to ``/``; later requests carry the cookie or the token
+in a header, so another local user or process that can reach the port reads nothing.
+Against DNS rebinding and cross-site requests every request must carry a ``Host`` that is
+the address it serves on, and an ``Origin``, when present, of that address; a decision must
+also be JSON and carry the token in a header (which no cross-site form can send). Every
+other method is refused with 405.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from labelclean._version import __version__
 from labelclean.errors import ConfigError, LabelcleanError, OutputError
 from labelclean.report.heat import heat_table
 from labelclean.report.templating import ASSET_TYPES, asset, asset_names, render
-from labelclean.review.state import ReviewState, parse_decision
+from labelclean.review.state import ReviewState, class_keys, parse_decision, parse_decisions
 
 logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Labelclean-Token"
 ALLOW = "GET, HEAD, POST"
 MAX_BODY = 64 * 1024
+#: A bulk names each image in about 50 bytes: room for 100,000 images in one request.
+MAX_BULK_BODY = 8 * 1024 * 1024
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -114,11 +117,14 @@ class ReviewServer(ThreadingHTTPServer):
         heat, heat_note = heat_table(
             queue["given_label"], state.suggested[state.queue], state.classes, col_title="suggested"
         )
+        keys = dict(zip(state.classes, class_keys(state.classes)))
+        number = {c: str(i + 1) for i, c in enumerate(state.classes)}
         self.page = render(
             "review.html.j2",
             token=self.token,
             meta=state.meta(),
             heat=heat if len(queue) else None,
+            heat_keys=[keys[c] or number[c] for c in heat["cols"]],
             heat_note=(f"Heatmap: {heat_note}." if heat_note else "")
             if len(queue)
             else "The queue is empty.",
@@ -271,9 +277,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self) -> None:  # noqa: N802
+        """``/api/decision`` records one decision, ``/api/decisions`` a bulk, all or none."""
         if not self._trusted():
             return
-        if urlsplit(self.path).path != "/api/decision":
+        where = urlsplit(self.path).path
+        if where not in ("/api/decision", "/api/decisions"):
             self._error(HTTPStatus.NOT_FOUND, "not found")
             return
         if not secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), self.server.token):
@@ -282,23 +290,33 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
             return
+        bulk = where == "/api/decisions"
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             length = -1
-        if not 0 < length <= MAX_BODY:
-            self._error(HTTPStatus.BAD_REQUEST, "a decision is a small JSON body")
+        if not 0 < length <= (MAX_BULK_BODY if bulk else MAX_BODY):
+            self.close_connection = True  # the body is not read: the connection cannot go on
+            self._error(
+                HTTPStatus.BAD_REQUEST,
+                f"a bulk is a JSON body of at most {MAX_BULK_BODY // 2**20} MiB"
+                if bulk
+                else "a decision is a small JSON body",
+            )
             return
         try:
             payload = json.loads(self.rfile.read(length))
         except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the stack
             self._error(HTTPStatus.BAD_REQUEST, "the body is not a JSON decision")
             return
+        state = self.server.state
         try:
-            row, decision, label = parse_decision(payload, len(self.server.state.paths))
-            result = self.server.state.decide(row, decision, label)
-        except (OutputError, OSError) as err:  # full disk, ...: the decision was not taken
-            logger.error("cannot write %s: %s", self.server.state.path, err)
+            if bulk:
+                result = state.decide_many(parse_decisions(payload, len(state.paths)))
+            else:
+                result = state.decide(*parse_decision(payload, len(state.paths)))
+        except (OutputError, OSError) as err:  # full disk, ...: the decisions were not taken
+            logger.error("cannot write %s: %s", state.path, err)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot write the decisions file: {err}")
         except LabelcleanError as err:
             self._error(HTTPStatus.BAD_REQUEST, str(err))
