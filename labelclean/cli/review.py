@@ -20,9 +20,9 @@ def _decisions_path(report_path: Path, decisions: Path | None, *, inputs: Inputs
     """The decisions file to use, refused when it cannot be one (a folder, an input)."""
     from labelclean._io import check_writable
     from labelclean.errors import ConfigError
-    from labelclean.review.decisions import default_decisions_path
+    from labelclean.review.decisions import default_decisions_path, writable_decisions_path
 
-    path = decisions or default_decisions_path(report_path)
+    path = writable_decisions_path(decisions or default_decisions_path(report_path))
     # read to resume, then rewritten: an existing file is fine; an input, a folder or an
     # unwritable place is refused before the server starts
     check_writable(path, overwrite=True, flag="--decisions", inputs=inputs)

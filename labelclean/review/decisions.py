@@ -122,18 +122,14 @@ def _path_of(text: str, images: Container[str]) -> str | None:
 
 
 def _class_of(text: str, classes: set[str]) -> str | None:
-    """``text`` as a class: verbatim (a class may be ``"cat "``), else unambiguously stripped.
-
-    A label typed by hand (``cat`` for the class ``"cat "``) is the one class that equals it
-    once surrounding spaces are cut on both sides; none or two such classes: not a class.
-    """
+    """``text`` as a class: verbatim (a class may be ``"cat "``), else the one class spelled
+    like it (:func:`labelclean.data.manifest.class_finder`: ``cat`` typed for ``"cat "``, a
+    spelling ``--normalize-labels`` merged)."""
     if text in classes:
         return text
-    bare = text.strip()
-    if bare in classes:
-        return bare
-    near = [c for c in classes if c.strip() == bare]
-    return near[0] if len(near) == 1 else None
+    from labelclean.data.manifest import class_finder
+
+    return class_finder(classes)(text)
 
 
 def check_decision(
@@ -220,7 +216,21 @@ def _records(lines: list[str]) -> Iterator[_Record]:
             yield _Record(start + 1, lines[start], cells, True)
         else:
             cells = next(csv.reader(rest()), [])
-            yield _Record(start + 1, "".join(lines[start:pos]), cells, False)
+            raw = "".join(lines[start:pos])
+            if pos == len(lines) and _unclosed(raw):
+                # the reader ran to the end of the file inside a quote: every later row (and
+                # one the review appends) would be part of this cell
+                raise csv.Error(f"line {start + 1}: a quoted cell is never closed")
+            yield _Record(start + 1, raw, cells, False)
+
+
+def _unclosed(raw: str) -> bool:
+    """Whether the CSV record ``raw`` ends inside a quoted cell (a ``"`` missing)."""
+    try:
+        list(csv.reader([raw], strict=True))
+    except csv.Error as err:
+        return "end of data" in str(err)
+    return False
 
 
 def _parse(text: str, source: Path) -> _Table:
@@ -282,9 +292,8 @@ def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, De
 def decisions_text(path: Path) -> str:
     """The text of a CSV of decisions (a leading BOM kept), or a DecisionError saying why not."""
     if not path.is_file():
-        raise DecisionError(
-            f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else "")
-        )
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else ""
+        raise DecisionError(f"{path}: no such decisions file" + (f" ({what})" if what else ""))
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -500,6 +509,17 @@ def claim_report(path: str | os.PathLike[str]) -> bool:
     return True
 
 
+def writable_decisions_path(path: str | os.PathLike[str]) -> Path:
+    """The file to replace for ``path``: where it leads, when it is a link to a file.
+
+    Each update replaces the file by a rename, which would replace a link itself with a
+    copy: the user's link (into a synced folder, say) would be gone and the file it names
+    left stale, and a second review using the real name would merge into another file.
+    """
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() and path.is_file() else path
+
+
 def _fresh_table(fingerprint: str, report_name: str) -> _Table:
     lines = [_fingerprint_line(fingerprint, report_name), ",".join(COLUMNS)]
     records = [_Record(i + 1, line + "\r\n", [line], i == 0) for i, line in enumerate(lines)]
@@ -581,7 +601,7 @@ def record_decision(
             row, naming file and line); nothing is written.
         OutputError: It cannot be written (a full disk); it is left as it was.
     """
-    path = Path(path)
+    path = writable_decisions_path(path)
     with _folder_lock(path.parent):
         if path.exists():
             table = _parse(decisions_text(path), path)
@@ -596,8 +616,9 @@ def record_decision(
         _, owners = _decide_all(_rows_of(table, labels), where, labels=labels, classes=classes)
         _set_row(table, owners.get(image, []), decision, image)
         text = ("\ufeff" if table.bom else "") + "".join(r.raw for r in table.records)
-        atomic_write_text(path, text, overwrite=True, flag="--decisions")
-        # read back what was written: line numbers as in the file, for later messages
+        # read back what will be written, before writing: line numbers as in the file for
+        # later messages, and a text that would not read back is never written
         written = _parse(text, path)
         by_path, _ = _decide_all(_rows_of(written, labels), where, labels=labels, classes=classes)
+        atomic_write_text(path, text, overwrite=True, flag="--decisions")
     return by_path

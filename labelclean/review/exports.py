@@ -7,7 +7,9 @@ apart by the header (the first line that is neither empty nor a ``#`` comment):
 - ``path`` and ``new_label``: the report page's "Export CSV" (``report.js``). A row whose
   ``new_label`` is filled in decides its image: ``accept`` when it is the audit's suggestion,
   ``keep`` when it is the given label, ``relabel`` otherwise; an empty ``new_label`` decides
-  nothing;
+  nothing. ``report.js`` escapes its cells for spreadsheets as labelclean's CSVs do
+  (:mod:`labelclean._csv`), so path and label are unescaped, or a class ``=x`` would not
+  match;
 - ``label`` beside ``labelclean_report`` or ``annotation_id``: Label Studio's CSV export of the
   tasks of ``labelclean export --format label-studio``, one row per task with its data fields
   and the chosen ``label`` and ``review`` values as columns
@@ -20,6 +22,8 @@ import csv
 import io
 from pathlib import Path
 
+from labelclean._csv import unescape_cell
+from labelclean.data.manifest import class_finder
 from labelclean.report.parquet import Report
 from labelclean.review.decisions import Decision, decisions_text, suggested_labels
 
@@ -67,11 +71,13 @@ def read_other_csv(path: Path, report: Report) -> tuple[list[Decision], str | No
 def _from_report_export(rows: list[tuple[int, dict[str, str]]], report: Report) -> list[Decision]:
     """A decision for every row whose ``new_label`` is filled in (line = its CSV line)."""
     labels = suggested_labels(report)
+    find = class_finder(report.class_names)
     out = []
     for line, row in rows:
-        path, label = row.get("path", ""), row.get(NEW_LABEL, "")
+        path, label = (unescape_cell(row.get(c, "")) for c in ("path", NEW_LABEL))
         if not label:
             continue
+        label = find(label) or label  # the class it names, as the report spells it
         given, suggested = labels.get(path, (None, None))
         kind = "accept" if label == suggested else "keep" if label == given else "relabel"
         out.append(Decision(path, kind, label, "", line))

@@ -1,0 +1,171 @@
+"""A hostile user's probe of the review round trips: the report page's CSV with cells escaped
+for spreadsheets, class names a truth file or a hand edit spells otherwise, a decisions file
+edited, linked or swapped while the review runs, a token header no ASCII compare takes."""
+
+import http.client
+import json
+import os
+
+import pandas as pd
+import pytest
+from test_report_html import make_digits_report
+from typer.testing import CliRunner
+
+from labelclean._csv import escape_cell, frame_to_csv
+from labelclean.cli import app
+from labelclean.evaluate import read_truth
+from labelclean.report.parquet import read_report
+from labelclean.review.decisions import load_decisions, report_fingerprint
+from labelclean.review.server import TOKEN_HEADER, ReviewServer
+from labelclean.review.state import ReviewState
+
+runner = CliRunner()
+#: Class names a spreadsheet would run, or that lose their spaces to a careless reader.
+ODD = ["=1+1", "'quoted", "-1", "+x", "@x", "\ttab", "cat ", "-", "=HYPERLINK(\"x\")", "nine"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    """The digits report with formula-like class names and an image named ``=cmd.png``."""
+    return make_digits_report(tmp_path_factory.mktemp("odd"), class_names=ODD, odd_path="=cmd.png")
+
+
+@pytest.fixture
+def digits(tmp_path):
+    return make_digits_report(tmp_path)
+
+
+def serve(report, decisions=None):
+    state = ReviewState(read_report(report), decisions or report.with_suffix(".decisions.csv"),
+                        fingerprint=report_fingerprint(report))
+    server = ReviewServer(state, "127.0.0.1", 0)
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def post(server, row, decision, label=None, token=None):
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps({"id": row, "decision": decision, "label": label})
+    conn.request("POST", "/api/decision", body=body, headers={
+        "Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
+        TOKEN_HEADER: server.token if token is None else token})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, json.loads(data)
+
+
+def stop(server):
+    server.shutdown()
+    server.server_close()
+
+
+def test_apply_unescapes_the_report_pages_csv_export(odd, tmp_path):
+    """report.js escapes every text cell as labelclean's CSVs do; apply must undo it."""
+    rep = read_report(odd)
+    f = rep.frame
+    row1 = f.iloc[1]  # given "'quoted"
+    export = tmp_path / "labelclean-selection.csv"
+    lines = ["path,given_label,clean_label,action,new_label"]
+    for path, given, new in (("=cmd.png", ODD[0], "'quoted"), (row1.path, row1.given_label, "@x")):
+        cells = [path, given, given, "keep", new]
+        lines.append(",".join(escape_cell(c) for c in cells))  # as report.js writes them
+    export.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "final.csv"
+    r = invoke("apply", odd, export, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "2 decided by a reviewer (0 accept, 0 keep, 2 relabel, 0 drop)" in r.output
+    final = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert "'=cmd.png" in final["path"].tolist()  # apply's own output is escaped again
+    got = load_decisions(export, rep, fingerprint=report_fingerprint(odd)).by_path
+    assert {p: d.label for p, d in got.items()} == {"=cmd.png": "'quoted", row1.path: "@x"}
+
+
+def test_evaluate_reads_truth_labels_as_the_report_spells_them(odd, tmp_path):
+    """A tab-led class or one with a trailing space round-trips export -> evaluate."""
+    rep = read_report(odd)
+    truth = tmp_path / "truth.csv"
+    frame_to_csv(pd.DataFrame({"path": rep.frame["path"], "label": rep.frame["given_label"]}), truth)
+    r = invoke("evaluate", odd, "--truth", truth)
+    assert r.exit_code == 0, r.output
+    got = read_truth(truth, rep.frame, class_names=rep.class_names)
+    assert list(got) == rep.frame["given_label"].tolist()
+    # typed by hand: no trailing space, no tab; still the report's class, since only one fits
+    hand = tmp_path / "hand.csv"
+    frame_to_csv(pd.DataFrame({"path": rep.frame["path"], "label": rep.frame["given_label"].str.strip()}), hand)
+    assert list(read_truth(hand, rep.frame, class_names=rep.class_names)) == rep.frame["given_label"].tolist()
+
+
+def test_a_spelling_normalize_labels_merged_names_the_merged_class(tmp_path):
+    """After --normalize-labels merged Cat into cat, a truth or decisions file saying Cat means cat."""
+    report = make_digits_report(tmp_path, class_names=["cat", *map(str, range(1, 10))])
+    rep, fp = read_report(report), report_fingerprint(report)
+    f = rep.frame
+    row = f.index[(f["given_label"] != "cat") & (f["cluster"] == "CS")][0]
+    dec = tmp_path / "d.csv"
+    dec.write_text(f"path,decision,label\n{f.loc[row, 'path']},relabel,Cat\n")
+    assert load_decisions(dec, rep, fingerprint=fp).by_path[f.loc[row, "path"]].label == "cat"
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"path": f["path"], "label": f["given_label"].replace("cat", "Cat")}).to_csv(truth, index=False)
+    assert set(read_truth(truth, f, class_names=rep.class_names)) == set(f["given_label"])
+
+
+def test_a_token_header_no_ascii_compare_takes_is_a_403(digits, capfd):
+    server = serve(digits)
+    try:
+        status, body = post(server, 0, "keep", token="é" + server.token)
+        assert status == 403 and "token" in body["error"].lower()
+        assert post(server, 0, "keep")[0] == 200  # still serving
+    finally:
+        stop(server)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_hand_edit_with_an_open_quote_is_refused_and_not_written_over(digits):
+    """A row whose quote never closes would swallow the row the review appends after it."""
+    dec = digits.with_suffix(".decisions.csv")
+    server = serve(digits)
+    try:
+        assert post(server, 0, "keep")[0] == 200
+        with open(dec, "a", newline="") as fh:
+            fh.write('d002.png,"keep\r\n')
+        before = dec.read_bytes()
+        status, body = post(server, 3, "keep")
+        assert status == 400 and "never closed" in body["error"] and "line 4" in body["error"], body
+        assert dec.read_bytes() == before  # nothing written: the edit can still be fixed
+    finally:
+        stop(server)
+    r = invoke("apply", digits, dec, "--out", digits.parent / "final.csv")
+    assert r.exit_code == 1 and "line 4: a quoted cell is never closed" in r.output, r.output
+
+
+def test_a_decisions_file_that_is_a_link_is_written_through(digits, tmp_path):
+    """The link stays the user's; the file it names gets every decision."""
+    real = tmp_path / "synced" / "decisions.csv"
+    real.parent.mkdir()
+    real.write_text("path,decision,label,time,note\nd005.png,drop,,,blurry\n")
+    link = digits.parent / "link.decisions.csv"
+    link.symlink_to(real)
+    server = serve(digits, link)
+    try:
+        assert post(server, 0, "keep")[0] == 200
+    finally:
+        stop(server)
+    assert link.is_symlink() and os.path.realpath(link) == str(real)
+    got = load_decisions(real, read_report(digits), fingerprint=report_fingerprint(digits)).by_path
+    assert {p: d.decision for p, d in got.items()} == {"d005.png": "drop", "d000.png": "keep"}
+    assert "blurry" in real.read_text()
+
+
+def test_a_fifo_given_as_decisions_is_named_for_what_it_is(digits):
+    fifo = digits.parent / "decisions.csv"
+    os.mkfifo(fifo)
+    r = invoke("apply", digits, fifo, "--out", digits.parent / "final.csv")
+    assert r.exit_code == 1 and "not a regular file" in r.output, r.output
