@@ -169,3 +169,31 @@ def test_a_fifo_given_as_decisions_is_named_for_what_it_is(digits):
     os.mkfifo(fifo)
     r = invoke("apply", digits, fifo, "--out", digits.parent / "final.csv")
     assert r.exit_code == 1 and "not a regular file" in r.output, r.output
+
+
+def test_drop_unlabeled_is_not_ignored_with_only_reviewed(digits, tmp_path):
+    rep = read_report(digits)
+    unlabeled = set(rep.frame.loc[rep.frame["clean_label"].isna(), "path"])
+    assert unlabeled
+    dec = tmp_path / "none.csv"
+    dec.write_text("path,decision,label,time\n")
+    out = tmp_path / "final.csv"
+    r = invoke("apply", digits, dec, "--out", out, "--only-reviewed", "--drop-unlabeled")
+    assert r.exit_code == 0, r.output
+    final = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(final) == len(rep.frame) - len(unlabeled) and not unlabeled & set(final["path"])
+    kept = rep.frame[rep.frame["clean_label"].notna()]
+    assert final["label"].tolist() == kept["given_label"].tolist()  # the given ones, as asked
+    assert f"{len(unlabeled)} images the audit unlabeled and nobody decided left out" in r.output
+
+
+def test_apply_with_no_decisions_relies_on_no_deprecated_pandas_fill(digits):
+    """An empty decisions file maps to an all-NaN float column; pandas 4 refuses "" there."""
+    import warnings
+
+    from labelclean.review.apply import apply_decisions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        table, summary = apply_decisions(read_report(digits), {})
+    assert len(table) == summary.n_written == 80 and table["label"].notna().all()

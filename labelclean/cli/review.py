@@ -142,7 +142,7 @@ def apply_(
         typer.Option(
             "--drop-unlabeled",
             help="Leave out the images the audit unlabeled and nobody decided (as export) "
-            "instead of keeping their given label.",
+            "instead of keeping their given label (with --only-reviewed too).",
         ),
     ] = False,
     overwrite: Annotated[
