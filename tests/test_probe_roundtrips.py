@@ -197,3 +197,15 @@ def test_apply_with_no_decisions_relies_on_no_deprecated_pandas_fill(digits):
         warnings.simplefilter("error", DeprecationWarning)
         table, summary = apply_decisions(read_report(digits), {})
     assert len(table) == summary.n_written == 80 and table["label"].notna().all()
+
+
+@pytest.mark.parametrize("fmt, flag", [
+    ("label-studio", ["--drop-unlabeled"]), ("label-studio", ["--absolute-paths"]),
+    ("manifest", ["--document-root", "."]),
+])
+def test_export_refuses_an_option_of_the_other_format(digits, fmt, flag):
+    """Each would be silently ignored: tasks written for every image, relative URLs."""
+    out = digits.parent / ("t.json" if fmt == "label-studio" else "m.csv")
+    r = invoke("export", digits, "--format", fmt, *flag, "--out", out)
+    assert r.exit_code == 1 and f"error: {flag[0]} is not an option of --format {fmt}" in r.output
+    assert not out.exists()
