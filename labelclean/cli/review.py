@@ -22,10 +22,12 @@ def _decisions_path(report_path: Path, decisions: Path | None, *, inputs: Inputs
     from labelclean.errors import ConfigError
     from labelclean.review.decisions import default_decisions_path, writable_decisions_path
 
-    path = writable_decisions_path(decisions or default_decisions_path(report_path))
+    given = decisions or default_decisions_path(report_path)
+    path = writable_decisions_path(given)  # a link: the file it leads to is rewritten
     # read to resume, then rewritten: an existing file is fine; an input, a folder or an
     # unwritable place is refused before the server starts
-    check_writable(path, overwrite=True, flag="--decisions", inputs=inputs)
+    for p in dict.fromkeys((given, path)):
+        check_writable(p, overwrite=True, flag="--decisions", inputs=inputs)
     if path.suffix.lower() != ".csv":
         raise ConfigError(f"--decisions {path}: the review writes CSV; name the file *.csv")
     if not path.parent.is_dir():
