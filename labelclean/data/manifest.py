@@ -288,7 +288,7 @@ def class_finder(classes: Iterable[str]) -> Callable[[str], str | None]:
     """A lookup of a label among ``classes``: verbatim, else the one class spelled like it.
 
     A label written by hand or by another tool (a truth file, a decisions row) may lose a
-    class's surrounding spaces (``cat`` for ``"cat "``, a tab-led ``\tx``) or name the
+    class's surrounding spaces (``cat`` for ``"cat "``, a tab before ``x``) or name the
     spelling ``--normalize-labels`` merged away (``Cat`` for ``cat``). An audit's classes
     never share a :func:`spelling_key` (:func:`merge_spellings` refuses or merges them), so
     the match is the class the writer meant; where two classes would match, none does (None).

@@ -122,9 +122,11 @@ def _path_of(text: str, images: Container[str]) -> str | None:
 
 
 def _class_of(text: str, classes: set[str]) -> str | None:
-    """``text`` as a class: verbatim (a class may be ``"cat "``), else the one class spelled
-    like it (:func:`labelclean.data.manifest.class_finder`: ``cat`` typed for ``"cat "``, a
-    spelling ``--normalize-labels`` merged)."""
+    """``text`` as a class: verbatim (a class may be ``"cat "``), else the one spelled like it.
+
+    :func:`labelclean.data.manifest.class_finder`: ``cat`` typed for ``"cat "``, or a
+    spelling ``--normalize-labels`` merged.
+    """
     if text in classes:
         return text
     from labelclean.data.manifest import class_finder
