@@ -209,3 +209,13 @@ def test_export_refuses_an_option_of_the_other_format(digits, fmt, flag):
     r = invoke("export", digits, "--format", fmt, *flag, "--out", out)
     assert r.exit_code == 1 and f"error: {flag[0]} is not an option of --format {fmt}" in r.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("sep, name", [(";", "';'"), ("\t", "tabs")])
+def test_a_decisions_file_saved_with_another_separator_says_so(digits, sep, name):
+    """A spreadsheet in a ';' locale saves the page's export or a decisions file so."""
+    for header in ("path,decision,label,time", "path,given_label,new_label"):
+        dec = digits.parent / "semi.csv"
+        dec.write_text(header.replace(",", sep) + "\n" + sep.join(["d001.png", "keep", "1"]) + "\n")
+        r = invoke("apply", digits, dec, "--out", digits.parent / "final.csv")
+        assert r.exit_code == 1 and f"looks separated by {name}; decisions are comma-separated" in r.output, r.output

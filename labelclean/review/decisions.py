@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 DECISIONS = ("accept", "keep", "relabel", "drop")
 COLUMNS = ("path", "decision", "label", "time")
+#: Separators a spreadsheet may save a CSV with, for the hint when the header is one cell.
+_SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
 _FINGERPRINT = re.compile(r"^#\s*labelclean decisions\b.*?\bsha256=([0-9a-f]{64})")
 
 
@@ -255,6 +257,13 @@ def _parse(text: str, source: Path) -> _Table:
         header = [c.strip().lower() for c in r.cells]
         lacking = [c for c in ("path", "decision") if c not in header]
         if lacking:
+            # a spreadsheet set to another locale saves with ';': say so, not "no path"
+            other = next((n for c, n in _SEPARATORS.items() if c in r.cells[0]), None)
+            if len(r.cells) == 1 and other is not None:
+                raise DecisionError(
+                    f"{source} line {r.line}: the header {r.cells[0]!r} looks separated by "
+                    f"{other}; decisions are comma-separated: save it with commas"
+                )
             raise DecisionError(
                 f"{source} line {r.line}: the header needs the columns "
                 f"{','.join(COLUMNS)} (missing {', '.join(lacking)})"
