@@ -219,3 +219,19 @@ def test_a_decisions_file_saved_with_another_separator_says_so(digits, sep, name
         dec.write_text(header.replace(",", sep) + "\n" + sep.join(["d001.png", "keep", "1"]) + "\n")
         r = invoke("apply", digits, dec, "--out", digits.parent / "final.csv")
         assert r.exit_code == 1 and f"looks separated by {name}; decisions are comma-separated" in r.output, r.output
+
+
+def test_a_decompression_bomb_swapped_in_is_not_decoded_for_a_thumbnail(digits):
+    """A 12,000 x 12,000 PNG of 600 KB: shrinking it took 550 MB; now refused from its header."""
+    from PIL import Image
+
+    Image.new("L", (12_000, 12_000)).save(digits.parent / "images" / "d000.png", compress_level=1)
+    state = ReviewState(read_report(digits), digits.with_suffix(".decisions.csv"),
+                        fingerprint=report_fingerprint(digits))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert state.thumbnail(0) is None and "144000000 pixels" in state.thumbs.missing["d000.png"]
+    assert not caught  # a refusal, not a warning on the terminal
+    assert state.thumbnail(1) is not None
