@@ -235,3 +235,18 @@ def test_a_decompression_bomb_swapped_in_is_not_decoded_for_a_thumbnail(digits):
         assert state.thumbnail(0) is None and "144000000 pixels" in state.thumbs.missing["d000.png"]
     assert not caught  # a refusal, not a warning on the terminal
     assert state.thumbnail(1) is not None
+
+
+@pytest.mark.parametrize("tail, needle", [
+    ('d001.png,1,"7\nd002.png,2,8\n', "line 2: a quoted cell is never closed"),
+    ("d001.png,1," + "x" * 200_000 + "\n", "field larger than field limit"),
+])
+def test_a_broken_page_export_is_one_error_line(digits, tail, needle):
+    """An open quote would take the later rows (and their decisions); a huge cell raised."""
+    export = digits.parent / "selection.csv"
+    export.write_text("path,given_label,new_label\n" + tail)
+    for command in (["apply", digits, export, "--out", digits.parent / "f.csv"],
+                    ["review", digits, "--decisions", export, "--no-browser"]):
+        r = invoke(*command)
+        assert r.exit_code == 1 and r.output.startswith(f"error: {export}: not a readable CSV"), r.output
+        assert needle in r.output and isinstance(r.exception, SystemExit)  # no traceback

@@ -221,14 +221,14 @@ def _records(lines: list[str]) -> Iterator[_Record]:
         else:
             cells = next(csv.reader(rest()), [])
             raw = "".join(lines[start:pos])
-            if pos == len(lines) and _unclosed(raw):
+            if pos == len(lines) and unclosed(raw):
                 # the reader ran to the end of the file inside a quote: every later row (and
                 # one the review appends) would be part of this cell
                 raise csv.Error(f"line {start + 1}: a quoted cell is never closed")
             yield _Record(start + 1, raw, cells, False)
 
 
-def _unclosed(raw: str) -> bool:
+def unclosed(raw: str) -> bool:
     """Whether the CSV record ``raw`` ends inside a quoted cell (a ``"`` missing)."""
     try:
         list(csv.reader([raw], strict=True))

@@ -25,18 +25,34 @@ from pathlib import Path
 from labelclean._csv import unescape_cell
 from labelclean.data.manifest import class_finder
 from labelclean.report.parquet import Report
-from labelclean.review.decisions import Decision, decisions_text, suggested_labels
+from labelclean.review.decisions import (
+    Decision,
+    DecisionError,
+    decisions_text,
+    suggested_labels,
+    unclosed,
+)
 
 #: The column the report page's CSV export leaves empty for a person to fill in.
 NEW_LABEL = "new_label"
 
 
 def _table(text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The header (lower case) and each later non-empty row with its line number."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    """The header (lower case) and each later non-empty row with its line number.
+
+    Raises:
+        csv.Error: A cell past the CSV reader's size limit, or a quote never closed (the
+            reader would take every later row into that cell, and their decisions with it).
+    """
+    lines = io.StringIO(text, newline="").readlines()  # as the reader splits them
+    reader = csv.reader(lines)
     header: list[str] | None = None
     rows = []
+    start = 1  # the line the next record starts on
     for cells in reader:
+        first, start = start, reader.line_num + 1
+        if reader.line_num == len(lines) and unclosed("".join(lines[first - 1 :])):
+            raise csv.Error(f"line {first}: a quoted cell is never closed")
         if not any(c.strip() for c in cells):
             continue
         if header is None:
@@ -56,7 +72,10 @@ def read_other_csv(path: Path, report: Report) -> tuple[list[Decision], str | No
     """
     if path.suffix.lower() != ".csv" or not path.is_file():
         return None
-    header, rows = _table(decisions_text(path).removeprefix("\ufeff"))
+    try:
+        header, rows = _table(decisions_text(path).removeprefix("\ufeff"))
+    except csv.Error as err:
+        raise DecisionError(f"{path}: not a readable CSV ({err})") from None
     if "decision" in header:
         return None
     if "path" in header and NEW_LABEL in header:
