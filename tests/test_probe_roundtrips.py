@@ -250,3 +250,19 @@ def test_a_broken_page_export_is_one_error_line(digits, tail, needle):
         r = invoke(*command)
         assert r.exit_code == 1 and r.output.startswith(f"error: {export}: not a readable CSV"), r.output
         assert needle in r.output and isinstance(r.exception, SystemExit)  # no traceback
+
+
+def test_a_link_swapped_in_for_the_decisions_file_is_not_followed(digits, tmp_path):
+    """Resolved when the review starts; a link put there later must not redirect the write."""
+    dec = digits.with_suffix(".decisions.csv")
+    server = serve(digits)
+    try:
+        assert post(server, 0, "keep")[0] == 200
+        victim = tmp_path / "victim.csv"
+        victim.write_bytes(dec.read_bytes())  # a file that reads as this report's decisions
+        dec.unlink()
+        dec.symlink_to(victim)
+        assert post(server, 3, "keep")[0] == 200
+    finally:
+        stop(server)
+    assert "d003.png" not in victim.read_text() and not dec.is_symlink()

@@ -526,6 +526,8 @@ def writable_decisions_path(path: str | os.PathLike[str]) -> Path:
     Each update replaces the file by a rename, which would replace a link itself with a
     copy: the user's link (into a synced folder, say) would be gone and the file it names
     left stale, and a second review using the real name would merge into another file.
+    Resolved once, when the review starts: a link swapped in for the file later is replaced
+    like any file, never followed to what it names.
     """
     path = Path(path)
     return Path(os.path.realpath(path)) if path.is_symlink() and path.is_file() else path
@@ -612,7 +614,8 @@ def record_decision(
             row, naming file and line); nothing is written.
         OutputError: It cannot be written (a full disk); it is left as it was.
     """
-    path = writable_decisions_path(path)
+    path = Path(path)  # resolved once by the caller (writable_decisions_path), not here:
+    # a link swapped in later must not redirect the write to a file it names
     with _folder_lock(path.parent):
         if path.exists():
             table = _parse(decisions_text(path), path)
