@@ -266,3 +266,8 @@ def test_a_link_swapped_in_for_the_decisions_file_is_not_followed(digits, tmp_pa
     finally:
         stop(server)
     assert "d003.png" not in victim.read_text() and not dec.is_symlink()
+
+
+def test_the_report_given_as_its_own_decisions_is_named_so(digits):
+    r = invoke("apply", digits, digits, "--out", digits.parent / "final.csv")
+    assert r.exit_code == 1 and "a Parquet file (a report?), not decisions" in r.output, r.output

@@ -306,6 +306,11 @@ def decisions_text(path: Path) -> str:
         what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else ""
         raise DecisionError(f"{path}: no such decisions file" + (f" ({what})" if what else ""))
     raw = path.read_bytes()
+    if raw.startswith(b"PAR1"):  # `apply report.parquet report.parquet`: say what it is
+        raise DecisionError(
+            f"{path}: a Parquet file (a report?), not decisions; give the decisions CSV of "
+            "`labelclean review` or a report page or Label Studio export"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
