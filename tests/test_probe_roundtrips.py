@@ -271,3 +271,11 @@ def test_a_link_swapped_in_for_the_decisions_file_is_not_followed(digits, tmp_pa
 def test_the_report_given_as_its_own_decisions_is_named_so(digits):
     r = invoke("apply", digits, digits, "--out", digits.parent / "final.csv")
     assert r.exit_code == 1 and "a Parquet file (a report?), not decisions" in r.output, r.output
+
+
+def test_a_fifo_given_as_the_report_is_not_called_a_directory(tmp_path):
+    from labelclean.errors import ReportError
+
+    os.mkfifo(tmp_path / "report.parquet")
+    with pytest.raises(ReportError, match="is not a regular file"):
+        read_report(tmp_path / "report.parquet")
