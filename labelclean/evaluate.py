@@ -336,7 +336,9 @@ def read_truth(
 
     path = Path(path)
     if not path.is_file():
-        raise ReportError(f"{path}: no such truth file (give a CSV/Parquet with path,label)")
+        from labelclean._io import not_a_file
+
+        raise ReportError(not_a_file(path, "truth file") + " (give a CSV/Parquet with path,label)")
     frame = read_table(path)
     if label_column is None:
         label_column = "true_label" if "true_label" in frame.columns else "label"

@@ -279,3 +279,12 @@ def test_a_fifo_given_as_the_report_is_not_called_a_directory(tmp_path):
     os.mkfifo(tmp_path / "report.parquet")
     with pytest.raises(ReportError, match="is not a regular file"):
         read_report(tmp_path / "report.parquet")
+
+
+def test_a_fifo_or_folder_given_as_truth_or_labels_is_named_for_what_it_is(digits, tmp_path):
+    os.mkfifo(tmp_path / "fifo.csv")
+    for given, needle in ((tmp_path / "fifo.csv", "not a regular file (a FIFO or a device)"), (tmp_path, "a folder")):
+        r = invoke("evaluate", digits, "--truth", given)
+        assert r.exit_code == 1 and f"{needle}; expected a truth file" in r.output, r.output
+        r = invoke("check", digits.parent / "images", given)
+        assert r.exit_code == 1 and f"{needle}; expected a labels file" in r.output, r.output

@@ -99,8 +99,10 @@ def test_files_that_are_not_decisions_are_refused(digits, rep, tmp_path):
         load_decisions(write(tmp_path / "h.csv", "path,label\na.png,3\n"), rep, fingerprint=fp)
     with pytest.raises(DecisionError, match="not a UTF-8 text file|binary|a Parquet file"):
         load_decisions(digits, rep, fingerprint=fp)  # the report itself
-    with pytest.raises(DecisionError, match="no such decisions file"):
+    with pytest.raises(DecisionError, match="a folder; expected a decisions file"):
         load_decisions(tmp_path, rep, fingerprint=fp)
+    with pytest.raises(DecisionError, match="no such decisions file"):
+        load_decisions(tmp_path / "nope.csv", rep, fingerprint=fp)
 
 
 def test_apply_takes_reviewer_decisions_first_then_the_audit(rep):

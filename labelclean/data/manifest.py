@@ -637,7 +637,9 @@ def read_manifest(
         )
     labels = Path(labels)
     if not labels.is_file():
-        raise ManifestError(f"{labels}: no such labels file")
+        from labelclean._io import not_a_file
+
+        raise ManifestError(not_a_file(labels, "labels file"))
     return _from_table(
         root,
         labels,

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from labelclean._csv import escape_cell, unescape_cell
-from labelclean._io import atomic_write_text
+from labelclean._io import atomic_write_text, not_a_file
 from labelclean.errors import ReportError
 from labelclean.report.parquet import Report
 
@@ -303,8 +303,7 @@ def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, De
 def decisions_text(path: Path) -> str:
     """The text of a CSV of decisions (a leading BOM kept), or a DecisionError saying why not."""
     if not path.is_file():
-        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else ""
-        raise DecisionError(f"{path}: no such decisions file" + (f" ({what})" if what else ""))
+        raise DecisionError(not_a_file(path, "decisions file"))
     raw = path.read_bytes()
     if raw.startswith(b"PAR1"):  # `apply report.parquet report.parquet`: say what it is
         raise DecisionError(
