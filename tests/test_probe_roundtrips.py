@@ -288,3 +288,16 @@ def test_a_fifo_or_folder_given_as_truth_or_labels_is_named_for_what_it_is(digit
         assert r.exit_code == 1 and f"{needle}; expected a truth file" in r.output, r.output
         r = invoke("check", digits.parent / "images", given)
         assert r.exit_code == 1 and f"{needle}; expected a labels file" in r.output, r.output
+
+
+def test_a_relabel_into_a_file_without_a_label_column_names_the_file(digits):
+    dec = digits.with_suffix(".decisions.csv")
+    dec.write_text("path,decision\nd001.png,keep\n")
+    before = dec.read_bytes()
+    server = serve(digits)
+    try:
+        status, body = post(server, 0, "relabel", "7" if read_report(digits).frame.loc[0, "given_label"] != "7" else "8")
+        assert status == 400 and body["error"].startswith(f"{dec}: no label column"), body
+    finally:
+        stop(server)
+    assert dec.read_bytes() == before

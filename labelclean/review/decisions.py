@@ -573,8 +573,6 @@ def _set_row(table: _Table, idxs: list[int], decision: Decision | None, image: s
                 drop.add(i)
         table.records = [r for i, r in enumerate(records) if i not in drop]
         return
-    if decision.decision == "relabel" and "label" not in cols:
-        raise DecisionError("the decisions file has no label column; add one to record a relabel")
     values = {
         "path": image,
         "decision": decision.decision,
@@ -630,6 +628,8 @@ def record_decision(
                 table.start += 1
         else:
             table = _fresh_table(fingerprint, report_name)
+        if decision is not None and decision.decision == "relabel" and "label" not in table.columns:
+            raise DecisionError(f"{path}: no label column; add one to record a relabel")
         where = f"{path} line"
         _, owners = _decide_all(_rows_of(table, labels), where, labels=labels, classes=classes)
         _set_row(table, owners.get(image, []), decision, image)
