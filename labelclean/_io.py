@@ -143,6 +143,19 @@ def read_json(
     return loads_json(data, error, source=str(path), expected=expected)
 
 
+def not_a_file(path: Path, what: str) -> str:
+    """Why ``path``, an input that is not a regular file, cannot be read as ``what``.
+
+    "no such <what>", or what is there instead (a folder, a FIFO or a device), so the
+    message does not say a file is missing that the user can see.
+    """
+    if path.is_dir():
+        return f"{path}: a folder; expected a {what}"
+    if path.exists():
+        return f"{path}: not a regular file (a FIFO or a device); expected a {what}"
+    return f"{path}: no such {what}"
+
+
 def is_user_os_error(err: OSError) -> bool:
     """True for the failures a user's disk or folders cause (full, read-only, ...)."""
     return _errno(err) in _REASONS

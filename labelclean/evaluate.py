@@ -317,7 +317,9 @@ def read_truth(
         label_column: Truth column holding the true labels; None picks ``true_label`` when
             the file has one (the output of ``labelclean corrupt``), else ``label``.
         class_names: The report's classes; a true label outside them is refused (a truth
-            file that names the classes differently would otherwise score as all wrong).
+            file that names the classes differently would otherwise score as all wrong). A
+            label is matched as the report spells it (``"cat "`` stays), else to the one
+            class spelled like it (``cat``, or ``Cat`` merged by ``--normalize-labels``).
 
     Returns:
         ``[N]`` object array of class names aligned with ``report``.
@@ -330,11 +332,13 @@ def read_truth(
     Example:
         >>> truth = read_truth("truth.csv", read_report("report.parquet").frame)  # doctest: +SKIP
     """
-    from labelclean.data.manifest import path_key, read_table
+    from labelclean.data.manifest import class_finder, path_key, read_table
 
     path = Path(path)
     if not path.is_file():
-        raise ReportError(f"{path}: no such truth file (give a CSV/Parquet with path,label)")
+        from labelclean._io import not_a_file
+
+        raise ReportError(not_a_file(path, "truth file") + " (give a CSV/Parquet with path,label)")
     frame = read_table(path)
     if label_column is None:
         label_column = "true_label" if "true_label" in frame.columns else "label"
@@ -344,8 +348,14 @@ def read_truth(
                 f"{path}: no column {col!r}; found {', '.join(map(str, frame.columns))} "
                 f"(choose another with {flag})"
             )
-    labels = frame[label_column].astype(str).str.strip()
-    empty = np.flatnonzero((labels == "").to_numpy())
+    labels = frame[label_column].astype(str)
+    if class_names is not None:  # as the report spells them: "cat " stays, "Cat" merged
+        find = class_finder(class_names)
+        spelled = {t: find(t) or t.strip() for t in labels.unique()}
+        labels = labels.map(spelled)
+    else:
+        labels = labels.str.strip()
+    empty = np.flatnonzero((labels.str.strip() == "").to_numpy())
     if len(empty):
         lines = [f"line {i + 2}" for i in empty]
         raise ReportError(f"{path}: empty label on {_listed(lines)}; every row needs a true label")

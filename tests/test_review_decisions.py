@@ -97,10 +97,12 @@ def test_files_that_are_not_decisions_are_refused(digits, rep, tmp_path):
         load_decisions(write(tmp_path / "o.csv", other), rep, fingerprint=fp)
     with pytest.raises(DecisionError, match="the header needs the columns"):
         load_decisions(write(tmp_path / "h.csv", "path,label\na.png,3\n"), rep, fingerprint=fp)
-    with pytest.raises(DecisionError, match="not a UTF-8 text file|binary"):
+    with pytest.raises(DecisionError, match="not a UTF-8 text file|binary|a Parquet file"):
         load_decisions(digits, rep, fingerprint=fp)  # the report itself
-    with pytest.raises(DecisionError, match="no such decisions file"):
+    with pytest.raises(DecisionError, match="a folder; expected a decisions file"):
         load_decisions(tmp_path, rep, fingerprint=fp)
+    with pytest.raises(DecisionError, match="no such decisions file"):
+        load_decisions(tmp_path / "nope.csv", rep, fingerprint=fp)
 
 
 def test_apply_takes_reviewer_decisions_first_then_the_audit(rep):
@@ -127,9 +129,9 @@ def test_apply_takes_reviewer_decisions_first_then_the_audit(rep):
 
     only, s2 = apply_decisions(rep, decisions, only_reviewed=True, drop_unlabeled=True)
     got = dict(zip(only["path"], only["label"]))
-    for r in undecided.itertuples():  # nobody decided: the given label
-        assert got[r.path] == r.given_label
-    assert s2.unlabeled == 0 and len(only) == 79
+    for r in undecided.itertuples():  # nobody decided: the given label, or left out if unlabeled
+        assert got.get(r.path) == (r.given_label if isinstance(r.clean_label, str) else None)
+    assert s2.unlabeled == 0 and s2.left_out_unlabeled == 12 and len(only) == 79 - 12
     dropped, s3 = apply_decisions(rep, decisions, drop_unlabeled=True)
     assert len(dropped) == 79 - 12 and dropped["label"].notna().all() and s3.left_out_unlabeled == 12
 

@@ -171,6 +171,23 @@ def export(
 
     if format not in ("manifest", "label-studio"):
         raise ConfigError(f"--format {format!r}: choose manifest or label-studio")
+    # an option of the other format would be silently ignored: refused, naming it
+    other = (
+        {"--drop-unlabeled": drop_unlabeled, "--absolute-paths": absolute_paths}
+        if format == "label-studio"
+        else {"--document-root": document_root is not None}
+    )
+    given = [flag for flag, on in other.items() if on]
+    if given:
+        raise ConfigError(
+            f"{given[0]} is not an option of --format {format} "
+            + (
+                "(tasks name every image, or the flagged ones with --only-flagged; their "
+                "URLs follow --document-root)"
+                if format == "label-studio"
+                else "(it is for --format label-studio)"
+            )
+        )
     if format == "label-studio":
         from labelclean.cli.review import export_label_studio
 

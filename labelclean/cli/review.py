@@ -20,12 +20,14 @@ def _decisions_path(report_path: Path, decisions: Path | None, *, inputs: Inputs
     """The decisions file to use, refused when it cannot be one (a folder, an input)."""
     from labelclean._io import check_writable
     from labelclean.errors import ConfigError
-    from labelclean.review.decisions import default_decisions_path
+    from labelclean.review.decisions import default_decisions_path, writable_decisions_path
 
-    path = decisions or default_decisions_path(report_path)
+    given = decisions or default_decisions_path(report_path)
+    path = writable_decisions_path(given)  # a link: the file it leads to is rewritten
     # read to resume, then rewritten: an existing file is fine; an input, a folder or an
     # unwritable place is refused before the server starts
-    check_writable(path, overwrite=True, flag="--decisions", inputs=inputs)
+    for p in dict.fromkeys((given, path)):
+        check_writable(p, overwrite=True, flag="--decisions", inputs=inputs)
     if path.suffix.lower() != ".csv":
         raise ConfigError(f"--decisions {path}: the review writes CSV; name the file *.csv")
     if not path.parent.is_dir():
@@ -145,7 +147,7 @@ def apply_(
         typer.Option(
             "--drop-unlabeled",
             help="Leave out the images the audit unlabeled and nobody decided (as export) "
-            "instead of keeping their given label.",
+            "instead of keeping their given label (with --only-reviewed too).",
         ),
     ] = False,
     overwrite: Annotated[

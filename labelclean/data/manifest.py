@@ -16,7 +16,7 @@ import os
 import posixpath
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -282,6 +282,30 @@ def _refuse_nested(labels: Path, columns: tuple[str, ...]) -> None:
 def spelling_key(label: str) -> str:
     """What two spellings of one class share: no surrounding spaces, Unicode NFC, case folded."""
     return unicodedata.normalize("NFC", label.strip()).casefold()
+
+
+def class_finder(classes: Iterable[str]) -> Callable[[str], str | None]:
+    """A lookup of a label among ``classes``: verbatim, else the one class spelled like it.
+
+    A label written by hand or by another tool (a truth file, a decisions row) may lose a
+    class's surrounding spaces (``cat`` for ``"cat "``, a tab before ``x``) or name the
+    spelling ``--normalize-labels`` merged away (``Cat`` for ``cat``). An audit's classes
+    never share a :func:`spelling_key` (:func:`merge_spellings` refuses or merges them), so
+    the match is the class the writer meant; where two classes would match, none does (None).
+    The index is built once, so looking up every label of a file costs O(N + C).
+    """
+    names = set(classes)
+    by_key: dict[str, list[str]] = {}
+    for c in names:
+        by_key.setdefault(spelling_key(c), []).append(c)
+
+    def find(text: str) -> str | None:
+        if text in names:
+            return text
+        near = by_key.get(spelling_key(text), [])
+        return near[0] if len(near) == 1 else None
+
+    return find
 
 
 def merge_spellings(
@@ -613,7 +637,9 @@ def read_manifest(
         )
     labels = Path(labels)
     if not labels.is_file():
-        raise ManifestError(f"{labels}: no such labels file")
+        from labelclean._io import not_a_file
+
+        raise ManifestError(not_a_file(labels, "labels file"))
     return _from_table(
         root,
         labels,

@@ -37,6 +37,7 @@ import numpy as np
 
 from labelclean._io import read_json
 from labelclean._version import __version__
+from labelclean.data.manifest import class_finder
 from labelclean.report.parquet import Report
 from labelclean.review.decisions import Decision, DecisionError, suggested_labels
 
@@ -267,6 +268,7 @@ def _decisions(
     """Decisions from numbered tasks (JSON, JSON-MIN, CSV rows) and the carried fingerprint."""
     paths = set(report.frame["path"].astype(str))
     labels = suggested_labels(report)
+    find = class_finder(report.class_names)
     out, fingerprints = [], set()
     for k, task in tasks:
         where = f"{path} {unit} {k}"
@@ -285,6 +287,7 @@ def _decisions(
         if dropped:
             out.append(Decision(image, "drop", None, time, k))
         elif label is not None:
+            label = find(label) or label  # the class it names, as the report spells it
             given, suggested = labels.get(image, (None, None))
             kind = "accept" if label == suggested else "keep" if label == given else "relabel"
             out.append(Decision(image, kind, label, time, k))

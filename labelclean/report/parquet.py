@@ -218,7 +218,8 @@ def read_report(path: str | os.PathLike[str], *, columns: Sequence[str] | None =
     if not path.exists():
         raise ReportError(f"{path}: no such report (make one with `labelclean audit`)")
     if not path.is_file():
-        raise ReportError(f"{path}: is a directory, expected a report.parquet file")
+        what = "is a directory" if path.is_dir() else "is not a regular file (a FIFO, a device)"
+        raise ReportError(f"{path}: {what}, expected a report.parquet file")
     try:
         pf = pq.ParquetFile(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for bad files

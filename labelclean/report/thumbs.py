@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def _opened(file: Any, formats: tuple[str, ...]) -> Any:
+    """``Image.open`` with Pillow's decompression-bomb warning raised as an error."""
+    from PIL import Image
+
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    return Image.open(file, formats=formats)
 
 
 class Thumbnails:
@@ -38,17 +47,24 @@ class Thumbnails:
         """The image shrunk to fit ``size``, as RGB PIL image, or None (reason in ``missing``)."""
         from PIL import Image
 
-        from labelclean.data.decode import ALLOWED_FORMATS, open_image_file
+        from labelclean.data.decode import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, open_image_file
 
         try:  # opened as the audit opens images: a FIFO swapped in cannot hang the page
             with (
+                warnings.catch_warnings(),  # Pillow's bomb warning: a refusal, as in the audit
                 (
                     io.BytesIO(self.opener(rel))
                     if self.opener
                     else open_image_file(self.root / rel)
                 ) as file,
-                Image.open(file, formats=ALLOWED_FORMATS) as img,
+                _opened(file, ALLOWED_FORMATS) as img,
             ):
+                if img.width * img.height > DEFAULT_MAX_PIXELS:
+                    # a bomb swapped in after the audit (a small PNG of 150,000,000 pixels
+                    # took 550 MB to shrink): refused from its header, as the audit would
+                    raise ValueError(
+                        f"{img.width:,} x {img.height:,} pixels, more than {DEFAULT_MAX_PIXELS:,}"
+                    )
                 img.draft("RGB", (self.size, self.size))  # JPEG: decode at reduced size
                 img = img.convert("RGB")
                 img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)

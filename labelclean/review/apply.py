@@ -83,7 +83,9 @@ def final_labels(
     unlabeled); :func:`apply_decisions` decides what the written file holds there.
     """
     paths = frame["path"].astype(str)
-    decision = paths.map({p: d.decision for p, d in decisions.items()}).fillna("").to_numpy(object)
+    # as objects first: with no decisions the map is all-NaN float64, which "" cannot fill
+    decision = paths.map({p: d.decision for p, d in decisions.items()}).astype(object)
+    decision = decision.fillna("").to_numpy(object)
     chosen = _names(paths.map({p: d.label for p, d in decisions.items()}))
     base = frame["given_label"] if only_reviewed else frame["clean_label"]
     labels = _names(base)
@@ -114,10 +116,12 @@ def apply_decisions(
     """
     f = report.frame
     fin = final_labels(f, decisions, only_reviewed=only_reviewed)
+    # the audit unlabeled, nobody decided: with only_reviewed too, so drop_unlabeled is
+    # never ignored (they have their given label then, but the audit did not stand by it)
+    undecided_unlabeled = (fin.decision == "") & f["clean_label"].isna().to_numpy()
     has_label = np.array([x is not None for x in fin.labels], dtype=bool)
-    undecided_unlabeled = ~fin.dropped & ~has_label  # the audit unlabeled, nobody decided
     given = f["given_label"].to_numpy(object)
-    labels = np.where(undecided_unlabeled, given, fin.labels)  # never an empty label
+    labels = np.where(~has_label, given, fin.labels)  # never an empty label
     keep = ~fin.dropped & ~(undecided_unlabeled & drop_unlabeled)
     table = pd.DataFrame({"path": f["path"].to_numpy()[keep], "label": labels[keep]})
     audit = _names(f["clean_label"])

@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from labelclean._csv import escape_cell, unescape_cell
-from labelclean._io import atomic_write_text
+from labelclean._io import atomic_write_text, not_a_file
 from labelclean.errors import ReportError
 from labelclean.report.parquet import Report
 
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 DECISIONS = ("accept", "keep", "relabel", "drop")
 COLUMNS = ("path", "decision", "label", "time")
+#: Separators a spreadsheet may save a CSV with, for the hint when the header is one cell.
+_SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
 _FINGERPRINT = re.compile(r"^#\s*labelclean decisions\b.*?\bsha256=([0-9a-f]{64})")
 
 
@@ -123,18 +125,16 @@ def _path_of(text: str, images: Container[str]) -> str | None:
 
 
 def _class_of(text: str, classes: set[str]) -> str | None:
-    """``text`` as a class: verbatim (a class may be ``"cat "``), else unambiguously stripped.
+    """``text`` as a class: verbatim (a class may be ``"cat "``), else the one spelled like it.
 
-    A label typed by hand (``cat`` for the class ``"cat "``) is the one class that equals it
-    once surrounding spaces are cut on both sides; none or two such classes: not a class.
+    :func:`labelclean.data.manifest.class_finder`: ``cat`` typed for ``"cat "``, or a
+    spelling ``--normalize-labels`` merged.
     """
     if text in classes:
         return text
-    bare = text.strip()
-    if bare in classes:
-        return bare
-    near = [c for c in classes if c.strip() == bare]
-    return near[0] if len(near) == 1 else None
+    from labelclean.data.manifest import class_finder
+
+    return class_finder(classes)(text)
 
 
 def check_decision(
@@ -221,7 +221,21 @@ def _records(lines: list[str]) -> Iterator[_Record]:
             yield _Record(start + 1, lines[start], cells, True)
         else:
             cells = next(csv.reader(rest()), [])
-            yield _Record(start + 1, "".join(lines[start:pos]), cells, False)
+            raw = "".join(lines[start:pos])
+            if pos == len(lines) and unclosed(raw):
+                # the reader ran to the end of the file inside a quote: every later row (and
+                # one the review appends) would be part of this cell
+                raise csv.Error(f"line {start + 1}: a quoted cell is never closed")
+            yield _Record(start + 1, raw, cells, False)
+
+
+def unclosed(raw: str) -> bool:
+    """Whether the CSV record ``raw`` ends inside a quoted cell (a ``"`` missing)."""
+    try:
+        list(csv.reader([raw], strict=True))
+    except csv.Error as err:
+        return "end of data" in str(err)
+    return False
 
 
 def _parse(text: str, source: Path) -> _Table:
@@ -244,6 +258,13 @@ def _parse(text: str, source: Path) -> _Table:
         header = [c.strip().lower() for c in r.cells]
         lacking = [c for c in ("path", "decision") if c not in header]
         if lacking:
+            # a spreadsheet set to another locale saves with ';': say so, not "no path"
+            other = next((n for c, n in _SEPARATORS.items() if c in r.cells[0]), None)
+            if len(r.cells) == 1 and other is not None:
+                raise DecisionError(
+                    f"{source} line {r.line}: the header {r.cells[0]!r} looks separated by "
+                    f"{other}; decisions are comma-separated: save it with commas"
+                )
             raise DecisionError(
                 f"{source} line {r.line}: the header needs the columns "
                 f"{','.join(COLUMNS)} (missing {', '.join(lacking)})"
@@ -283,10 +304,13 @@ def _rows_of(table: _Table, images: Container[str] | None) -> list[tuple[int, De
 def decisions_text(path: Path) -> str:
     """The text of a CSV of decisions (a leading BOM kept), or a DecisionError saying why not."""
     if not path.is_file():
-        raise DecisionError(
-            f"{path}: no such decisions file" + (" (a folder)" if path.is_dir() else "")
-        )
+        raise DecisionError(not_a_file(path, "decisions file"))
     raw = path.read_bytes()
+    if raw.startswith(b"PAR1"):  # `apply report.parquet report.parquet`: say what it is
+        raise DecisionError(
+            f"{path}: a Parquet file (a report?), not decisions; give the decisions CSV of "
+            "`labelclean review` or a report page or Label Studio export"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -501,6 +525,19 @@ def claim_report(path: str | os.PathLike[str]) -> bool:
     return True
 
 
+def writable_decisions_path(path: str | os.PathLike[str]) -> Path:
+    """The file to replace for ``path``: where it leads, when it is a link to a file.
+
+    Each update replaces the file by a rename, which would replace a link itself with a
+    copy: the user's link (into a synced folder, say) would be gone and the file it names
+    left stale, and a second review using the real name would merge into another file.
+    Resolved once, when the review starts: a link swapped in for the file later is replaced
+    like any file, never followed to what it names.
+    """
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() and path.is_file() else path
+
+
 def _fresh_table(fingerprint: str, report_name: str) -> _Table:
     lines = [_fingerprint_line(fingerprint, report_name), ",".join(COLUMNS)]
     records = [_Record(i + 1, line + "\r\n", [line], i == 0) for i, line in enumerate(lines)]
@@ -541,8 +578,6 @@ def _set_row(
             else:
                 dropped.add(i)
         return kept
-    if decision.decision == "relabel" and "label" not in cols:
-        raise DecisionError("the decisions file has no label column; add one to record a relabel")
     values = {
         "path": image,
         "decision": decision.decision,
@@ -614,7 +649,8 @@ def record_decisions(
             written.
         OutputError: It cannot be written (a full disk); it is left as it was.
     """
-    path = Path(path)
+    path = Path(path)  # resolved once by the caller (writable_decisions_path), not here:
+    # a link swapped in later must not redirect the write to a file it names
     with _folder_lock(path.parent):
         if path.exists():
             table = _parse(decisions_text(path), path)
@@ -625,6 +661,9 @@ def record_decisions(
                 table.start += 1
         else:
             table = _fresh_table(fingerprint, report_name)
+        relabels = any(d is not None and d.decision == "relabel" for _, d in changes)
+        if relabels and "label" not in table.columns:
+            raise DecisionError(f"{path}: no label column; add one to record a relabel")
         where = f"{path} line"
         _, owners = _decide_all(_rows_of(table, labels), where, labels=labels, classes=classes)
         dropped: set[int] = set()
@@ -632,8 +671,9 @@ def record_decisions(
             owners[image] = _set_row(table, owners.get(image, []), decision, image, dropped)
         table.records = [r for i, r in enumerate(table.records) if i not in dropped]
         text = ("\ufeff" if table.bom else "") + "".join(r.raw for r in table.records)
-        atomic_write_text(path, text, overwrite=True, flag="--decisions")
-        # read back what was written: line numbers as in the file, for later messages
+        # read back what will be written, before writing: line numbers as in the file for
+        # later messages, and a text that would not read back is never written
         written = _parse(text, path)
         by_path, _ = _decide_all(_rows_of(written, labels), where, labels=labels, classes=classes)
+        atomic_write_text(path, text, overwrite=True, flag="--decisions")
     return by_path

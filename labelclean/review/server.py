@@ -197,10 +197,19 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _header_token(self) -> bool:
+        """The token header is this session's token.
+
+        Compared as bytes: ``compare_digest`` raises on a ``str`` with non-ASCII characters,
+        which any client can send (headers are read as Latin-1).
+        """
+        given = self.headers.get(TOKEN_HEADER, "").encode("utf-8", "surrogateescape")
+        return secrets.compare_digest(given, self.server.token.encode())
+
     def _has_token(self) -> bool:
         """The request carries the session token: in the header, or in the session cookie."""
         token = self.server.token
-        if secrets.compare_digest(self.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
+        if self._header_token():
             return True
         jar = SimpleCookie()
         for raw in self.headers.get_all("Cookie") or []:
@@ -284,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if where not in ("/api/decision", "/api/decisions"):
             self._error(HTTPStatus.NOT_FOUND, "not found")
             return
-        if not secrets.compare_digest(self.headers.get(TOKEN_HEADER, ""), self.server.token):
+        if not self._header_token():
             self._error(HTTPStatus.FORBIDDEN, f"missing or wrong {TOKEN_HEADER}")
             return
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":

@@ -40,6 +40,7 @@ from labelclean.review.decisions import (
     now,
     record_decisions,
     suggested_labels,
+    writable_decisions_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class ReviewState:
     """The report, its decisions file and the queue, shared by the server's threads."""
 
     def __init__(self, report: Report, decisions_path: Path, *, fingerprint: str) -> None:
-        self.report, self.path, self.fingerprint = report, Path(decisions_path), fingerprint
+        self.report, self.fingerprint = report, fingerprint
+        self.path = writable_decisions_path(decisions_path)  # a link: where it leads
         f = report.frame
         self.paths = f["path"].astype(str).tolist()
         self.row_of = {p: i for i, p in enumerate(self.paths)}
