@@ -535,7 +535,11 @@ def writable_decisions_path(path: str | os.PathLike[str]) -> Path:
     like any file, never followed to what it names.
     """
     path = Path(path)
-    return Path(os.path.realpath(path)) if path.is_symlink() and path.is_file() else path
+    try:
+        linked = path.is_symlink() and path.is_file()
+    except OSError:  # a name too long, a loop: the output check says so, naming the option
+        return path
+    return Path(os.path.realpath(path)) if linked else path
 
 
 def _fresh_table(fingerprint: str, report_name: str) -> _Table:
