@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from test_hostile import refused  # one `error:` line, no traceback: the shared check
 from typer.testing import CliRunner
 
 import labelclean
@@ -19,17 +20,6 @@ from labelclean.data.manifest import read_manifest
 from labelclean.errors import ConfigError, ManifestError
 
 runner = CliRunner()
-
-
-def refused(r, *needles):
-    """Exit 1 with one `error:` line holding every needle, no traceback."""
-    assert not isinstance(r.exception, AssertionError), r.exception  # images were decoded
-    assert r.exit_code == 1, r.output
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in r.output, r.output
-    for needle in needles:
-        assert str(needle) in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
